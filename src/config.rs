@@ -1,0 +1,160 @@
+//! The one configuration, parsed from flags and `TIDEGATE_*` environment variables and
+//! validated before anything starts. Nothing reads the environment after this.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::log::{Fsync, LogOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "tidegate", version, about = "HTTP/WebSocket gateway for durable event streams")]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `tidegate` alone runs `tidegate serve`.
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve(Config),
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Configuration of `tidegate serve`.
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    #[arg(long, env = "TIDEGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory holding the database file.
+    #[arg(long, env = "TIDEGATE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// `always`: acknowledge after fsync. `never`: acknowledge before; a crash may lose
+    /// about the last second of acknowledged records.
+    #[arg(long, env = "TIDEGATE_FSYNC", value_enum, default_value = "always")]
+    pub fsync: Fsync,
+
+    /// How long an Idempotency-Key is remembered per topic, in milliseconds.
+    #[arg(long, env = "TIDEGATE_IDEMPOTENCY_WINDOW_MS", default_value_t = 24 * 60 * 60 * 1000)]
+    pub idempotency_window_ms: u64,
+
+    /// Seconds in-flight requests get to finish at shutdown.
+    #[arg(long, env = "TIDEGATE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+
+    /// HTTP worker threads; 0 means one per CPU core.
+    #[arg(long, env = "TIDEGATE_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
+    #[arg(long, env = "TIDEGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Request limits; each is enforced with a 4xx, never by failing later.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct Limits {
+    /// Largest request body, in bytes (413 above).
+    #[arg(long, env = "TIDEGATE_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Largest record (key + value + headers), in bytes (413 above).
+    #[arg(long, env = "TIDEGATE_MAX_RECORD_BYTES", default_value_t = 1 << 20)]
+    pub max_record_bytes: usize,
+
+    /// Most records in one publish request (413 above).
+    #[arg(long, env = "TIDEGATE_MAX_RECORDS_PER_REQUEST", default_value_t = 10_000)]
+    pub max_records_per_request: usize,
+
+    /// Largest `limit` a fetch may ask for (400 above).
+    #[arg(long, env = "TIDEGATE_MAX_FETCH_RECORDS", default_value_t = 10_000)]
+    pub max_fetch_records: usize,
+
+    /// Largest `max_bytes` a fetch may ask for (400 above).
+    #[arg(long, env = "TIDEGATE_MAX_FETCH_BYTES", default_value_t = 8 << 20)]
+    pub max_fetch_bytes: usize,
+
+    /// Longest `wait_ms` a long poll may ask for (400 above).
+    #[arg(long, env = "TIDEGATE_MAX_WAIT_MS", default_value_t = 60_000)]
+    pub max_wait_ms: u64,
+
+    /// Longest Idempotency-Key, in bytes (400 above).
+    #[arg(long, env = "TIDEGATE_MAX_IDEMPOTENCY_KEY_BYTES", default_value_t = 255)]
+    pub max_idempotency_key_bytes: usize,
+}
+
+impl Config {
+    /// Parses a `serve` configuration from arguments (after the program name) and the
+    /// environment, as the binary does. Tests use it to get the same defaults.
+    pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(Parser)]
+        struct ServeOnly {
+            #[command(flatten)]
+            config: Config,
+        }
+        let args = std::iter::once("tidegate".into()).chain(args.into_iter().map(Into::into));
+        ServeOnly::try_parse_from(args).map(|parsed| parsed.config)
+    }
+
+    /// Checks what clap's types cannot; the message is the one line shown to the user.
+    pub fn validate(&self) -> Result<(), String> {
+        let limits = &self.limits;
+        for (flag, value) in [
+            ("--max-body-bytes", limits.max_body_bytes),
+            ("--max-record-bytes", limits.max_record_bytes),
+            ("--max-records-per-request", limits.max_records_per_request),
+            ("--max-fetch-records", limits.max_fetch_records),
+            ("--max-fetch-bytes", limits.max_fetch_bytes),
+            ("--max-idempotency-key-bytes", limits.max_idempotency_key_bytes),
+        ] {
+            if value == 0 {
+                return Err(format!("{flag} must be greater than 0"));
+            }
+        }
+        if limits.max_record_bytes > limits.max_body_bytes {
+            return Err(format!(
+                "--max-record-bytes ({}) cannot exceed --max-body-bytes ({})",
+                limits.max_record_bytes, limits.max_body_bytes
+            ));
+        }
+        if self.idempotency_window_ms == 0 {
+            return Err("--idempotency-window-ms must be greater than 0".into());
+        }
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            return Err(format!(
+                "--data-dir {} exists and is not a directory",
+                self.data_dir.display()
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn log_options(&self) -> LogOptions {
+        LogOptions {
+            data_dir: self.data_dir.clone(),
+            fsync: self.fsync,
+            idempotency_window: Duration::from_millis(self.idempotency_window_ms),
+        }
+    }
+}

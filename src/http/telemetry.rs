@@ -1,0 +1,40 @@
+//! The per-request tracing span. It records the path but never the query string, because
+//! the query may carry `access_token`.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::{Error, HttpMessage};
+use tracing::Span;
+use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder};
+
+/// Root span with method, path and a request id; logs one line when the request ends.
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.path(),
+            request_id = %request_id,
+            http.status_code = tracing::field::Empty,
+            exception.message = tracing::field::Empty,
+            exception.details = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        let status = match outcome {
+            Ok(response) => response.status().as_u16(),
+            Err(err) => err.as_response_error().status_code().as_u16(),
+        };
+        span.in_scope(|| tracing::info!(status, "request finished"));
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}

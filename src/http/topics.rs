@@ -1,0 +1,199 @@
+//! Topic administration: create, list, describe, change, delete.
+
+use actix_web::{HttpResponse, delete, get, patch, post, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::{AppState, topic_name};
+use crate::log::{DEFAULT_RETENTION_MS, PartitionOffsets, TopicConfig, TopicDescription, TopicUpdate};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopic {
+    /// 1–249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
+    #[schema(example = "orders")]
+    name: String,
+    /// 1–1024; defaults to 1.
+    #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1024, default = 1)]
+    partitions: u32,
+    /// Milliseconds records are kept; -1 keeps them forever. Defaults to 7 days.
+    retention_ms: Option<i64>,
+    /// Bytes kept per partition; -1 (the default) means unlimited.
+    retention_bytes: Option<i64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Changes to a topic; fields left out stay as they are.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTopic {
+    /// New partition count; partitions can only be added.
+    partitions: Option<u32>,
+    retention_ms: Option<i64>,
+    retention_bytes: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TopicSummary {
+    name: String,
+    partitions: u32,
+    retention_ms: i64,
+    retention_bytes: i64,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TopicList {
+    topics: Vec<TopicSummary>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PartitionBounds {
+    partition: u32,
+    /// First offset still stored.
+    log_start_offset: u64,
+    /// Offset the next record will get.
+    high_watermark: u64,
+}
+
+impl From<PartitionOffsets> for PartitionBounds {
+    fn from(p: PartitionOffsets) -> Self {
+        PartitionBounds {
+            partition: p.partition,
+            log_start_offset: p.log_start_offset,
+            high_watermark: p.high_watermark,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TopicDetails {
+    name: String,
+    partitions: u32,
+    retention_ms: i64,
+    retention_bytes: i64,
+    partition_offsets: Vec<PartitionBounds>,
+}
+
+impl From<TopicDescription> for TopicDetails {
+    fn from(topic: TopicDescription) -> Self {
+        TopicDetails {
+            name: topic.name.to_string(),
+            partitions: topic.config.partitions,
+            retention_ms: topic.config.retention_ms,
+            retention_bytes: topic.config.retention_bytes,
+            partition_offsets: topic.partitions.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// Create a topic.
+#[utoipa::path(
+    tag = "topics",
+    request_body = CreateTopic,
+    responses(
+        (status = 201, description = "Created", body = TopicDetails),
+        (status = 400, description = "Invalid name or settings", body = ErrorBody),
+        (status = 409, description = "A topic with this name exists", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    )
+)]
+#[post("/v1/topics")]
+pub async fn create_topic(
+    state: web::Data<AppState>,
+    body: web::Json<CreateTopic>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let name = topic_name(&body.name)?;
+    let config = TopicConfig {
+        partitions: body.partitions,
+        retention_ms: body.retention_ms.unwrap_or(DEFAULT_RETENTION_MS),
+        retention_bytes: body.retention_bytes.unwrap_or(-1),
+    };
+    let topic = state.log.create_topic(name, config).await?;
+    Ok(HttpResponse::Created().json(TopicDetails::from(topic)))
+}
+
+/// List topics with their partition counts.
+#[utoipa::path(tag = "topics", responses((status = 200, body = TopicList)))]
+#[get("/v1/topics")]
+pub async fn list_topics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let topics = state.log.list_topics().await?;
+    Ok(HttpResponse::Ok().json(TopicList {
+        topics: topics
+            .into_iter()
+            .map(|t| TopicSummary {
+                name: t.name.to_string(),
+                partitions: t.config.partitions,
+                retention_ms: t.config.retention_ms,
+                retention_bytes: t.config.retention_bytes,
+            })
+            .collect(),
+    }))
+}
+
+/// A topic's settings and each partition's offsets.
+#[utoipa::path(
+    tag = "topics",
+    params(("topic" = String, Path, description = "Topic name")),
+    responses(
+        (status = 200, body = TopicDetails),
+        (status = 404, description = "No such topic", body = ErrorBody),
+    )
+)]
+#[get("/v1/topics/{topic}")]
+pub async fn describe_topic(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let topic = state.log.describe_topic(&topic_name(&path)?).await?;
+    Ok(HttpResponse::Ok().json(TopicDetails::from(topic)))
+}
+
+/// Raise the partition count or change retention.
+#[utoipa::path(
+    tag = "topics",
+    params(("topic" = String, Path, description = "Topic name")),
+    request_body = UpdateTopic,
+    responses(
+        (status = 200, body = TopicDetails),
+        (status = 400, description = "Invalid settings or fewer partitions", body = ErrorBody),
+        (status = 404, description = "No such topic", body = ErrorBody),
+    )
+)]
+#[patch("/v1/topics/{topic}")]
+pub async fn update_topic(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<UpdateTopic>,
+) -> Result<HttpResponse, ApiError> {
+    let update = TopicUpdate {
+        partitions: body.partitions,
+        retention_ms: body.retention_ms,
+        retention_bytes: body.retention_bytes,
+    };
+    let topic = state.log.update_topic(&topic_name(&path)?, update).await?;
+    Ok(HttpResponse::Ok().json(TopicDetails::from(topic)))
+}
+
+/// Delete a topic and all its records.
+#[utoipa::path(
+    tag = "topics",
+    params(("topic" = String, Path, description = "Topic name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such topic", body = ErrorBody),
+    )
+)]
+#[delete("/v1/topics/{topic}")]
+pub async fn delete_topic(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.log.delete_topic(&topic_name(&path)?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

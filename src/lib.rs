@@ -1,0 +1,73 @@
+//! tidegate: an HTTP/WebSocket gateway for event streams with Kafka's model — a durable,
+//! partitioned log on redb, publish and fetch over HTTP, JWT-scoped topics.
+//!
+//! # Layout
+//! - [`config`]: the one `Config`, from flags and `TIDEGATE_*` environment variables.
+//! - [`startup`]: [`startup::Application`] binds the server over a log; used by `main`
+//!   and by the tests.
+//! - [`log`]: the partitioned log behind the [`log::EventLog`] trait (no HTTP here).
+//! - [`http`]: actix handlers, error mapping and the OpenAPI document.
+//! - [`wire`]: JSON encoding of stored records shared by every transport.
+//! - [`telemetry`]: tracing subscriber setup.
+//!
+//! See ARCHITECTURE.md for the invariants that hold between these modules.
+
+pub mod config;
+pub mod http;
+pub mod log;
+pub mod startup;
+pub mod telemetry;
+pub mod wire;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use config::{Cli, Command, Config};
+use startup::Application;
+
+/// Entry point of the binary: parses the command line and runs it. Every failure is
+/// reported as one line on stderr with a non-zero exit code.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            let rendered = err.to_string();
+            eprintln!("{}", rendered.lines().next().unwrap_or("invalid arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    let config = match cli.command {
+        Some(Command::Serve(config)) => config,
+        None => cli.serve,
+    };
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Config) -> Result<(), String> {
+    telemetry::init(config.log_format);
+    let runtime = tokio::runtime::Runtime::new().map_err(|err| format!("starting runtime: {err}"))?;
+    runtime.block_on(async {
+        let app = Application::build(&config).map_err(|err| err.to_string())?;
+        // Tests and scripts read this line to learn the port when listening on port 0.
+        println!("tidegate listening on http://{}", app.local_addr());
+        tracing::info!(addr = %app.local_addr(), data_dir = %config.data_dir.display(), fsync = ?config.fsync, "serving");
+        let shutdown = app.shutdown_token();
+        tokio::spawn(async move {
+            startup::termination_signal().await;
+            shutdown.cancel();
+        });
+        app.run().await.map_err(|err| format!("server failed: {err}"))
+    })
+}

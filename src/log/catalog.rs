@@ -1,0 +1,98 @@
+//! The in-memory view of committed topic state that readers use without touching redb.
+//!
+//! Only the writer changes it, and only after a commit succeeded, so everything a reader
+//! sees here is durable (per `--fsync`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+
+use super::LogError;
+use super::types::{PartitionOffsets, TopicConfig};
+
+/// One partition's committed bounds.
+pub(super) struct PartitionEntry {
+    /// Waiters (long polls, later WebSocket/SSE) subscribe here and read the log themselves.
+    pub high_watermark: watch::Sender<u64>,
+    pub log_start_offset: AtomicU64,
+}
+
+impl PartitionEntry {
+    pub fn new(log_start_offset: u64, high_watermark: u64) -> Arc<PartitionEntry> {
+        Arc::new(PartitionEntry {
+            high_watermark: watch::Sender::new(high_watermark),
+            log_start_offset: AtomicU64::new(log_start_offset),
+        })
+    }
+
+    pub fn offsets(&self, partition: u32) -> PartitionOffsets {
+        PartitionOffsets {
+            partition,
+            log_start_offset: self.log_start_offset.load(Ordering::Acquire),
+            high_watermark: *self.high_watermark.borrow(),
+        }
+    }
+}
+
+/// A topic as readers see it. Replaced whole when its configuration changes.
+pub(super) struct TopicEntry {
+    /// Distinguishes a topic from a deleted one of the same name.
+    pub incarnation: u64,
+    pub config: TopicConfig,
+    pub partitions: Vec<Arc<PartitionEntry>>,
+}
+
+#[derive(Default)]
+pub(super) struct Catalog {
+    topics: RwLock<HashMap<String, Arc<TopicEntry>>>,
+}
+
+impl Catalog {
+    pub fn topic(&self, name: &str) -> Result<Arc<TopicEntry>, LogError> {
+        self.read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::TopicNotFound(name.to_owned()))
+    }
+
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<PartitionEntry>, LogError> {
+        self.topic(topic)?
+            .partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| LogError::PartitionNotFound {
+                topic: topic.to_owned(),
+                partition,
+            })
+    }
+
+    pub fn all(&self) -> Vec<(String, Arc<TopicEntry>)> {
+        let mut topics: Vec<_> = self
+            .read()
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.clone()))
+            .collect();
+        topics.sort_by(|a, b| a.0.cmp(&b.0));
+        topics
+    }
+
+    pub fn insert(&self, name: String, entry: Arc<TopicEntry>) {
+        self.write().insert(name, entry);
+    }
+
+    pub fn remove(&self, name: &str) {
+        self.write().remove(name);
+    }
+
+    // A poisoned lock only means another thread panicked while holding it; the map itself
+    // is always left consistent (single inserts/removes), so keep serving.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<TopicEntry>>> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<TopicEntry>>> {
+        self.topics.write().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,100 @@
+//! The durable, partitioned log. No HTTP here: the web layer, and later consumer groups,
+//! WebSocket and SSE, all go through the [`EventLog`] trait.
+//!
+//! # Layout
+//! - `types`: newtypes and plain data at the boundary (`TopicName`, records, fetch bounds).
+//! - `codec`: the on-disk batch encoding.
+//! - `partitioner`: Kafka's murmur2 default partitioner.
+//! - `store`: redb tables and the read paths.
+//! - `writer`: the single writer thread that group-commits every change.
+//! - `catalog`: committed topic state in memory, with a `watch` channel per partition.
+//! - `redb_log`: [`RedbLog`], the embedded implementation of [`EventLog`].
+//!
+//! # Invariants
+//! - Only the writer thread opens write transactions; reads use redb snapshots and never
+//!   wait for it.
+//! - A record is visible to readers (its offset is below the published high watermark)
+//!   only after the transaction holding it committed.
+//! - Offsets of a partition are dense from its log start: each batch key is the previous
+//!   batch's base offset plus its record count.
+
+mod catalog;
+mod codec;
+mod error;
+mod partitioner;
+mod redb_log;
+mod store;
+mod types;
+mod writer;
+
+use async_trait::async_trait;
+
+pub use error::LogError;
+pub use partitioner::{kafka_murmur2, partition_for_key};
+pub use redb_log::{LogOptions, RedbLog};
+pub use types::{
+    AppendOutcome, AppendRequest, DEFAULT_RETENTION_MS, FetchRequest, FetchResult, MAX_PARTITIONS,
+    NewRecord, PartitionChoice, PartitionOffsets, RecordPosition, StoredRecord, TimestampOffset,
+    TopicConfig, TopicDescription, TopicName, TopicUpdate,
+};
+
+/// When an append is acknowledged relative to the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fsync {
+    /// Acknowledge after the commit is synced to disk (the default).
+    Always,
+    /// Acknowledge after the commit reaches the OS; a crash can lose about the last second.
+    Never,
+}
+
+/// Everything the gateway needs from a log. The embedded redb log implements it today; a
+/// Kafka-backed implementation will sit behind the same trait.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    async fn create_topic(
+        &self,
+        name: TopicName,
+        config: TopicConfig,
+    ) -> Result<TopicDescription, LogError>;
+
+    /// Every topic, sorted by name.
+    async fn list_topics(&self) -> Result<Vec<TopicDescription>, LogError>;
+
+    async fn describe_topic(&self, name: &TopicName) -> Result<TopicDescription, LogError>;
+
+    async fn update_topic(
+        &self,
+        name: &TopicName,
+        update: TopicUpdate,
+    ) -> Result<TopicDescription, LogError>;
+
+    async fn delete_topic(&self, name: &TopicName) -> Result<(), LogError>;
+
+    /// Appends all records of one request atomically; answers after the commit.
+    async fn append(
+        &self,
+        topic: &TopicName,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, LogError>;
+
+    /// Reads committed records, waiting up to `request.wait` when none is there yet.
+    async fn fetch(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        request: FetchRequest,
+    ) -> Result<FetchResult, LogError>;
+
+    async fn offset_for_timestamp(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<TimestampOffset, LogError>;
+
+    /// False once shutdown began; the readiness probe reports it.
+    fn is_ready(&self) -> bool;
+
+    /// Commits everything already accepted, refuses the rest and syncs to disk.
+    async fn shutdown(&self);
+}

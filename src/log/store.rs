@@ -1,0 +1,206 @@
+//! redb tables and the read paths over them. Writes happen only in `writer`.
+//!
+//! Tables:
+//! - `topics`: topic name → JSON `TopicConfig`.
+//! - `partitions`: (topic, partition) → log start offset. The high watermark is not stored:
+//!   it is the end of the last batch, found with one reverse range lookup per partition.
+//! - `batches`: (topic, partition, base offset) → encoded batch (`codec`).
+//! - `idempotency`: (topic, key) → JSON `IdempotentReply`; `idempotency_expiry`:
+//!   (created ms, topic, key) → () orders the keys by age so expiry never scans.
+
+use redb::{ReadTransaction, ReadableTable, TableDefinition};
+
+use super::codec::{self, DecodedRecord};
+use super::types::{RecordPosition, StoredRecord, TopicConfig};
+use super::LogError;
+
+pub(super) const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
+pub(super) const PARTITIONS: TableDefinition<(&str, u32), u64> = TableDefinition::new("partitions");
+pub(super) const BATCHES: TableDefinition<(&str, u32, u64), &[u8]> =
+    TableDefinition::new("batches");
+pub(super) const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("idempotency");
+pub(super) const IDEMPOTENCY_EXPIRY: TableDefinition<(i64, &str, &str), ()> =
+    TableDefinition::new("idempotency_expiry");
+
+/// The stored answer to a publish that carried an `Idempotency-Key`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct IdempotentReply {
+    pub created_ms: i64,
+    pub positions: Vec<RecordPosition>,
+}
+
+/// What a partition looks like on disk when the server starts.
+pub(super) struct PartitionTail {
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+    /// Timestamp of the newest record, so appends keep timestamps non-decreasing.
+    pub last_timestamp: i64,
+}
+
+/// A topic as loaded at start, with the tail of every partition.
+pub(super) struct LoadedTopic {
+    pub name: String,
+    pub config: TopicConfig,
+    pub partitions: Vec<PartitionTail>,
+}
+
+pub(super) fn decode_config(bytes: &[u8]) -> Result<TopicConfig, LogError> {
+    serde_json::from_slice(bytes)
+        .map_err(|err| LogError::Storage(format!("corrupt topic config: {err}")))
+}
+
+/// Reads every topic and the tail of each partition: O(topics × partitions) lookups,
+/// independent of how many records are stored.
+pub(super) fn load_topics(txn: &ReadTransaction) -> Result<Vec<LoadedTopic>, LogError> {
+    let topics = txn.open_table(TOPICS)?;
+    let starts = txn.open_table(PARTITIONS)?;
+    let batches = txn.open_table(BATCHES)?;
+    let mut loaded = Vec::new();
+    for entry in topics.iter()? {
+        let (name, config) = entry?;
+        let name = name.value().to_owned();
+        let config = decode_config(config.value())?;
+        let mut partitions = Vec::with_capacity(config.partitions as usize);
+        for partition in 0..config.partitions {
+            let log_start_offset = starts
+                .get((name.as_str(), partition))?
+                .map_or(0, |v| v.value());
+            let mut tail = PartitionTail {
+                log_start_offset,
+                high_watermark: log_start_offset,
+                last_timestamp: i64::MIN,
+            };
+            let last = batches
+                .range((name.as_str(), partition, 0)..=(name.as_str(), partition, u64::MAX))?
+                .next_back();
+            if let Some(last) = last {
+                let (key, batch) = last?;
+                let records = codec::decode(batch.value())?;
+                tail.high_watermark = tail
+                    .high_watermark
+                    .max(key.value().2 + records.len() as u64);
+                if let Some(newest) = records.last() {
+                    tail.last_timestamp = newest.timestamp;
+                }
+            }
+            partitions.push(tail);
+        }
+        loaded.push(LoadedTopic {
+            name,
+            config,
+            partitions,
+        });
+    }
+    Ok(loaded)
+}
+
+/// Reads committed records of one partition in `[from, high_watermark)`, stopping at
+/// `max_records` or once `max_bytes` of payload is collected (the first record is always
+/// returned so an oversized record cannot stall a reader).
+pub(super) fn read_records(
+    txn: &ReadTransaction,
+    topic: &str,
+    partition: u32,
+    from: u64,
+    high_watermark: u64,
+    max_records: usize,
+    max_bytes: usize,
+) -> Result<Vec<StoredRecord>, LogError> {
+    let batches = txn.open_table(BATCHES)?;
+    let mut records = Vec::new();
+    let mut bytes = 0usize;
+    // The batch holding `from` is the last one whose base offset is at or below it.
+    let first_base = match batches
+        .range((topic, partition, 0)..=(topic, partition, from))?
+        .next_back()
+    {
+        Some(entry) => entry?.0.value().2,
+        None => from,
+    };
+    'batches: for entry in batches.range((topic, partition, first_base)..(topic, partition, high_watermark))? {
+        let (key, batch) = entry?;
+        let base = key.value().2;
+        for (offset, record) in (base..).zip(codec::decode(batch.value())?) {
+            if offset < from {
+                continue;
+            }
+            if offset >= high_watermark || records.len() >= max_records {
+                break 'batches;
+            }
+            let size = payload_len(&record);
+            if !records.is_empty() && bytes + size > max_bytes {
+                break 'batches;
+            }
+            bytes += size;
+            records.push(to_stored(partition, offset, record));
+        }
+    }
+    Ok(records)
+}
+
+fn payload_len(record: &DecodedRecord<'_>) -> usize {
+    record.key.map_or(0, str::len)
+        + record.value.len()
+        + record.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+}
+
+fn to_stored(partition: u32, offset: u64, record: DecodedRecord<'_>) -> StoredRecord {
+    StoredRecord {
+        partition,
+        offset,
+        timestamp: record.timestamp,
+        key: record.key.map(str::to_owned),
+        value: record.value.into(),
+        headers: record
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    }
+}
+
+/// The first offset in `[log_start, high_watermark)` whose record timestamp is at or after
+/// `timestamp`, with that timestamp. Timestamps never decrease within a partition (the
+/// writer clamps them), so a binary search over offsets finds it in O(log n) lookups.
+pub(super) fn offset_for_timestamp(
+    txn: &ReadTransaction,
+    topic: &str,
+    partition: u32,
+    log_start: u64,
+    high_watermark: u64,
+    timestamp: i64,
+) -> Result<Option<(u64, i64)>, LogError> {
+    let batches = txn.open_table(BATCHES)?;
+    let timestamp_at = |offset: u64| -> Result<i64, LogError> {
+        let entry = batches
+            .range((topic, partition, 0)..=(topic, partition, offset))?
+            .next_back()
+            .ok_or_else(|| LogError::Storage(format!("no batch holds offset {offset}")))?;
+        let (key, batch) = entry?;
+        let records = codec::decode(batch.value())?;
+        let index = usize::try_from(offset - key.value().2).map_err(|_| missing(offset))?;
+        records
+            .get(index)
+            .map(|r| r.timestamp)
+            .ok_or_else(|| missing(offset))
+    };
+    // Invariant: every offset below `low` is too old; `high` is a candidate or the end.
+    let (mut low, mut high) = (log_start, high_watermark);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if timestamp_at(mid)? >= timestamp {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    if low == high_watermark {
+        return Ok(None);
+    }
+    Ok(Some((low, timestamp_at(low)?)))
+}
+
+fn missing(offset: u64) -> LogError {
+    LogError::Storage(format!("offset {offset} missing from its batch"))
+}

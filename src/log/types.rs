@@ -1,0 +1,237 @@
+//! Newtypes and plain data that cross the log's boundary.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::LogError;
+
+/// Longest topic name Kafka accepts; kept so names move to a Kafka backend unchanged.
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+/// Partition counts are bounded so a single request cannot allocate without limit.
+pub const MAX_PARTITIONS: u32 = 1024;
+/// Default retention: 7 days, as Kafka's `log.retention.hours=168`.
+pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// A validated topic name: 1–249 chars of `[A-Za-z0-9._-]`, not `.` or `..`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicName(String);
+
+impl TopicName {
+    pub fn parse(name: &str) -> Result<TopicName, LogError> {
+        let invalid = |why: &str| LogError::InvalidTopicName(format!("{name:?}: {why}"));
+        if name.is_empty() || name.len() > MAX_TOPIC_NAME_LEN {
+            return Err(invalid("must be 1 to 249 characters"));
+        }
+        if name == "." || name == ".." {
+            return Err(invalid("'.' and '..' are reserved"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(invalid("only A-Z, a-z, 0-9, '.', '_' and '-' are allowed"));
+        }
+        Ok(TopicName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Retention and partitioning settings of a topic, as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TopicConfig {
+    pub partitions: u32,
+    /// Milliseconds a batch is kept; -1 keeps it forever.
+    pub retention_ms: i64,
+    /// Bytes kept per partition; -1 means unlimited.
+    pub retention_bytes: i64,
+}
+
+impl TopicConfig {
+    /// Checks every field against the SPEC's bounds.
+    pub fn validate(&self) -> Result<(), LogError> {
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(LogError::InvalidArgument(format!(
+                "partitions must be between 1 and {MAX_PARTITIONS}, got {}",
+                self.partitions
+            )));
+        }
+        for (field, value) in [
+            ("retention_ms", self.retention_ms),
+            ("retention_bytes", self.retention_bytes),
+        ] {
+            if value != -1 && value <= 0 {
+                return Err(LogError::InvalidArgument(format!(
+                    "{field} must be positive or -1 (unlimited), got {value}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Requested changes to a topic; absent fields stay as they are.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TopicUpdate {
+    pub partitions: Option<u32>,
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<i64>,
+}
+
+/// The bounds of one partition's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PartitionOffsets {
+    pub partition: u32,
+    /// First offset still stored.
+    pub log_start_offset: u64,
+    /// Offset the next record will get; every offset below it is committed.
+    pub high_watermark: u64,
+}
+
+/// A topic's configuration and the bounds of each partition.
+#[derive(Clone, Debug)]
+pub struct TopicDescription {
+    pub name: TopicName,
+    pub config: TopicConfig,
+    pub partitions: Vec<PartitionOffsets>,
+}
+
+/// Where a record should go, as the producer asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionChoice {
+    Explicit(u32),
+    /// No partition given: keyed records hash, keyless ones rotate per request.
+    Default,
+}
+
+/// A record as a producer hands it in, before it has an offset.
+#[derive(Clone, Debug)]
+pub struct NewRecord {
+    pub partition: PartitionChoice,
+    pub key: Option<String>,
+    /// Valid JSON text, stored and served byte for byte.
+    pub value: Box<RawValue>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl NewRecord {
+    /// Bytes this record contributes to a batch, for the per-record limit.
+    pub fn payload_len(&self) -> usize {
+        self.key.as_ref().map_or(0, String::len)
+            + self.value.get().len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+/// All records of one publish request; they commit together or not at all.
+#[derive(Clone, Debug)]
+pub struct AppendRequest {
+    pub records: Vec<NewRecord>,
+    /// A repeat of a key seen within the idempotency window appends nothing.
+    pub idempotency_key: Option<String>,
+}
+
+/// Where one appended record landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RecordPosition {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// The answer to an append: positions in request order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub positions: Vec<RecordPosition>,
+    /// True when this is the stored answer to an earlier request with the same idempotency key.
+    pub replayed: bool,
+}
+
+/// A committed record read back from the log.
+#[derive(Clone, Debug)]
+pub struct StoredRecord {
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<String>,
+    /// The producer's JSON text, validated at publish and never parsed again.
+    pub value: Box<str>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// What a fetch asks for.
+#[derive(Clone, Copy, Debug)]
+pub struct FetchRequest {
+    /// First offset wanted; `None` starts at the log start.
+    pub offset: Option<u64>,
+    pub max_records: usize,
+    /// Soft cap on payload bytes; the first record is returned even when larger.
+    pub max_bytes: usize,
+    /// How long to wait for a record at `offset` when there is none yet.
+    pub wait: std::time::Duration,
+}
+
+/// Records read from one partition plus its bounds at the time of the read.
+#[derive(Clone, Debug)]
+pub struct FetchResult {
+    pub records: Vec<StoredRecord>,
+    pub next_offset: u64,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+/// The first offset whose timestamp is at or after a given time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub partition: u32,
+    pub offset: u64,
+    /// Timestamp of the record at `offset`; `None` when no record is that recent yet and
+    /// `offset` is the high watermark.
+    pub timestamp: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        for ok in ["a", "orders", "a.b_c-D9", &"x".repeat(249)] {
+            assert!(TopicName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a b", "a/b", "é", &"x".repeat(250)] {
+            assert!(TopicName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn retention_must_be_positive_or_unlimited() {
+        let base = TopicConfig {
+            partitions: 1,
+            retention_ms: -1,
+            retention_bytes: -1,
+        };
+        assert!(base.validate().is_ok());
+        for bad in [
+            TopicConfig { partitions: 0, ..base },
+            TopicConfig { partitions: 1025, ..base },
+            TopicConfig { retention_ms: 0, ..base },
+            TopicConfig { retention_bytes: -2, ..base },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+}

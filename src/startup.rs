@@ -1,0 +1,125 @@
+//! Building and running the server; `main` and the tests both go through [`Application`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{HttpServer, web};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::log::{EventLog, LogError, RedbLog};
+
+/// Why the server could not start; shown to the user as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Storage(#[from] LogError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A bound, not yet running server and the log behind it.
+pub struct Application {
+    local_addr: SocketAddr,
+    server: Server,
+    log: Arc<dyn EventLog>,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Opens the log and binds the listener; requests are served once `run` is awaited.
+    pub fn build(config: &Config) -> Result<Application, StartupError> {
+        config.validate().map_err(StartupError::Config)?;
+        let shutdown = CancellationToken::new();
+        let log: Arc<dyn EventLog> = Arc::new(RedbLog::open(&config.log_options(), shutdown.clone())?);
+        let state = web::Data::new(AppState {
+            log: log.clone(),
+            limits: config.limits,
+        });
+        let mut server = HttpServer::new(move || http::app(state.clone()))
+            // We handle signals ourselves so long polls are released before draining.
+            .disable_signals()
+            .shutdown_timeout(config.shutdown_timeout_secs);
+        if config.workers > 0 {
+            server = server.workers(config.workers);
+        }
+        let server = server
+            .bind(config.listen)
+            .map_err(|source| StartupError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = server
+            .addrs()
+            .first()
+            .copied()
+            .unwrap_or(config.listen);
+        Ok(Application {
+            local_addr,
+            server: server.run(),
+            log,
+            shutdown,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Cancelling this token shuts the server down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then stops accepting, lets in-flight
+    /// requests finish, commits what the log accepted and syncs it to disk.
+    pub async fn run(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        let served = tokio::select! {
+            result = &mut server => result,
+            _ = self.shutdown.cancelled() => {
+                tracing::info!("shutting down: draining requests");
+                handle.stop(true).await;
+                server.await
+            }
+        };
+        // Releases long polls if the server stopped on its own.
+        self.shutdown.cancel();
+        self.log.shutdown().await;
+        tracing::info!("log closed");
+        served.map_err(std::io::Error::other)?
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn termination_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
