@@ -1,0 +1,12 @@
+//! Black-box tests: each starts a real server on port 0 and talks HTTP to it.
+//! One test binary (ripgrep's layout) so the suite links once.
+
+mod harness;
+
+mod concurrency;
+mod crash;
+mod longpoll;
+mod openapi;
+mod publish_fetch;
+mod restart;
+mod topics;
