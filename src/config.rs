@@ -26,6 +26,15 @@ pub enum Command {
     Serve(Config),
 }
 
+/// Whether requests must carry a JWT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Every route but health, readiness and docs needs a valid token (the default).
+    Jwt,
+    /// No authentication at all: local development only.
+    None,
+}
+
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -63,6 +72,10 @@ pub struct Config {
 
     #[arg(long, env = "TIDEGATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// `none` turns authentication off (local development only).
+    #[arg(long, env = "TIDEGATE_AUTH", value_enum, default_value = "jwt")]
+    pub auth: AuthMode,
 
     #[command(flatten)]
     pub limits: Limits,
