@@ -24,6 +24,66 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (the default).
     Serve(Config),
+    /// Print a token signed with the configured HS secret (or the data directory's).
+    Token(TokenArgs),
+}
+
+/// Arguments of `tidegate token`.
+#[derive(Clone, Debug, Args)]
+pub struct TokenArgs {
+    /// Subject of the token (who it is for).
+    #[arg(long)]
+    pub sub: String,
+    /// Space-separated scopes, e.g. 'publish:orders subscribe:web-*' or 'admin'.
+    #[arg(long)]
+    pub scope: String,
+    /// Lifetime, e.g. 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// Directory holding the generated secret when no --jwt-secret is configured.
+    #[arg(long, env = "TIDEGATE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// How tokens are verified. With none of the key options, an HS256 secret is generated in
+/// the data directory on first run.
+#[derive(Clone, Debug, Args)]
+pub struct AuthArgs {
+    /// `none` turns authentication off (local development only).
+    #[arg(long, env = "TIDEGATE_AUTH", value_enum, default_value = "jwt")]
+    pub auth: AuthMode,
+
+    /// Shared secret for HS256/384/512 tokens.
+    #[arg(long, env = "TIDEGATE_JWT_SECRET", hide_env_values = true,
+          conflicts_with_all = ["jwt_public_key", "jwks_file"])]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key (RSA → RS256, EC P-256 → ES256, Ed25519 → EdDSA).
+    #[arg(long, env = "TIDEGATE_JWT_PUBLIC_KEY", conflicts_with = "jwks_file")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// JWKS file; the token's `kid` picks the key.
+    #[arg(long, env = "TIDEGATE_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Required `iss` claim.
+    #[arg(long, env = "TIDEGATE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim.
+    #[arg(long, env = "TIDEGATE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "TIDEGATE_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+
+    /// Lifetime of the admin token printed on first run, e.g. 24h.
+    #[arg(long, env = "TIDEGATE_ADMIN_TOKEN_TTL", default_value = "24h",
+          value_parser = humantime::parse_duration)]
+    pub admin_token_ttl: Duration,
 }
 
 /// Whether requests must carry a JWT.
@@ -73,9 +133,8 @@ pub struct Config {
     #[arg(long, env = "TIDEGATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
-    /// `none` turns authentication off (local development only).
-    #[arg(long, env = "TIDEGATE_AUTH", value_enum, default_value = "jwt")]
-    pub auth: AuthMode,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     #[command(flatten)]
     pub limits: Limits,

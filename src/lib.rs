@@ -5,6 +5,8 @@
 //! - [`config`]: the one `Config`, from flags and `TIDEGATE_*` environment variables.
 //! - [`startup`]: [`startup::Application`] binds the server over a log; used by `main`
 //!   and by the tests.
+//! - [`auth`]: JWT verification, scopes, token minting (no HTTP here); [`auth_setup`]
+//!   turns the configuration into a verifier and keeps the first-run secret.
 //! - [`log`]: the partitioned log behind the [`log::EventLog`] trait (no HTTP here).
 //! - [`http`]: actix handlers, error mapping and the OpenAPI document.
 //! - [`wire`]: JSON encoding of stored records shared by every transport.
@@ -12,6 +14,8 @@
 //!
 //! See ARCHITECTURE.md for the invariants that hold between these modules.
 
+pub mod auth;
+pub mod auth_setup;
 pub mod config;
 pub mod http;
 pub mod log;
@@ -42,11 +46,14 @@ pub fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match cli.command {
-        Some(Command::Serve(config)) => config,
-        None => cli.serve,
+    let result = match cli.command {
+        Some(Command::Serve(config)) => serve(config),
+        Some(Command::Token(args)) => auth_setup::mint_token(&args)
+            .map(|token| println!("{token}"))
+            .map_err(|err| err.to_string()),
+        None => serve(cli.serve),
     };
-    match serve(config) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
@@ -62,6 +69,9 @@ fn serve(config: Config) -> Result<(), String> {
         let app = Application::build(&config).map_err(|err| err.to_string())?;
         // Tests and scripts read this line to learn the port when listening on port 0.
         println!("tidegate listening on http://{}", app.local_addr());
+        if let Some(token) = app.first_run_token() {
+            print_first_run_token(token, app.local_addr());
+        }
         tracing::info!(addr = %app.local_addr(), data_dir = %config.data_dir.display(), fsync = ?config.fsync, "serving");
         let shutdown = app.shutdown_token();
         tokio::spawn(async move {
@@ -70,4 +80,14 @@ fn serve(config: Config) -> Result<(), String> {
         });
         app.run().await.map_err(|err| format!("server failed: {err}"))
     })
+}
+
+/// Shown once, when the secret was just generated: the only time a token is printed.
+fn print_first_run_token(token: &str, addr: std::net::SocketAddr) {
+    println!(
+        "\nGenerated a signing secret in the data directory. Admin token (keep it secret):\n\n\
+         {token}\n\n\
+         Try it:\n  curl -H 'Authorization: Bearer {token}' http://{addr}/v1/topics\n\
+         Mint more with: tidegate token --sub NAME --scope 'publish:orders subscribe:orders' --ttl 1h\n"
+    );
 }

@@ -7,6 +7,8 @@ use actix_web::dev::Server;
 use actix_web::{HttpServer, web};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::AuthError;
+use crate::auth_setup;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::log::{EventLog, LogError, RedbLog};
@@ -18,6 +20,8 @@ pub enum StartupError {
     Config(String),
     #[error("{0}")]
     Storage(#[from] LogError),
+    #[error("{0}")]
+    Auth(#[from] AuthError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -31,18 +35,24 @@ pub struct Application {
     server: Server,
     log: Arc<dyn EventLog>,
     shutdown: CancellationToken,
+    first_run_token: Option<String>,
 }
 
 impl Application {
     /// Opens the log and binds the listener; requests are served once `run` is awaited.
     pub fn build(config: &Config) -> Result<Application, StartupError> {
         config.validate().map_err(StartupError::Config)?;
+        let auth = auth_setup::setup(&config.auth, &config.data_dir)?;
+        if auth.verifier.is_none() {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (--auth none): anyone who can reach {} can read, write and delete every topic",
+                config.listen
+            );
+        }
         let shutdown = CancellationToken::new();
-        let log: Arc<dyn EventLog> = Arc::new(RedbLog::open(&config.log_options(), shutdown.clone())?);
-        let state = web::Data::new(AppState {
-            log: log.clone(),
-            limits: config.limits,
-        });
+        let log: Arc<dyn EventLog> =
+            Arc::new(RedbLog::open(&config.log_options(), shutdown.clone())?);
+        let state = web::Data::new(AppState::new(log.clone(), auth.verifier, config.limits));
         let mut server = HttpServer::new(move || http::app(state.clone()))
             // We handle signals ourselves so long polls are released before draining.
             .disable_signals()
@@ -66,7 +76,13 @@ impl Application {
             server: server.run(),
             log,
             shutdown,
+            first_run_token: auth.first_run_token,
         })
+    }
+
+    /// The admin token minted when this start generated the HS secret, to show once.
+    pub fn first_run_token(&self) -> Option<&str> {
+        self.first_run_token.as_deref()
     }
 
     /// The address actually bound (useful with port 0).

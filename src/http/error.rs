@@ -2,11 +2,12 @@
 //! `{"error": {"code": "snake_case", "message": "human text"}}` with the SPEC's statuses.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::ContentType;
+use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::auth::AuthError;
 use crate::log::LogError;
 
 /// Every error a handler can return.
@@ -24,6 +25,15 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     RouteNotFound(String),
+    /// No usable token (401).
+    #[error(transparent)]
+    Unauthorized(AuthError),
+    /// A valid token without the needed scope (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A bug on our side (500); the message is logged and shown.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -56,6 +66,10 @@ impl ApiError {
             ApiError::BadRequest { code, .. } | ApiError::TooLarge { code, .. } => code,
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RouteNotFound(_) => "not_found",
+            ApiError::Unauthorized(AuthError::Missing) => "missing_token",
+            ApiError::Unauthorized(_) => "invalid_token",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Internal(_) => "internal_error",
         }
     }
 }
@@ -99,6 +113,9 @@ impl ResponseError for ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -123,9 +140,17 @@ impl ResponseError for ApiError {
                 high_watermark,
             },
         };
-        HttpResponse::build(status)
-            .insert_header(ContentType::json())
-            .json(body)
+        let mut response = HttpResponse::build(status);
+        response.insert_header(ContentType::json());
+        if let ApiError::Unauthorized(err) = self {
+            // RFC 6750 §3: tell the client to use a bearer token, and why this one failed.
+            let challenge = match err {
+                AuthError::Missing => r#"Bearer realm="tidegate""#.to_owned(),
+                _ => r#"Bearer realm="tidegate", error="invalid_token""#.to_owned(),
+            };
+            response.insert_header((header::WWW_AUTHENTICATE, challenge));
+        }
+        response.json(body)
     }
 }
 

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::AppState;
+use super::guard::AppState;
 use super::error::{ApiError, ErrorBody};
 use crate::log::LogError;
 
@@ -31,7 +31,7 @@ pub async fn healthz() -> HttpResponse {
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if !state.log.is_ready() {
+    if !state.is_ready() {
         return Err(LogError::ShuttingDown.into());
     }
     Ok(HttpResponse::Ok().json(Status { status: "ready" }))

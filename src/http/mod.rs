@@ -2,32 +2,25 @@
 //! Every route is registered through [`routes`], which also builds the OpenAPI document.
 
 mod error;
+mod guard;
 mod health;
 mod records;
 mod telemetry;
 mod topics;
 
-use std::sync::Arc;
-
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpResponse, web};
 use tracing_actix_web::TracingLogger;
-use utoipa::OpenApi;
+use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
 
 pub use error::{ApiError, ErrorBody};
 pub use records::IDEMPOTENCY_REPLAYED;
+pub use guard::{AppState, Caller};
 pub use telemetry::RequestSpan;
 
-use crate::config::Limits;
-use crate::log::{EventLog, TopicName};
-
-/// What every handler shares.
-pub struct AppState {
-    pub log: Arc<dyn EventLog>,
-    pub limits: Limits,
-}
+use crate::log::TopicName;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,9 +32,68 @@ pub struct AppState {
         (name = "topics", description = "Create, inspect, change and delete topics"),
         (name = "records", description = "Publish and fetch records"),
         (name = "operations", description = "Health and readiness"),
-    )
+    ),
+    modifiers(&BearerAuth)
 )]
 struct ApiDoc;
+
+/// Paths that answer without a token.
+const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
+
+/// Declares the bearer scheme, and on every operation outside [`OPEN_PATHS`] the
+/// requirement and its 401/403 answers, mirroring what the [`Caller`] guard enforces.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::{RefOr, ResponseBuilder, Content, Ref};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT in `Authorization: Bearer`, or in `?access_token=` where headers cannot be set.",
+                    ))
+                    .build(),
+            ),
+        );
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if OPEN_PATHS.contains(&path.as_str()) {
+                continue;
+            }
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+                let responses = &mut operation.responses.responses;
+                responses.insert("401".into(), error("Missing, invalid or expired token"));
+                responses.insert("403".into(), error("The token lacks the scope this needs"));
+            }
+        }
+    }
+}
 
 fn topic_name(raw: &str) -> Result<TopicName, ApiError> {
     Ok(TopicName::parse(raw)?)

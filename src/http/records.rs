@@ -11,7 +11,9 @@ use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
-use super::{AppState, topic_name};
+use super::guard::{AppState, Caller};
+use super::topic_name;
+use crate::auth::Action;
 use crate::config::Limits;
 use crate::log::{AppendRequest, FetchRequest, NewRecord, PartitionChoice, RecordPosition};
 use crate::wire;
@@ -98,19 +100,20 @@ impl From<&RecordPosition> for PublishedOffset {
 )]
 #[post("/v1/topics/{topic}/records")]
 pub async fn publish(
+    caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let topic = topic_name(&path)?;
+    let log = caller.may(Action::Publish, topic.as_str())?;
     let format = BodyFormat::of(&request)?;
     let idempotency_key = idempotency_key(&request, &state.limits)?;
     let body = read_body(payload, state.limits.max_body_bytes).await?;
     let records: Vec<NewRecord> = format.parse(&body)?.into_iter().map(Into::into).collect();
     check_records(&records, &state.limits)?;
-    let outcome = state
-        .log
+    let outcome = log
         .append(
             &topic,
             AppendRequest {
@@ -250,7 +253,6 @@ fn check_records(records: &[NewRecord], limits: &Limits) -> Result<(), ApiError>
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 pub struct FetchParams {
     /// First offset to return; defaults to the partition's log start.
     offset: Option<u64>,
@@ -304,12 +306,14 @@ const DEFAULT_FETCH_BYTES: usize = 1 << 20;
 )]
 #[get("/v1/topics/{topic}/partitions/{partition}/records")]
 pub async fn fetch(
+    caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<(String, u32)>,
     params: web::Query<FetchParams>,
 ) -> Result<HttpResponse, ApiError> {
     let (topic, partition) = path.into_inner();
     let topic = topic_name(&topic)?;
+    let log = caller.may(Action::Subscribe, topic.as_str())?;
     let limits = &state.limits;
     let max_records = bounded("limit", params.limit, DEFAULT_FETCH_LIMIT, limits.max_fetch_records)?;
     let max_bytes = bounded(
@@ -325,8 +329,7 @@ pub async fn fetch(
             format!("wait_ms must be at most {}", limits.max_wait_ms),
         ));
     }
-    let result = state
-        .log
+    let result = log
         .fetch(
             &topic,
             partition,
@@ -355,7 +358,6 @@ fn bounded(name: &str, value: Option<usize>, default: usize, max: usize) -> Resu
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 pub struct OffsetParams {
     /// Milliseconds since the epoch.
     timestamp: i64,
@@ -387,14 +389,15 @@ pub struct TimestampOffsetResponse {
 )]
 #[get("/v1/topics/{topic}/partitions/{partition}/offsets")]
 pub async fn offset_for_timestamp(
-    state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, u32)>,
     params: web::Query<OffsetParams>,
 ) -> Result<HttpResponse, ApiError> {
     let (topic, partition) = path.into_inner();
-    let found = state
-        .log
-        .offset_for_timestamp(&topic_name(&topic)?, partition, params.timestamp)
+    let topic = topic_name(&topic)?;
+    let found = caller
+        .may(Action::Subscribe, topic.as_str())?
+        .offset_for_timestamp(&topic, partition, params.timestamp)
         .await?;
     Ok(HttpResponse::Ok().json(TimestampOffsetResponse {
         partition: found.partition,

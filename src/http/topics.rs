@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::{AppState, topic_name};
+use super::guard::Caller;
+use super::topic_name;
 use crate::log::{DEFAULT_RETENTION_MS, PartitionOffsets, TopicConfig, TopicDescription, TopicUpdate};
 
 #[derive(Deserialize, ToSchema)]
@@ -104,7 +105,7 @@ impl From<TopicDescription> for TopicDetails {
 )]
 #[post("/v1/topics")]
 pub async fn create_topic(
-    state: web::Data<AppState>,
+    caller: Caller,
     body: web::Json<CreateTopic>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -114,15 +115,15 @@ pub async fn create_topic(
         retention_ms: body.retention_ms.unwrap_or(DEFAULT_RETENTION_MS),
         retention_bytes: body.retention_bytes.unwrap_or(-1),
     };
-    let topic = state.log.create_topic(name, config).await?;
+    let topic = caller.admin()?.create_topic(name, config).await?;
     Ok(HttpResponse::Created().json(TopicDetails::from(topic)))
 }
 
 /// List topics with their partition counts.
 #[utoipa::path(tag = "topics", responses((status = 200, body = TopicList)))]
 #[get("/v1/topics")]
-pub async fn list_topics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let topics = state.log.list_topics().await?;
+pub async fn list_topics(caller: Caller) -> Result<HttpResponse, ApiError> {
+    let topics = caller.visible_topics().await?;
     Ok(HttpResponse::Ok().json(TopicList {
         topics: topics
             .into_iter()
@@ -147,10 +148,11 @@ pub async fn list_topics(state: web::Data<AppState>) -> Result<HttpResponse, Api
 )]
 #[get("/v1/topics/{topic}")]
 pub async fn describe_topic(
-    state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let topic = state.log.describe_topic(&topic_name(&path)?).await?;
+    let name = topic_name(&path)?;
+    let topic = caller.topic_viewer(name.as_str())?.describe_topic(&name).await?;
     Ok(HttpResponse::Ok().json(TopicDetails::from(topic)))
 }
 
@@ -167,7 +169,7 @@ pub async fn describe_topic(
 )]
 #[patch("/v1/topics/{topic}")]
 pub async fn update_topic(
-    state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
     body: web::Json<UpdateTopic>,
 ) -> Result<HttpResponse, ApiError> {
@@ -176,7 +178,7 @@ pub async fn update_topic(
         retention_ms: body.retention_ms,
         retention_bytes: body.retention_bytes,
     };
-    let topic = state.log.update_topic(&topic_name(&path)?, update).await?;
+    let topic = caller.admin()?.update_topic(&topic_name(&path)?, update).await?;
     Ok(HttpResponse::Ok().json(TopicDetails::from(topic)))
 }
 
@@ -191,9 +193,9 @@ pub async fn update_topic(
 )]
 #[delete("/v1/topics/{topic}")]
 pub async fn delete_topic(
-    state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.log.delete_topic(&topic_name(&path)?).await?;
+    caller.admin()?.delete_topic(&topic_name(&path)?).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 /// A server running in this process on an ephemeral port, with its own data directory.
 pub struct TestApp {
     pub base_url: String,
+    /// An admin token every harness request carries.
+    pub admin_token: String,
     pub client: reqwest::Client,
     /// Always `Some` until `stop` hands it back.
     data_dir: Option<TempDir>,
@@ -40,6 +42,7 @@ impl TestApp {
         let server = tokio::spawn(app.run());
         TestApp {
             base_url,
+            admin_token: token("admin", "admin"),
             client: reqwest::Client::new(),
             data_dir: Some(data_dir),
             shutdown,
@@ -64,8 +67,13 @@ impl TestApp {
         format!("{}{}", self.base_url, path)
     }
 
-    /// A request to `path`, carrying whatever credentials the test server needs.
+    /// A request to `path` with the admin token.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.anonymous(method, path).bearer_auth(&self.admin_token)
+    }
+
+    /// A request to `path` without any token.
+    pub fn anonymous(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, self.url(path))
     }
 
@@ -113,9 +121,34 @@ impl Drop for TestApp {
     }
 }
 
+/// The HS256 secret every in-process test server verifies with.
+pub const TEST_SECRET: &str = "tidegate-test-secret-0123456789abcdef";
+
+/// A token signed with [`TEST_SECRET`], valid for an hour.
+pub fn token(sub: &str, scopes: &str) -> String {
+    tidegate::auth::mint_hs256(
+        TEST_SECRET.as_bytes(),
+        sub,
+        scopes,
+        std::time::Duration::from_secs(3600),
+        None,
+        None,
+    )
+    .expect("mint test token")
+}
+
 fn test_config(data_dir: &Path, args: &[&str]) -> Config {
     let data_dir = data_dir.to_str().expect("utf-8 temp path");
-    let mut all = vec!["--listen", "127.0.0.1:0", "--data-dir", data_dir, "--workers", "2"];
+    let mut all = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir,
+        "--workers",
+        "2",
+        "--jwt-secret",
+        TEST_SECRET,
+    ];
     all.extend_from_slice(args);
     Config::from_args(all).expect("valid test config")
 }
