@@ -1,0 +1,26 @@
+# Everyday commands (https://github.com/casey/just); each is a plain cargo line too.
+
+# Run the server on 127.0.0.1:8080 with ./data
+run:
+    cargo run --release
+
+# Everything CI runs: fmt, clippy, tests
+ci:
+    bash .ci/run
+
+fmt:
+    cargo fmt
+
+clippy:
+    cargo clippy --release --all-targets -- -D warnings
+
+test:
+    cargo test --release
+
+# Regenerate openapi/openapi.json from the running server's document
+openapi:
+    TIDEGATE_UPDATE_OPENAPI=1 cargo test --release --test it openapi
+
+# Load benchmark over loopback; results go in BENCHMARKS.md
+bench:
+    cargo run --release --bin tidegate-bench
