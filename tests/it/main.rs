@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod auth;
 mod concurrency;
 mod crash;
 mod longpoll;
