@@ -26,9 +26,8 @@ pub fn setup(args: &AuthArgs, data_dir: &Path) -> Result<AuthSetup, AuthError> {
     let (keys, generated_secret) = match (&args.jwt_public_key, &args.jwks_file) {
         (Some(pem), _) => (KeySource::PublicKeyPem(read(pem)?), None),
         (_, Some(jwks)) => {
-            let json = String::from_utf8(read(jwks)?).map_err(|_| {
-                AuthError::Config(format!("{} is not UTF-8 JSON", jwks.display()))
-            })?;
+            let json = String::from_utf8(read(jwks)?)
+                .map_err(|_| AuthError::Config(format!("{} is not UTF-8 JSON", jwks.display())))?;
             (KeySource::Jwks(json), None)
         }
         (None, None) => {

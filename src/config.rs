@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::log::{Fsync, LogOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "tidegate", version, about = "HTTP/WebSocket gateway for durable event streams")]
+#[command(
+    name = "tidegate",
+    version,
+    about = "HTTP/WebSocket gateway for durable event streams"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -152,7 +156,11 @@ pub struct Limits {
     pub max_record_bytes: usize,
 
     /// Most records in one publish request (413 above).
-    #[arg(long, env = "TIDEGATE_MAX_RECORDS_PER_REQUEST", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "TIDEGATE_MAX_RECORDS_PER_REQUEST",
+        default_value_t = 10_000
+    )]
     pub max_records_per_request: usize,
 
     /// Largest `limit` a fetch may ask for (400 above).
@@ -168,7 +176,11 @@ pub struct Limits {
     pub max_wait_ms: u64,
 
     /// Longest Idempotency-Key, in bytes (400 above).
-    #[arg(long, env = "TIDEGATE_MAX_IDEMPOTENCY_KEY_BYTES", default_value_t = 255)]
+    #[arg(
+        long,
+        env = "TIDEGATE_MAX_IDEMPOTENCY_KEY_BYTES",
+        default_value_t = 255
+    )]
     pub max_idempotency_key_bytes: usize,
 }
 
@@ -198,7 +210,10 @@ impl Config {
             ("--max-records-per-request", limits.max_records_per_request),
             ("--max-fetch-records", limits.max_fetch_records),
             ("--max-fetch-bytes", limits.max_fetch_bytes),
-            ("--max-idempotency-key-bytes", limits.max_idempotency_key_bytes),
+            (
+                "--max-idempotency-key-bytes",
+                limits.max_idempotency_key_bytes,
+            ),
         ] {
             if value == 0 {
                 return Err(format!("{flag} must be greater than 0"));

@@ -64,7 +64,8 @@ pub fn run() -> ExitCode {
 
 fn serve(config: Config) -> Result<(), String> {
     telemetry::init(config.log_format);
-    let runtime = tokio::runtime::Runtime::new().map_err(|err| format!("starting runtime: {err}"))?;
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|err| format!("starting runtime: {err}"))?;
     runtime.block_on(async {
         let app = Application::build(&config).map_err(|err| err.to_string())?;
         // Tests and scripts read this line to learn the port when listening on port 0.

@@ -66,11 +66,7 @@ impl Application {
                 addr: config.listen,
                 source,
             })?;
-        let local_addr = server
-            .addrs()
-            .first()
-            .copied()
-            .unwrap_or(config.listen);
+        let local_addr = server.addrs().first().copied().unwrap_or(config.listen);
         Ok(Application {
             local_addr,
             server: server.run(),

@@ -69,7 +69,13 @@ mod tests {
             headers: vec![("h".into(), "v\n".into())],
         };
         let body = fetch_response(&FetchResult {
-            records: vec![record.clone(), StoredRecord { key: None, ..record }],
+            records: vec![
+                record.clone(),
+                StoredRecord {
+                    key: None,
+                    ..record
+                },
+            ],
             next_offset: 8,
             high_watermark: 9,
             log_start_offset: 0,

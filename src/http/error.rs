@@ -158,15 +158,14 @@ impl ResponseError for ApiError {
 pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
     use actix_web::error::JsonPayloadError;
     match err {
-        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType(
-            "expected Content-Type: application/json".into(),
-        ),
-        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
-            ApiError::too_large(
-                "body_too_large",
-                format!("request body exceeds the limit of {limit} bytes"),
-            )
+        JsonPayloadError::ContentType => {
+            ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
         }
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::too_large(
+            "body_too_large",
+            format!("request body exceeds the limit of {limit} bytes"),
+        ),
         JsonPayloadError::Deserialize(err) => {
             ApiError::bad_request("invalid_body", format!("invalid JSON body: {err}"))
         }

@@ -65,9 +65,9 @@ impl Caller {
     /// The log, for callers with the `admin` scope.
     pub fn admin(&self) -> Result<&dyn EventLog, ApiError> {
         match &self.claims {
-            Some(claims) if !claims.scopes.is_admin() => Err(ApiError::Forbidden(
-                "this needs the admin scope".into(),
-            )),
+            Some(claims) if !claims.scopes.is_admin() => {
+                Err(ApiError::Forbidden("this needs the admin scope".into()))
+            }
             _ => Ok(&*self.state.log),
         }
     }
@@ -134,9 +134,9 @@ fn authenticate(request: &HttpRequest) -> Result<Caller, ApiError> {
 /// WebSocket and EventSource, which cannot set headers).
 fn bearer_token(request: &HttpRequest) -> Result<String, ApiError> {
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::Unauthorized(AuthError::invalid("Authorization header is not ASCII")))?;
+        let value = value.to_str().map_err(|_| {
+            ApiError::Unauthorized(AuthError::invalid("Authorization header is not ASCII"))
+        })?;
         let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
             return Err(ApiError::Unauthorized(AuthError::invalid(

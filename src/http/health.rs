@@ -4,8 +4,8 @@ use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::guard::AppState;
 use super::error::{ApiError, ErrorBody};
+use super::guard::AppState;
 use crate::log::LogError;
 
 #[derive(Serialize, ToSchema)]

@@ -16,8 +16,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
 
 pub use error::{ApiError, ErrorBody};
-pub use records::IDEMPOTENCY_REPLAYED;
 pub use guard::{AppState, Caller};
+pub use records::IDEMPOTENCY_REPLAYED;
 pub use telemetry::RequestSpan;
 
 use crate::log::TopicName;
@@ -46,8 +46,10 @@ struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-        use utoipa::openapi::{RefOr, ResponseBuilder, Content, Ref};
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -86,7 +88,10 @@ impl Modify for BearerAuth {
             .into_iter()
             .flatten()
             {
-                operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+                operation.security = Some(vec![SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
                 let responses = &mut operation.responses.responses;
                 responses.insert("401".into(), error("Missing, invalid or expired token"));
                 responses.insert("403".into(), error("The token lacks the scope this needs"));
@@ -135,8 +140,9 @@ pub fn app(
         .service(records::fetch)
         .service(records::offset_for_timestamp)
         .openapi_service(|api| {
-            web::resource("/openapi.json")
-                .route(web::get().to(move || std::future::ready(HttpResponse::Ok().json(api.clone()))))
+            web::resource("/openapi.json").route(
+                web::get().to(move || std::future::ready(HttpResponse::Ok().json(api.clone()))),
+            )
         })
         .into_app()
         .default_service(web::to(error::route_not_found))

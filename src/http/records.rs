@@ -315,7 +315,12 @@ pub async fn fetch(
     let topic = topic_name(&topic)?;
     let log = caller.may(Action::Subscribe, topic.as_str())?;
     let limits = &state.limits;
-    let max_records = bounded("limit", params.limit, DEFAULT_FETCH_LIMIT, limits.max_fetch_records)?;
+    let max_records = bounded(
+        "limit",
+        params.limit,
+        DEFAULT_FETCH_LIMIT,
+        limits.max_fetch_records,
+    )?;
     let max_bytes = bounded(
         "max_bytes",
         params.max_bytes,
@@ -346,7 +351,12 @@ pub async fn fetch(
         .body(wire::fetch_response(&result)))
 }
 
-fn bounded(name: &str, value: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+fn bounded(
+    name: &str,
+    value: Option<usize>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     match value.unwrap_or(default) {
         value @ 1.. if value <= max => Ok(value),
         _ => Err(ApiError::bad_request(

@@ -7,7 +7,9 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::guard::Caller;
 use super::topic_name;
-use crate::log::{DEFAULT_RETENTION_MS, PartitionOffsets, TopicConfig, TopicDescription, TopicUpdate};
+use crate::log::{
+    DEFAULT_RETENTION_MS, PartitionOffsets, TopicConfig, TopicDescription, TopicUpdate,
+};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -152,7 +154,10 @@ pub async fn describe_topic(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let name = topic_name(&path)?;
-    let topic = caller.topic_viewer(name.as_str())?.describe_topic(&name).await?;
+    let topic = caller
+        .topic_viewer(name.as_str())?
+        .describe_topic(&name)
+        .await?;
     Ok(HttpResponse::Ok().json(TopicDetails::from(topic)))
 }
 
@@ -178,7 +183,10 @@ pub async fn update_topic(
         retention_ms: body.retention_ms,
         retention_bytes: body.retention_bytes,
     };
-    let topic = caller.admin()?.update_topic(&topic_name(&path)?, update).await?;
+    let topic = caller
+        .admin()?
+        .update_topic(&topic_name(&path)?, update)
+        .await?;
     Ok(HttpResponse::Ok().json(TopicDetails::from(topic)))
 }
 

@@ -97,13 +97,16 @@ pub fn record_count(batch: &[u8]) -> Result<u32, LogError> {
     if header[0] != FORMAT_VERSION {
         return Err(corrupt());
     }
-    Ok(u32::from_le_bytes(header[1..5].try_into().map_err(|_| corrupt())?))
+    Ok(u32::from_le_bytes(
+        header[1..5].try_into().map_err(|_| corrupt())?,
+    ))
 }
 
 /// Decodes every record of a batch, in offset order.
 pub fn decode(batch: &[u8]) -> Result<Vec<DecodedRecord<'_>>, LogError> {
     let count = record_count(batch)?;
-    let base_timestamp = i64::from_le_bytes(batch[5..HEADER_LEN].try_into().map_err(|_| corrupt())?);
+    let base_timestamp =
+        i64::from_le_bytes(batch[5..HEADER_LEN].try_into().map_err(|_| corrupt())?);
     let mut cursor = Cursor {
         rest: &batch[HEADER_LEN..],
     };

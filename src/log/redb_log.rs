@@ -137,7 +137,8 @@ impl EventLog for RedbLog {
         name: TopicName,
         config: TopicConfig,
     ) -> Result<TopicDescription, LogError> {
-        self.change_topic(&name, TopicChange::Create(config)).await?;
+        self.change_topic(&name, TopicChange::Create(config))
+            .await?;
         self.describe_topic(&name).await
     }
 
@@ -279,11 +280,7 @@ impl EventLog for RedbLog {
         if self.commands.send(Command::Stop { done }).await.is_ok() {
             let _ = stopped.await;
         }
-        let thread = self
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let thread = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }

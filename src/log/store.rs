@@ -10,9 +10,9 @@
 
 use redb::{ReadTransaction, ReadableTable, TableDefinition};
 
+use super::LogError;
 use super::codec::{self, DecodedRecord};
 use super::types::{RecordPosition, StoredRecord, TopicConfig};
-use super::LogError;
 
 pub(super) const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 pub(super) const PARTITIONS: TableDefinition<(&str, u32), u64> = TableDefinition::new("partitions");
@@ -118,7 +118,9 @@ pub(super) fn read_records(
         Some(entry) => entry?.0.value().2,
         None => from,
     };
-    'batches: for entry in batches.range((topic, partition, first_base)..(topic, partition, high_watermark))? {
+    'batches: for entry in
+        batches.range((topic, partition, first_base)..(topic, partition, high_watermark))?
+    {
         let (key, batch) = entry?;
         let base = key.value().2;
         for (offset, record) in (base..).zip(codec::decode(batch.value())?) {
@@ -142,7 +144,11 @@ pub(super) fn read_records(
 fn payload_len(record: &DecodedRecord<'_>) -> usize {
     record.key.map_or(0, str::len)
         + record.value.len()
-        + record.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        + record
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
 }
 
 fn to_stored(partition: u32, offset: u64, record: DecodedRecord<'_>) -> StoredRecord {

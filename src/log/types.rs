@@ -226,10 +226,22 @@ mod tests {
         };
         assert!(base.validate().is_ok());
         for bad in [
-            TopicConfig { partitions: 0, ..base },
-            TopicConfig { partitions: 1025, ..base },
-            TopicConfig { retention_ms: 0, ..base },
-            TopicConfig { retention_bytes: -2, ..base },
+            TopicConfig {
+                partitions: 0,
+                ..base
+            },
+            TopicConfig {
+                partitions: 1025,
+                ..base
+            },
+            TopicConfig {
+                retention_ms: 0,
+                ..base
+            },
+            TopicConfig {
+                retention_bytes: -2,
+                ..base
+            },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }

@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::catalog::{Catalog, PartitionEntry, TopicEntry};
 use super::codec::BatchBuilder;
 use super::partitioner::partition_for_key;
-use super::store::{self, BATCHES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, IdempotentReply, PARTITIONS, TOPICS};
+use super::store::{
+    self, BATCHES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, IdempotentReply, PARTITIONS, TOPICS,
+};
 use super::types::{
     AppendOutcome, AppendRequest, PartitionChoice, RecordPosition, TopicConfig, TopicName,
     TopicUpdate,
@@ -126,9 +128,10 @@ struct OpenBatches(BTreeMap<(String, u32), (u64, BatchBuilder)>);
 impl OpenBatches {
     fn flush(&mut self, tables: &mut Tables<'_>) -> Result<(), LogError> {
         for ((topic, partition), (base_offset, builder)) in std::mem::take(&mut self.0) {
-            tables
-                .batches
-                .insert((topic.as_str(), partition, base_offset), builder.finish().as_slice())?;
+            tables.batches.insert(
+                (topic.as_str(), partition, base_offset),
+                builder.finish().as_slice(),
+            )?;
         }
         Ok(())
     }
@@ -287,8 +290,7 @@ impl Writer {
         let mut pending = Vec::with_capacity(count);
         let mut reshaped = Vec::new();
         let mut appended = Vec::new();
-        let outcome = self
-            .stage_and_commit(group, &mut pending, &mut reshaped, &mut appended);
+        let outcome = self.stage_and_commit(group, &mut pending, &mut reshaped, &mut appended);
         match outcome {
             Ok(()) => {
                 self.publish(&reshaped, &appended);
@@ -307,7 +309,11 @@ impl Writer {
                 }
             }
         }
-        tracing::debug!(requests = count, elapsed_us = started.elapsed().as_micros() as u64, "group commit");
+        tracing::debug!(
+            requests = count,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "group commit"
+        );
     }
 
     fn stage_and_commit(
@@ -634,10 +640,12 @@ impl Writer {
                 .ok()
                 .filter(|entry| entry.incarnation == topic.incarnation);
             let partitions = (0..topic.partitions.len())
-                .map(|p| match existing.as_ref().and_then(|e| e.partitions.get(p)) {
-                    Some(entry) => entry.clone(),
-                    None => PartitionEntry::new(0, 0),
-                })
+                .map(
+                    |p| match existing.as_ref().and_then(|e| e.partitions.get(p)) {
+                        Some(entry) => entry.clone(),
+                        None => PartitionEntry::new(0, 0),
+                    },
+                )
                 .collect();
             self.catalog.insert(
                 name.clone(),
@@ -649,9 +657,10 @@ impl Writer {
             );
         }
         for (name, partition) in appended {
-            let (Some(topic), Ok(entry)) =
-                (self.topics.get(name), self.catalog.partition(name, *partition))
-            else {
+            let (Some(topic), Ok(entry)) = (
+                self.topics.get(name),
+                self.catalog.partition(name, *partition),
+            ) else {
                 continue;
             };
             let next = topic.partitions[*partition as usize].next_offset;
@@ -668,11 +677,15 @@ impl Writer {
         if self.unsynced_since.is_none() {
             return;
         }
-        let result = self.db.begin_write().map_err(LogError::from).and_then(|mut txn| {
-            txn.set_durability(Durability::Immediate)?;
-            txn.commit()?;
-            Ok(())
-        });
+        let result = self
+            .db
+            .begin_write()
+            .map_err(LogError::from)
+            .and_then(|mut txn| {
+                txn.set_durability(Durability::Immediate)?;
+                txn.commit()?;
+                Ok(())
+            });
         match result {
             Ok(()) => self.unsynced_since = None,
             Err(err) => tracing::error!(%err, "syncing the log failed"),
@@ -680,7 +693,11 @@ impl Writer {
     }
 }
 
-fn write_config(tables: &mut Tables<'_>, name: &TopicName, config: &TopicConfig) -> Result<(), LogError> {
+fn write_config(
+    tables: &mut Tables<'_>,
+    name: &TopicName,
+    config: &TopicConfig,
+) -> Result<(), LogError> {
     let encoded = serde_json::to_vec(config)
         .map_err(|err| LogError::Storage(format!("encoding topic config: {err}")))?;
     tables.topics.insert(name.as_str(), encoded.as_slice())?;

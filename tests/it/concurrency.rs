@@ -1,1 +1,345 @@
-//! placeholder until written
+//! Many publishers at once against one topic: offsets stay unique and dense per
+//! partition, one request's records stay together, and every acknowledged record reads
+//! back exactly as it was published.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use crate::harness::{TestApp, json_body};
+
+/// A record as a publisher sent it.
+#[derive(Clone, Debug)]
+struct Sent {
+    publisher: usize,
+    seq: usize,
+    key: Option<String>,
+    value: Value,
+    headers: BTreeMap<String, String>,
+}
+
+impl Sent {
+    fn to_json(&self) -> Value {
+        let mut record = json!({ "value": self.value });
+        if let Some(key) = &self.key {
+            record["key"] = json!(key);
+        }
+        if !self.headers.is_empty() {
+            record["headers"] = json!(self.headers);
+        }
+        record
+    }
+}
+
+/// One acknowledged request: its records with the (partition, offset) each got.
+type Acked = Vec<(u32, u64, Sent)>;
+
+/// Publishes `records` as JSON or, for variety, as NDJSON; returns the acknowledged
+/// positions in request order.
+async fn publish(app: &TestApp, topic: &str, records: &[Sent], ndjson: bool) -> Vec<(u32, u64)> {
+    let response = if ndjson {
+        let mut body = String::new();
+        for record in records {
+            body.push_str(&record.to_json().to_string());
+            body.push('\n');
+        }
+        app.post(&format!("/v1/topics/{topic}/records"))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .expect("publish ndjson")
+    } else {
+        app.publish(topic, records.iter().map(Sent::to_json).collect())
+            .await
+    };
+    let status = response.status();
+    let body = json_body(response).await;
+    assert_eq!(status, 200, "publish answered {body}");
+    let offsets = body["offsets"].as_array().expect("offsets array");
+    assert_eq!(offsets.len(), records.len(), "one offset per record: {body}");
+    offsets
+        .iter()
+        .map(|o| {
+            let partition = o["partition"].as_u64().expect("partition") as u32;
+            (partition, o["offset"].as_u64().expect("offset"))
+        })
+        .collect()
+}
+
+/// One publisher: `count` records in requests of 1–4 records, keyless, keyed or mixed,
+/// each value carrying the publisher id and sequence number.
+async fn run_publisher(app: Arc<TestApp>, topic: &'static str, publisher: usize, count: usize) -> Vec<Acked> {
+    let mut acked = Vec::new();
+    let mut seq = 0;
+    let mut request = 0;
+    while seq < count {
+        let size = (1 + (publisher + request) % 4).min(count - seq);
+        // 0: all keyless, 1: all keyed, 2: keyed and keyless mixed in one request.
+        let style = (publisher + request) % 3;
+        let records: Vec<Sent> = (seq..seq + size)
+            .map(|s| {
+                let keyed = match style {
+                    0 => false,
+                    1 => true,
+                    _ => s % 2 == 0,
+                };
+                let mut headers = BTreeMap::new();
+                if s % 2 == 1 {
+                    headers.insert("publisher".to_owned(), publisher.to_string());
+                    headers.insert("seq".to_owned(), s.to_string());
+                }
+                Sent {
+                    publisher,
+                    seq: s,
+                    key: keyed.then(|| format!("user-{}", (publisher * 31 + s) % 50)),
+                    value: json!({
+                        "publisher": publisher,
+                        "seq": s,
+                        "text": format!("p{publisher}-s{s} \"quoted\" é ✓"),
+                        "pad": "x".repeat(s % 23),
+                        "nested": [s, {"even": s % 2 == 0}, null],
+                    }),
+                    headers,
+                }
+            })
+            .collect();
+        let positions = publish(&app, topic, &records, request % 5 == 4).await;
+        acked.push(
+            positions
+                .into_iter()
+                .zip(records)
+                .map(|((p, o), sent)| (p, o, sent))
+                .collect(),
+        );
+        seq += size;
+        request += 1;
+    }
+    acked
+}
+
+/// Awaits every task, re-raising a task's panic so its message reaches the test output.
+async fn join_all<T>(handles: Vec<JoinHandle<T>>) -> Vec<T> {
+    let mut results = Vec::with_capacity(handles.len());
+    for handle in handles {
+        match handle.await {
+            Ok(result) => results.push(result),
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(err) => panic!("task failed: {err}"),
+        }
+    }
+    results
+}
+
+/// `partition_offsets` of a topic as (log_start_offset, high_watermark) per partition.
+async fn bounds(app: &TestApp, topic: &str) -> Vec<(u64, u64)> {
+    let response = app.get(&format!("/v1/topics/{topic}")).send().await.expect("describe");
+    assert_eq!(response.status(), 200);
+    let body = json_body(response).await;
+    body["partition_offsets"]
+        .as_array()
+        .expect("partition_offsets")
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            assert_eq!(p["partition"], i as u64, "partition_offsets in order: {body}");
+            (
+                p["log_start_offset"].as_u64().expect("log_start_offset"),
+                p["high_watermark"].as_u64().expect("high_watermark"),
+            )
+        })
+        .collect()
+}
+
+/// Every record of a partition from offset 0 to `high_watermark`, paging with `limit`,
+/// checking that offsets are dense and `next_offset` follows the page.
+async fn fetch_all(app: &TestApp, topic: &str, partition: u32, high_watermark: u64, limit: usize) -> Vec<Value> {
+    let mut records = Vec::new();
+    let mut next = 0u64;
+    while next < high_watermark {
+        let response = app
+            .fetch(topic, partition, &format!("offset={next}&limit={limit}"))
+            .await;
+        assert_eq!(response.status(), 200, "fetch {topic}/{partition}@{next}");
+        let body = json_body(response).await;
+        assert_eq!(body["high_watermark"], high_watermark, "{topic}/{partition}");
+        let page = body["records"].as_array().expect("records");
+        assert!(!page.is_empty(), "fetch below the high watermark made no progress");
+        assert!(page.len() <= limit);
+        for record in page {
+            assert_eq!(record["offset"], next, "offsets dense in {topic}/{partition}");
+            assert_eq!(record["partition"], partition);
+            next += 1;
+        }
+        assert_eq!(body["next_offset"], next, "next_offset follows the page");
+        records.extend(page.iter().cloned());
+    }
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_get_unique_dense_offsets_and_exact_content() {
+    const TOPIC: &str = "concurrent";
+    const PARTITIONS: u32 = 4;
+    const PUBLISHERS: usize = 32;
+    const PER_PUBLISHER: usize = 200;
+
+    let app = Arc::new(TestApp::spawn().await);
+    app.create_topic(TOPIC, PARTITIONS).await;
+
+    let handles = (0..PUBLISHERS)
+        .map(|p| tokio::spawn(run_publisher(app.clone(), TOPIC, p, PER_PUBLISHER)))
+        .collect();
+    let per_publisher = join_all(handles).await;
+
+    let mut by_position: HashMap<(u32, u64), Sent> = HashMap::new();
+    let mut key_partition: HashMap<String, u32> = HashMap::new();
+    for (publisher, requests) in per_publisher.iter().enumerate() {
+        let sent: usize = requests.iter().map(Vec::len).sum();
+        assert_eq!(sent, PER_PUBLISHER, "publisher {publisher} acks");
+        // A publisher waits for each ack before sending again, so within a partition its
+        // records must appear in the order it sent them.
+        let mut last_offset: HashMap<u32, u64> = HashMap::new();
+        for request in requests {
+            for (partition, offset, sent) in request {
+                assert!(*partition < PARTITIONS, "partition {partition} out of range");
+                if let Some(previous) = last_offset.insert(*partition, *offset) {
+                    assert!(
+                        previous < *offset,
+                        "publisher {publisher}: offset {offset} after {previous} in partition {partition}"
+                    );
+                }
+                if let Some(key) = &sent.key {
+                    let first = *key_partition.entry(key.clone()).or_insert(*partition);
+                    assert_eq!(first, *partition, "key {key} moved between partitions");
+                }
+                let duplicate = by_position.insert((*partition, *offset), sent.clone());
+                assert!(
+                    duplicate.is_none(),
+                    "({partition}, {offset}) acknowledged twice: {duplicate:?} and {sent:?}"
+                );
+            }
+            // One request's records that share a partition are contiguous and in order.
+            let mut previous: HashMap<u32, u64> = HashMap::new();
+            for (partition, offset, _) in request {
+                if let Some(before) = previous.insert(*partition, *offset) {
+                    assert_eq!(
+                        *offset,
+                        before + 1,
+                        "records of one request split in partition {partition}: {request:?}"
+                    );
+                }
+            }
+            if request.len() > 1 && request.iter().all(|(_, _, s)| s.key.is_none()) {
+                assert!(
+                    request.iter().all(|(p, _, _)| *p == request[0].0),
+                    "a keyless request spread over partitions: {request:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(by_position.len(), PUBLISHERS * PER_PUBLISHER);
+
+    let bounds = bounds(&app, TOPIC).await;
+    assert_eq!(bounds.len(), PARTITIONS as usize);
+    let mut total = 0;
+    for (partition, (log_start, high_watermark)) in (0u32..).zip(&bounds) {
+        let acked = by_position.keys().filter(|(p, _)| *p == partition).count() as u64;
+        assert_eq!(*log_start, 0, "partition {partition} log start");
+        assert_eq!(*high_watermark, acked, "partition {partition}: hwm vs acked records");
+        assert!(acked > 0, "partition {partition} got no records");
+        total += acked;
+
+        let records = fetch_all(&app, TOPIC, partition, *high_watermark, 500).await;
+        let mut last_timestamp = i64::MIN;
+        for record in &records {
+            let offset = record["offset"].as_u64().expect("offset");
+            let sent = &by_position[&(partition, offset)];
+            assert_eq!(record["value"], sent.value, "value at {partition}/{offset}");
+            assert_eq!(record["value"]["publisher"], sent.publisher);
+            assert_eq!(record["value"]["seq"], sent.seq);
+            assert_eq!(record["key"], json!(sent.key), "key at {partition}/{offset}");
+            assert_eq!(record["headers"], json!(sent.headers), "headers at {partition}/{offset}");
+            let timestamp = record["timestamp"].as_i64().expect("timestamp");
+            assert!(timestamp >= last_timestamp, "timestamps go back at {partition}/{offset}");
+            last_timestamp = timestamp;
+        }
+    }
+    assert_eq!(total, (PUBLISHERS * PER_PUBLISHER) as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_requests_stay_contiguous_and_rotate_over_partitions() {
+    const TOPIC: &str = "keyless";
+    const PARTITIONS: u32 = 3;
+    const TASKS: usize = 12;
+    const REQUESTS: usize = 15;
+    const PER_REQUEST: usize = 8;
+
+    let app = Arc::new(TestApp::spawn().await);
+    app.create_topic(TOPIC, PARTITIONS).await;
+
+    let handles = (0..TASKS)
+        .map(|task| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut placed = Vec::new();
+                for request in 0..REQUESTS {
+                    let records: Vec<Value> = (0..PER_REQUEST)
+                        .map(|i| json!({"value": {"task": task, "request": request, "i": i}}))
+                        .collect();
+                    let response = app.publish(TOPIC, Value::Array(records)).await;
+                    assert_eq!(response.status(), 200);
+                    let body = json_body(response).await;
+                    let offsets = body["offsets"].as_array().expect("offsets");
+                    assert_eq!(offsets.len(), PER_REQUEST);
+                    let partition = offsets[0]["partition"].as_u64().expect("partition");
+                    let base = offsets[0]["offset"].as_u64().expect("offset");
+                    for (i, o) in offsets.iter().enumerate() {
+                        assert_eq!(o["partition"], partition, "keyless request split: {body}");
+                        assert_eq!(o["offset"], base + i as u64, "keyless request not contiguous: {body}");
+                    }
+                    placed.push((task, request, partition as u32, base));
+                }
+                placed
+            })
+        })
+        .collect();
+    let placed: Vec<_> = join_all(handles).await.into_iter().flatten().collect();
+
+    // Round-robin per request: every partition gets the same number of requests (±1).
+    let mut requests_per_partition = vec![0usize; PARTITIONS as usize];
+    for (_, _, partition, _) in &placed {
+        requests_per_partition[*partition as usize] += 1;
+    }
+    let (min, max) = (
+        requests_per_partition.iter().min().copied().unwrap_or(0),
+        requests_per_partition.iter().max().copied().unwrap_or(0),
+    );
+    assert!(max - min <= 1, "keyless requests not rotated evenly: {requests_per_partition:?}");
+
+    let bounds = bounds(&app, TOPIC).await;
+    let mut contents = Vec::new();
+    for (partition, (_, high_watermark)) in (0u32..).zip(&bounds) {
+        assert_eq!(
+            *high_watermark,
+            (requests_per_partition[partition as usize] * PER_REQUEST) as u64,
+            "partition {partition} hwm"
+        );
+        contents.push(fetch_all(&app, TOPIC, partition, *high_watermark, 64).await);
+    }
+    for (task, request, partition, base) in placed {
+        for i in 0..PER_REQUEST {
+            let record = &contents[partition as usize][base as usize + i];
+            assert_eq!(
+                record["value"],
+                json!({"task": task, "request": request, "i": i}),
+                "request ({task}, {request}) at {partition}/{}",
+                base as usize + i
+            );
+            assert_eq!(record["key"], Value::Null);
+        }
+    }
+}

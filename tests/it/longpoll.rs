@@ -1,1 +1,213 @@
-//! placeholder until written
+//! Long polls (`wait_ms`): woken by a commit, ended by their time-out, by the topic
+//! going away, and by a graceful shutdown, never left hanging.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{TestApp, json_body};
+
+/// Far beyond anything a healthy server needs, so a hang fails instead of stalling.
+const HANG: Duration = Duration::from_secs(20);
+/// Generous bound for "promptly" on a shared, noisy machine.
+const PROMPT: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn long_poll_returns_promptly_when_a_record_is_published() {
+    let app = TestApp::spawn().await;
+    app.create_topic("waiting", 2).await;
+    let response = app.publish("waiting", json!([{"value": "before", "partition": 1}])).await;
+    assert_eq!(response.status(), 200);
+
+    let started = Instant::now();
+    let poll = async {
+        let response = app.fetch("waiting", 1, "offset=1&wait_ms=10000").await;
+        (response, started.elapsed())
+    };
+    let publish = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A record on the other partition must not wake the poll with nothing.
+        let other = app.publish("waiting", json!([{"value": "elsewhere", "partition": 0}])).await;
+        assert_eq!(other.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let published_at = started.elapsed();
+        let response = app
+            .publish("waiting", json!([{"value": {"n": 2}, "key": "k", "partition": 1}]))
+            .await;
+        assert_eq!(response.status(), 200);
+        let body = json_body(response).await;
+        assert_eq!(body["offsets"], json!([{"partition": 1, "offset": 1}]));
+        published_at
+    };
+    let ((response, elapsed), published_at) = tokio::time::timeout(HANG, async { tokio::join!(poll, publish) })
+        .await
+        .expect("long poll hung");
+
+    assert_eq!(response.status(), 200);
+    let body = json_body(response).await;
+    assert!(elapsed < PROMPT, "long poll took {elapsed:?} after a publish at {published_at:?}");
+    assert!(elapsed >= published_at, "long poll returned before the publish");
+    let records = body["records"].as_array().expect("records");
+    assert_eq!(records.len(), 1, "{body}");
+    assert_eq!(records[0]["offset"], 1);
+    assert_eq!(records[0]["partition"], 1);
+    assert_eq!(records[0]["value"], json!({"n": 2}));
+    assert_eq!(records[0]["key"], "k");
+    assert_eq!(body["next_offset"], 2);
+    assert_eq!(body["high_watermark"], 2);
+}
+
+#[tokio::test]
+async fn long_poll_times_out_with_an_empty_list() {
+    let app = TestApp::spawn().await;
+    app.create_topic("quiet", 1).await;
+
+    // On an empty partition (offset defaults to the log start, which is the hwm).
+    let started = Instant::now();
+    let response = tokio::time::timeout(HANG, app.fetch("quiet", 0, "wait_ms=300"))
+        .await
+        .expect("long poll hung");
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 200);
+    let body = json_body(response).await;
+    assert_eq!(body["records"], json!([]), "{body}");
+    assert_eq!(body["next_offset"], 0);
+    assert_eq!(body["high_watermark"], 0);
+    assert!(elapsed >= Duration::from_millis(250), "returned after only {elapsed:?}");
+    assert!(elapsed < PROMPT, "took {elapsed:?} for wait_ms=300");
+
+    // At the high watermark of a partition that has records.
+    let response = app.publish("quiet", json!([{"value": 1}, {"value": 2}])).await;
+    assert_eq!(response.status(), 200);
+    let started = Instant::now();
+    let response = tokio::time::timeout(HANG, app.fetch("quiet", 0, "offset=2&wait_ms=300"))
+        .await
+        .expect("long poll hung");
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 200);
+    let body = json_body(response).await;
+    assert_eq!(body["records"], json!([]), "{body}");
+    assert_eq!(body["next_offset"], 2);
+    assert_eq!(body["high_watermark"], 2);
+    assert!(elapsed >= Duration::from_millis(250), "returned after only {elapsed:?}");
+    assert!(elapsed < PROMPT, "took {elapsed:?} for wait_ms=300");
+
+    // Below the high watermark a long poll does not wait at all.
+    let started = Instant::now();
+    let response = app.fetch("quiet", 0, "offset=0&wait_ms=10000").await;
+    assert_eq!(response.status(), 200);
+    let body = json_body(response).await;
+    assert_eq!(body["records"].as_array().map(Vec::len), Some(2), "{body}");
+    assert!(started.elapsed() < PROMPT, "waited with records available");
+}
+
+#[tokio::test]
+async fn long_poll_on_a_deleted_topic_returns_instead_of_hanging() {
+    let app = TestApp::spawn().await;
+    app.create_topic("doomed", 2).await;
+
+    let started = Instant::now();
+    let poll = async {
+        let response = app.fetch("doomed", 1, "offset=0&wait_ms=30000").await;
+        (response, started.elapsed())
+    };
+    let delete = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let deleted_at = started.elapsed();
+        let response = app
+            .request(Method::DELETE, "/v1/topics/doomed")
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(response.status(), 204);
+        deleted_at
+    };
+    let ((response, elapsed), deleted_at) = tokio::time::timeout(HANG, async { tokio::join!(poll, delete) })
+        .await
+        .expect("long poll on a deleted topic hung");
+
+    assert!(elapsed >= deleted_at, "long poll ended before the delete: {elapsed:?}");
+    assert!(elapsed < PROMPT, "long poll took {elapsed:?} after a delete at {deleted_at:?}");
+    let status = response.status().as_u16();
+    let body = json_body(response).await;
+    match status {
+        404 => assert_eq!(body["error"]["code"], "topic_not_found", "{body}"),
+        200 => assert_eq!(body["records"], json!([]), "{body}"),
+        other => panic!("long poll on a deleted topic answered {other}: {body}"),
+    }
+}
+
+#[tokio::test]
+async fn long_poll_survives_a_partition_increase_and_still_wakes() {
+    let app = TestApp::spawn().await;
+    app.create_topic("growing", 1).await;
+
+    let started = Instant::now();
+    let poll = async {
+        let response = app.fetch("growing", 0, "offset=0&wait_ms=10000").await;
+        (response, started.elapsed())
+    };
+    let grow_then_publish = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let response = app
+            .request(Method::PATCH, "/v1/topics/growing")
+            .json(&json!({"partitions": 3}))
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(response.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let published_at = started.elapsed();
+        let response = app.publish("growing", json!([{"value": "after", "partition": 0}])).await;
+        assert_eq!(response.status(), 200);
+        published_at
+    };
+    let ((response, elapsed), published_at) =
+        tokio::time::timeout(HANG, async { tokio::join!(poll, grow_then_publish) })
+            .await
+            .expect("long poll hung");
+
+    assert_eq!(response.status(), 200);
+    let body = json_body(response).await;
+    assert!(elapsed >= published_at, "long poll returned before the publish: {body}");
+    assert!(elapsed < PROMPT, "long poll took {elapsed:?} after a publish at {published_at:?}");
+    assert_eq!(body["records"][0]["value"], "after", "{body}");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_releases_a_waiting_long_poll() {
+    let app = TestApp::spawn().await;
+    app.create_topic("closing", 1).await;
+
+    // Owned request futures, so they outlive `app` being consumed by `stop`.
+    let url = "/v1/topics/closing/partitions/0/records?offset=0&wait_ms=30000";
+    let started = Instant::now();
+    let poll = tokio::spawn(app.get(url).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "long poll returned before shutdown");
+
+    let stop_started = Instant::now();
+    tokio::time::timeout(HANG, app.stop())
+        .await
+        .expect("graceful shutdown hung behind a long poll");
+    let stop_took = stop_started.elapsed();
+    eprintln!("STOP {stop_took:?}");
+    assert!(stop_took < PROMPT, "shutdown took {stop_took:?} with a long poll waiting");
+
+    let answer = tokio::time::timeout(HANG, poll)
+        .await
+        .expect("long poll still waiting after shutdown")
+        .expect("poll task");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(10), "long poll ended after {elapsed:?}");
+    // The poll is answered (an empty list, or "shutting down"), not cut off mid-request.
+    let response = answer.expect("long poll got an HTTP answer during graceful shutdown");
+    let status = response.status().as_u16();
+    let body: Value = json_body(response).await;
+    match status {
+        200 => assert_eq!(body["records"], json!([]), "{body}"),
+        503 => assert_eq!(body["error"]["code"], "shutting_down", "{body}"),
+        other => panic!("long poll answered {other} at shutdown: {body}"),
+    }
+}
