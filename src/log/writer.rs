@@ -121,17 +121,38 @@ impl<'txn> Tables<'txn> {
     }
 }
 
-/// Batches being built in the current transaction, one per partition touched.
+/// Batches being built in the current transaction, one per partition touched, keyed by
+/// topic then partition so lookups need no allocation.
 #[derive(Default)]
-struct OpenBatches(BTreeMap<(String, u32), (u64, BatchBuilder)>);
+struct OpenBatches(BTreeMap<String, BTreeMap<u32, (u64, BatchBuilder)>>);
 
 impl OpenBatches {
+    /// The batch of `partition`, started at `offset` if this commit has none yet.
+    fn for_partition(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timestamp: i64,
+    ) -> &mut BatchBuilder {
+        if !self.0.contains_key(topic) {
+            self.0.insert(topic.to_owned(), BTreeMap::new());
+        }
+        let partitions = self.0.get_mut(topic).expect("inserted above");
+        &mut partitions
+            .entry(partition)
+            .or_insert_with(|| (offset, BatchBuilder::new(timestamp)))
+            .1
+    }
+
     fn flush(&mut self, tables: &mut Tables<'_>) -> Result<(), LogError> {
-        for ((topic, partition), (base_offset, builder)) in std::mem::take(&mut self.0) {
-            tables.batches.insert(
-                (topic.as_str(), partition, base_offset),
-                builder.finish().as_slice(),
-            )?;
+        for (topic, partitions) in std::mem::take(&mut self.0) {
+            for (partition, (base_offset, builder)) in partitions {
+                tables.batches.insert(
+                    (topic.as_str(), partition, base_offset),
+                    builder.finish().as_slice(),
+                )?;
+            }
         }
         Ok(())
     }
@@ -348,9 +369,13 @@ impl Writer {
                     } => match self.stage_append(&mut tables, &mut batches, &topic, request, now) {
                         Ok(outcome) => {
                             if !outcome.replayed {
-                                for position in &outcome.positions {
-                                    appended.push((topic.as_str().to_owned(), position.partition));
-                                }
+                                let mut touched: Vec<u32> =
+                                    outcome.positions.iter().map(|p| p.partition).collect();
+                                touched.sort_unstable();
+                                touched.dedup();
+                                appended.extend(
+                                    touched.into_iter().map(|p| (topic.as_str().to_owned(), p)),
+                                );
                             }
                             pending.push(Pending::Append(reply, outcome));
                         }
@@ -441,16 +466,14 @@ impl Writer {
             // offset-by-timestamp lookups rely on it.
             state.last_timestamp = state.last_timestamp.max(now);
             let timestamp = state.last_timestamp;
-            let (_, builder) = batches
-                .0
-                .entry((name.to_owned(), partition))
-                .or_insert_with(|| (offset, BatchBuilder::new(timestamp)));
-            builder.push(
-                timestamp,
-                record.key.as_deref(),
-                record.value.get(),
-                &record.headers,
-            );
+            batches
+                .for_partition(name, partition, offset, timestamp)
+                .push(
+                    timestamp,
+                    record.key.as_deref(),
+                    record.value.get(),
+                    &record.headers,
+                );
             positions.push(RecordPosition { partition, offset });
         }
 

@@ -179,6 +179,8 @@ async fn long_poll_survives_a_partition_increase_and_still_wakes() {
 async fn graceful_shutdown_releases_a_waiting_long_poll() {
     let app = TestApp::spawn().await;
     app.create_topic("closing", 1).await;
+    let (a, b) = tokio::join!(app.fetch("closing", 0, "wait_ms=200"), app.fetch("closing", 0, "wait_ms=200"));
+    assert_eq!(a.status(), 200); assert_eq!(b.status(), 200);
 
     // Owned request futures, so they outlive `app` being consumed by `stop`.
     let url = "/v1/topics/closing/partitions/0/records?offset=0&wait_ms=30000";
