@@ -32,8 +32,7 @@ use crate::log::TopicName;
         (name = "topics", description = "Create, inspect, change and delete topics"),
         (name = "records", description = "Publish and fetch records"),
         (name = "operations", description = "Health and readiness"),
-    ),
-    modifiers(&BearerAuth)
+    )
 )]
 struct ApiDoc;
 
@@ -139,7 +138,10 @@ pub fn app(
         .service(records::publish)
         .service(records::fetch)
         .service(records::offset_for_timestamp)
-        .openapi_service(|api| {
+        .openapi_service(|mut api| {
+            // After every route is registered: modifiers in `#[openapi]` run before
+            // utoipa-actix-web adds the paths.
+            BearerAuth.modify(&mut api);
             web::resource("/openapi.json").route(
                 web::get().to(move || std::future::ready(HttpResponse::Ok().json(api.clone()))),
             )

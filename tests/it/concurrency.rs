@@ -59,7 +59,11 @@ async fn publish(app: &TestApp, topic: &str, records: &[Sent], ndjson: bool) -> 
     let body = json_body(response).await;
     assert_eq!(status, 200, "publish answered {body}");
     let offsets = body["offsets"].as_array().expect("offsets array");
-    assert_eq!(offsets.len(), records.len(), "one offset per record: {body}");
+    assert_eq!(
+        offsets.len(),
+        records.len(),
+        "one offset per record: {body}"
+    );
     offsets
         .iter()
         .map(|o| {
@@ -71,7 +75,12 @@ async fn publish(app: &TestApp, topic: &str, records: &[Sent], ndjson: bool) -> 
 
 /// One publisher: `count` records in requests of 1–4 records, keyless, keyed or mixed,
 /// each value carrying the publisher id and sequence number.
-async fn run_publisher(app: Arc<TestApp>, topic: &'static str, publisher: usize, count: usize) -> Vec<Acked> {
+async fn run_publisher(
+    app: Arc<TestApp>,
+    topic: &'static str,
+    publisher: usize,
+    count: usize,
+) -> Vec<Acked> {
     let mut acked = Vec::new();
     let mut seq = 0;
     let mut request = 0;
@@ -135,7 +144,11 @@ async fn join_all<T>(handles: Vec<JoinHandle<T>>) -> Vec<T> {
 
 /// `partition_offsets` of a topic as (log_start_offset, high_watermark) per partition.
 async fn bounds(app: &TestApp, topic: &str) -> Vec<(u64, u64)> {
-    let response = app.get(&format!("/v1/topics/{topic}")).send().await.expect("describe");
+    let response = app
+        .get(&format!("/v1/topics/{topic}"))
+        .send()
+        .await
+        .expect("describe");
     assert_eq!(response.status(), 200);
     let body = json_body(response).await;
     body["partition_offsets"]
@@ -144,7 +157,10 @@ async fn bounds(app: &TestApp, topic: &str) -> Vec<(u64, u64)> {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            assert_eq!(p["partition"], i as u64, "partition_offsets in order: {body}");
+            assert_eq!(
+                p["partition"], i as u64,
+                "partition_offsets in order: {body}"
+            );
             (
                 p["log_start_offset"].as_u64().expect("log_start_offset"),
                 p["high_watermark"].as_u64().expect("high_watermark"),
@@ -155,7 +171,13 @@ async fn bounds(app: &TestApp, topic: &str) -> Vec<(u64, u64)> {
 
 /// Every record of a partition from offset 0 to `high_watermark`, paging with `limit`,
 /// checking that offsets are dense and `next_offset` follows the page.
-async fn fetch_all(app: &TestApp, topic: &str, partition: u32, high_watermark: u64, limit: usize) -> Vec<Value> {
+async fn fetch_all(
+    app: &TestApp,
+    topic: &str,
+    partition: u32,
+    high_watermark: u64,
+    limit: usize,
+) -> Vec<Value> {
     let mut records = Vec::new();
     let mut next = 0u64;
     while next < high_watermark {
@@ -164,12 +186,21 @@ async fn fetch_all(app: &TestApp, topic: &str, partition: u32, high_watermark: u
             .await;
         assert_eq!(response.status(), 200, "fetch {topic}/{partition}@{next}");
         let body = json_body(response).await;
-        assert_eq!(body["high_watermark"], high_watermark, "{topic}/{partition}");
+        assert_eq!(
+            body["high_watermark"], high_watermark,
+            "{topic}/{partition}"
+        );
         let page = body["records"].as_array().expect("records");
-        assert!(!page.is_empty(), "fetch below the high watermark made no progress");
+        assert!(
+            !page.is_empty(),
+            "fetch below the high watermark made no progress"
+        );
         assert!(page.len() <= limit);
         for record in page {
-            assert_eq!(record["offset"], next, "offsets dense in {topic}/{partition}");
+            assert_eq!(
+                record["offset"], next,
+                "offsets dense in {topic}/{partition}"
+            );
             assert_eq!(record["partition"], partition);
             next += 1;
         }
@@ -204,7 +235,10 @@ async fn concurrent_publishers_get_unique_dense_offsets_and_exact_content() {
         let mut last_offset: HashMap<u32, u64> = HashMap::new();
         for request in requests {
             for (partition, offset, sent) in request {
-                assert!(*partition < PARTITIONS, "partition {partition} out of range");
+                assert!(
+                    *partition < PARTITIONS,
+                    "partition {partition} out of range"
+                );
                 if let Some(previous) = last_offset.insert(*partition, *offset) {
                     assert!(
                         previous < *offset,
@@ -248,7 +282,10 @@ async fn concurrent_publishers_get_unique_dense_offsets_and_exact_content() {
     for (partition, (log_start, high_watermark)) in (0u32..).zip(&bounds) {
         let acked = by_position.keys().filter(|(p, _)| *p == partition).count() as u64;
         assert_eq!(*log_start, 0, "partition {partition} log start");
-        assert_eq!(*high_watermark, acked, "partition {partition}: hwm vs acked records");
+        assert_eq!(
+            *high_watermark, acked,
+            "partition {partition}: hwm vs acked records"
+        );
         assert!(acked > 0, "partition {partition} got no records");
         total += acked;
 
@@ -260,10 +297,21 @@ async fn concurrent_publishers_get_unique_dense_offsets_and_exact_content() {
             assert_eq!(record["value"], sent.value, "value at {partition}/{offset}");
             assert_eq!(record["value"]["publisher"], sent.publisher);
             assert_eq!(record["value"]["seq"], sent.seq);
-            assert_eq!(record["key"], json!(sent.key), "key at {partition}/{offset}");
-            assert_eq!(record["headers"], json!(sent.headers), "headers at {partition}/{offset}");
+            assert_eq!(
+                record["key"],
+                json!(sent.key),
+                "key at {partition}/{offset}"
+            );
+            assert_eq!(
+                record["headers"],
+                json!(sent.headers),
+                "headers at {partition}/{offset}"
+            );
             let timestamp = record["timestamp"].as_i64().expect("timestamp");
-            assert!(timestamp >= last_timestamp, "timestamps go back at {partition}/{offset}");
+            assert!(
+                timestamp >= last_timestamp,
+                "timestamps go back at {partition}/{offset}"
+            );
             last_timestamp = timestamp;
         }
     }
@@ -299,7 +347,11 @@ async fn keyless_requests_stay_contiguous_and_rotate_over_partitions() {
                     let base = offsets[0]["offset"].as_u64().expect("offset");
                     for (i, o) in offsets.iter().enumerate() {
                         assert_eq!(o["partition"], partition, "keyless request split: {body}");
-                        assert_eq!(o["offset"], base + i as u64, "keyless request not contiguous: {body}");
+                        assert_eq!(
+                            o["offset"],
+                            base + i as u64,
+                            "keyless request not contiguous: {body}"
+                        );
                     }
                     placed.push((task, request, partition as u32, base));
                 }
@@ -318,7 +370,10 @@ async fn keyless_requests_stay_contiguous_and_rotate_over_partitions() {
         requests_per_partition.iter().min().copied().unwrap_or(0),
         requests_per_partition.iter().max().copied().unwrap_or(0),
     );
-    assert!(max - min <= 1, "keyless requests not rotated evenly: {requests_per_partition:?}");
+    assert!(
+        max - min <= 1,
+        "keyless requests not rotated evenly: {requests_per_partition:?}"
+    );
 
     let bounds = bounds(&app, TOPIC).await;
     let mut contents = Vec::new();

@@ -17,7 +17,9 @@ const PROMPT: Duration = Duration::from_secs(5);
 async fn long_poll_returns_promptly_when_a_record_is_published() {
     let app = TestApp::spawn().await;
     app.create_topic("waiting", 2).await;
-    let response = app.publish("waiting", json!([{"value": "before", "partition": 1}])).await;
+    let response = app
+        .publish("waiting", json!([{"value": "before", "partition": 1}]))
+        .await;
     assert_eq!(response.status(), 200);
 
     let started = Instant::now();
@@ -28,26 +30,38 @@ async fn long_poll_returns_promptly_when_a_record_is_published() {
     let publish = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         // A record on the other partition must not wake the poll with nothing.
-        let other = app.publish("waiting", json!([{"value": "elsewhere", "partition": 0}])).await;
+        let other = app
+            .publish("waiting", json!([{"value": "elsewhere", "partition": 0}]))
+            .await;
         assert_eq!(other.status(), 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let published_at = started.elapsed();
         let response = app
-            .publish("waiting", json!([{"value": {"n": 2}, "key": "k", "partition": 1}]))
+            .publish(
+                "waiting",
+                json!([{"value": {"n": 2}, "key": "k", "partition": 1}]),
+            )
             .await;
         assert_eq!(response.status(), 200);
         let body = json_body(response).await;
         assert_eq!(body["offsets"], json!([{"partition": 1, "offset": 1}]));
         published_at
     };
-    let ((response, elapsed), published_at) = tokio::time::timeout(HANG, async { tokio::join!(poll, publish) })
-        .await
-        .expect("long poll hung");
+    let ((response, elapsed), published_at) =
+        tokio::time::timeout(HANG, async { tokio::join!(poll, publish) })
+            .await
+            .expect("long poll hung");
 
     assert_eq!(response.status(), 200);
     let body = json_body(response).await;
-    assert!(elapsed < PROMPT, "long poll took {elapsed:?} after a publish at {published_at:?}");
-    assert!(elapsed >= published_at, "long poll returned before the publish");
+    assert!(
+        elapsed < PROMPT,
+        "long poll took {elapsed:?} after a publish at {published_at:?}"
+    );
+    assert!(
+        elapsed >= published_at,
+        "long poll returned before the publish"
+    );
     let records = body["records"].as_array().expect("records");
     assert_eq!(records.len(), 1, "{body}");
     assert_eq!(records[0]["offset"], 1);
@@ -74,11 +88,16 @@ async fn long_poll_times_out_with_an_empty_list() {
     assert_eq!(body["records"], json!([]), "{body}");
     assert_eq!(body["next_offset"], 0);
     assert_eq!(body["high_watermark"], 0);
-    assert!(elapsed >= Duration::from_millis(250), "returned after only {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "returned after only {elapsed:?}"
+    );
     assert!(elapsed < PROMPT, "took {elapsed:?} for wait_ms=300");
 
     // At the high watermark of a partition that has records.
-    let response = app.publish("quiet", json!([{"value": 1}, {"value": 2}])).await;
+    let response = app
+        .publish("quiet", json!([{"value": 1}, {"value": 2}]))
+        .await;
     assert_eq!(response.status(), 200);
     let started = Instant::now();
     let response = tokio::time::timeout(HANG, app.fetch("quiet", 0, "offset=2&wait_ms=300"))
@@ -90,7 +109,10 @@ async fn long_poll_times_out_with_an_empty_list() {
     assert_eq!(body["records"], json!([]), "{body}");
     assert_eq!(body["next_offset"], 2);
     assert_eq!(body["high_watermark"], 2);
-    assert!(elapsed >= Duration::from_millis(250), "returned after only {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "returned after only {elapsed:?}"
+    );
     assert!(elapsed < PROMPT, "took {elapsed:?} for wait_ms=300");
 
     // Below the high watermark a long poll does not wait at all.
@@ -123,12 +145,19 @@ async fn long_poll_on_a_deleted_topic_returns_instead_of_hanging() {
         assert_eq!(response.status(), 204);
         deleted_at
     };
-    let ((response, elapsed), deleted_at) = tokio::time::timeout(HANG, async { tokio::join!(poll, delete) })
-        .await
-        .expect("long poll on a deleted topic hung");
+    let ((response, elapsed), deleted_at) =
+        tokio::time::timeout(HANG, async { tokio::join!(poll, delete) })
+            .await
+            .expect("long poll on a deleted topic hung");
 
-    assert!(elapsed >= deleted_at, "long poll ended before the delete: {elapsed:?}");
-    assert!(elapsed < PROMPT, "long poll took {elapsed:?} after a delete at {deleted_at:?}");
+    assert!(
+        elapsed >= deleted_at,
+        "long poll ended before the delete: {elapsed:?}"
+    );
+    assert!(
+        elapsed < PROMPT,
+        "long poll took {elapsed:?} after a delete at {deleted_at:?}"
+    );
     let status = response.status().as_u16();
     let body = json_body(response).await;
     match status {
@@ -159,7 +188,9 @@ async fn long_poll_survives_a_partition_increase_and_still_wakes() {
         assert_eq!(response.status(), 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let published_at = started.elapsed();
-        let response = app.publish("growing", json!([{"value": "after", "partition": 0}])).await;
+        let response = app
+            .publish("growing", json!([{"value": "after", "partition": 0}]))
+            .await;
         assert_eq!(response.status(), 200);
         published_at
     };
@@ -170,8 +201,14 @@ async fn long_poll_survives_a_partition_increase_and_still_wakes() {
 
     assert_eq!(response.status(), 200);
     let body = json_body(response).await;
-    assert!(elapsed >= published_at, "long poll returned before the publish: {body}");
-    assert!(elapsed < PROMPT, "long poll took {elapsed:?} after a publish at {published_at:?}");
+    assert!(
+        elapsed >= published_at,
+        "long poll returned before the publish: {body}"
+    );
+    assert!(
+        elapsed < PROMPT,
+        "long poll took {elapsed:?} after a publish at {published_at:?}"
+    );
     assert_eq!(body["records"][0]["value"], "after", "{body}");
 }
 
@@ -179,8 +216,15 @@ async fn long_poll_survives_a_partition_increase_and_still_wakes() {
 async fn graceful_shutdown_releases_a_waiting_long_poll() {
     let app = TestApp::spawn().await;
     app.create_topic("closing", 1).await;
-    let (a, b) = tokio::join!(app.fetch("closing", 0, "wait_ms=200"), app.fetch("closing", 0, "wait_ms=200"));
-    assert_eq!(a.status(), 200); assert_eq!(b.status(), 200);
+    // Two polls at once leave two pooled connections, one of them idle during shutdown.
+    let (first, second) = tokio::join!(
+        app.fetch("closing", 0, "wait_ms=100"),
+        app.fetch("closing", 0, "wait_ms=100")
+    );
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
 
     // Owned request futures, so they outlive `app` being consumed by `stop`.
     let url = "/v1/topics/closing/partitions/0/records?offset=0&wait_ms=30000";
@@ -194,15 +238,20 @@ async fn graceful_shutdown_releases_a_waiting_long_poll() {
         .await
         .expect("graceful shutdown hung behind a long poll");
     let stop_took = stop_started.elapsed();
-    eprintln!("STOP {stop_took:?}");
-    assert!(stop_took < PROMPT, "shutdown took {stop_took:?} with a long poll waiting");
+    assert!(
+        stop_took < PROMPT,
+        "shutdown took {stop_took:?} with a long poll waiting"
+    );
 
     let answer = tokio::time::timeout(HANG, poll)
         .await
         .expect("long poll still waiting after shutdown")
         .expect("poll task");
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(10), "long poll ended after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "long poll ended after {elapsed:?}"
+    );
     // The poll is answered (an empty list, or "shutting down"), not cut off mid-request.
     let response = answer.expect("long poll got an HTTP answer during graceful shutdown");
     let status = response.status().as_u16();
@@ -211,5 +260,89 @@ async fn graceful_shutdown_releases_a_waiting_long_poll() {
         200 => assert_eq!(body["records"], json!([]), "{body}"),
         503 => assert_eq!(body["error"]["code"], "shutting_down", "{body}"),
         other => panic!("long poll answered {other} at shutdown: {body}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_long_pollers_follow_every_record_in_order() {
+    const PUBLISHERS: usize = 4;
+    const PER_PUBLISHER: usize = 100;
+    const FOLLOWERS: usize = 4;
+    const TOTAL: usize = PUBLISHERS * PER_PUBLISHER;
+
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    app.create_topic("tail", 1).await;
+
+    // Followers start first, at offset 0 of an empty partition, and long-poll forward.
+    let followers: Vec<_> = (0..FOLLOWERS)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::with_capacity(TOTAL);
+                let mut next = 0u64;
+                let mut polls = 0;
+                while seen.len() < TOTAL {
+                    polls += 1;
+                    assert!(polls <= 10 * TOTAL, "follower made no progress");
+                    let response = app
+                        .fetch("tail", 0, &format!("offset={next}&limit=37&wait_ms=5000"))
+                        .await;
+                    assert_eq!(response.status(), 200);
+                    let body = json_body(response).await;
+                    for record in body["records"].as_array().expect("records") {
+                        assert_eq!(record["offset"], next, "follower skipped or repeated");
+                        seen.push(record["value"].clone());
+                        next += 1;
+                    }
+                    assert_eq!(body["next_offset"], next);
+                }
+                seen
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                for s in 0..PER_PUBLISHER {
+                    let response = app.publish("tail", json!([{"value": {"p": p, "s": s}}])).await;
+                    assert_eq!(response.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        tokio::time::timeout(HANG, publisher)
+            .await
+            .expect("publisher hung")
+            .expect("publisher");
+    }
+
+    // What the log holds, in order, is what every follower must have seen.
+    let mut log = Vec::new();
+    while log.len() < TOTAL {
+        let response = app.fetch("tail", 0, &format!("offset={}&limit=1000", log.len())).await;
+        let body = json_body(response).await;
+        let page = body["records"].as_array().expect("records");
+        assert!(!page.is_empty(), "log shorter than {TOTAL}: {body}");
+        log.extend(page.iter().map(|r| r["value"].clone()));
+    }
+    for follower in followers {
+        let seen = tokio::time::timeout(HANG, follower)
+            .await
+            .expect("follower still waiting for records that were committed")
+            .expect("follower");
+        assert_eq!(seen, log, "a follower saw a different sequence than the log");
+    }
+    // Each publisher's records are in the order it sent them.
+    for p in 0..PUBLISHERS {
+        let sequence: Vec<u64> = log
+            .iter()
+            .filter(|v| v["p"] == p)
+            .map(|v| v["s"].as_u64().expect("s"))
+            .collect();
+        assert_eq!(sequence, (0..PER_PUBLISHER as u64).collect::<Vec<_>>());
     }
 }

@@ -14,7 +14,10 @@ const MURMUR2_VECTORS: &[(&str, i32)] = &[
     ("foobar", -790332482),
     ("a-little-bit-long-string", -985981536),
     ("a-little-bit-longer-string", -1486304829),
-    ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+    (
+        "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+        -58897971,
+    ),
     ("abc", 479470107),
 ];
 
@@ -24,7 +27,12 @@ fn kafka_partition(hash: i32, partitions: u32) -> u32 {
 }
 
 /// Sends a raw body with a content type (or none).
-async fn publish_raw(app: &TestApp, topic: &str, content_type: Option<&str>, body: &str) -> Response {
+async fn publish_raw(
+    app: &TestApp,
+    topic: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> Response {
     let mut request = app
         .post(&format!("/v1/topics/{topic}/records"))
         .body(body.to_owned());
@@ -78,7 +86,11 @@ fn records(fetched: &Value) -> &Vec<Value> {
 
 /// High watermark of every partition of a topic.
 async fn high_watermarks(app: &TestApp, topic: &str) -> Vec<u64> {
-    let response = app.get(&format!("/v1/topics/{topic}")).send().await.unwrap();
+    let response = app
+        .get(&format!("/v1/topics/{topic}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body = json_body(response).await;
     body["partition_offsets"]
@@ -110,7 +122,7 @@ async fn round_trip_keeps_keys_headers_and_any_json_value() {
         {"value": "unicode: héllo wörld, 日本語, emoji 🌊🦀👩‍👩‍👧, escapes \" \\ / \n\r\t \u{0001} \u{007f}"},
         {"value": 0},
         {"value": -17},
-        {"value": 3.141592653589793},
+        {"value": 123.456789012345},
         {"value": 1.5e300},
         {"value": -9223372036854775808i64},
         {"value": 18446744073709551615u64},
@@ -122,7 +134,9 @@ async fn round_trip_keeps_keys_headers_and_any_json_value() {
         {"key": "", "value": {"": ""}, "headers": {}},
     ]);
     let offsets = publish_ok(&app, "events", sent.clone()).await;
-    let expected: Vec<(u32, u64)> = (0..sent.as_array().unwrap().len() as u64).map(|o| (0, o)).collect();
+    let expected: Vec<(u32, u64)> = (0..sent.as_array().unwrap().len() as u64)
+        .map(|o| (0, o))
+        .collect();
     assert_eq!(offsets, expected);
 
     let fetched = fetch_ok(&app, "events", 0, "offset=0").await;
@@ -131,8 +145,15 @@ async fn round_trip_keeps_keys_headers_and_any_json_value() {
     for (i, (sent, got)) in sent.as_array().unwrap().iter().zip(got).enumerate() {
         assert_eq!(got["partition"], 0, "record {i}");
         assert_eq!(got["offset"], i as u64, "record {i}");
-        assert!(got["timestamp"].as_i64().is_some_and(|t| t > 0), "timestamp of record {i}: {got}");
-        assert_eq!(got["key"], sent.get("key").cloned().unwrap_or(Value::Null), "key of record {i}");
+        assert!(
+            got["timestamp"].as_i64().is_some_and(|t| t > 0),
+            "timestamp of record {i}: {got}"
+        );
+        assert_eq!(
+            got["key"],
+            sent.get("key").cloned().unwrap_or(Value::Null),
+            "key of record {i}"
+        );
         assert_eq!(got["value"], sent["value"], "value of record {i}");
         assert_eq!(
             got["headers"],
@@ -179,8 +200,14 @@ async fn values_are_served_as_sent_including_json_escapes() {
     assert_eq!(got[3]["value"], json!({"a": [true, null], "b": 1}));
     assert_eq!(got[3]["headers"], json!({"hé": "🦀"}));
     // Numbers are stored and served byte for byte.
-    assert!(text.contains(r#""value":1.50"#), "1.50 kept verbatim: {text}");
-    assert!(text.contains(r#""value":1E+2"#), "1E+2 kept verbatim: {text}");
+    assert!(
+        text.contains(r#""value":1.50"#),
+        "1.50 kept verbatim: {text}"
+    );
+    assert!(
+        text.contains(r#""value":1E+2"#),
+        "1E+2 kept verbatim: {text}"
+    );
 }
 
 #[tokio::test]
@@ -200,11 +227,20 @@ async fn offsets_come_back_in_request_order() {
         ]),
     )
     .await;
-    assert_eq!(offsets, vec![(2, 0), (0, 0), (2, 1), (1, 0), (0, 1), (2, 2)]);
+    assert_eq!(
+        offsets,
+        vec![(2, 0), (0, 0), (2, 1), (1, 0), (0, 1), (2, 2)]
+    );
     // Each record sits where the response said.
     let sent = ["a", "b", "c", "d", "e", "f"];
     for (value, (partition, offset)) in sent.iter().zip(&offsets) {
-        let fetched = fetch_ok(&app, "orders", *partition, &format!("offset={offset}&limit=1")).await;
+        let fetched = fetch_ok(
+            &app,
+            "orders",
+            *partition,
+            &format!("offset={offset}&limit=1"),
+        )
+        .await;
         assert_eq!(records(&fetched)[0]["value"], *value);
     }
     // A second request continues every partition's offsets.
@@ -252,7 +288,11 @@ async fn same_key_lands_on_the_same_partition_across_requests() {
     assert!(mine.windows(2).all(|w| w[0] < w[1]), "{mine:?}");
     let fetched = fetch_ok(&app, "users", p42, "").await;
     assert!(
-        records(&fetched).iter().filter(|r| r["key"] == "user-42").count() == 6,
+        records(&fetched)
+            .iter()
+            .filter(|r| r["key"] == "user-42")
+            .count()
+            == 6,
         "all user-42 records on partition {p42}: {fetched}"
     );
 }
@@ -358,7 +398,11 @@ async fn explicit_partition_wins_over_key_and_rotation() {
     assert_eq!(offsets[2].0, 3);
     assert_eq!(offsets[3].0, hashed);
     let fetched = fetch_ok(&app, "orders", other, "").await;
-    assert!(records(&fetched).iter().any(|r| r["value"] == 1 && r["key"] == "foobar"));
+    assert!(
+        records(&fetched)
+            .iter()
+            .any(|r| r["value"] == 1 && r["key"] == "foobar")
+    );
 }
 
 #[tokio::test]
@@ -377,10 +421,15 @@ async fn explicit_partition_out_of_range_is_404_and_appends_nothing() {
         .await;
     let error = expect_error(response, 404, "partition_not_found").await;
     assert!(error["message"].as_str().unwrap().contains('2'), "{error}");
-    let response = app.publish("orders", json!([{"value": "bad", "partition": 4_000_000_000u64}])).await;
+    let response = app
+        .publish(
+            "orders",
+            json!([{"value": "bad", "partition": 4_000_000_000u64}]),
+        )
+        .await;
     expect_error(response, 404, "partition_not_found").await;
     assert_eq!(high_watermarks(&app, "orders").await, vec![0, 0]);
-    // The failed requests did not move the rotation or leave anything behind.
+    // The failed requests left nothing behind.
     let offsets = publish_ok(&app, "orders", json!([{"value": "next", "partition": 0}])).await;
     assert_eq!(offsets, vec![(0, 0)]);
 }
@@ -406,7 +455,13 @@ async fn unknown_topic_and_partition_are_404() {
     )
     .await;
     // An invalid topic name is a 400, not a 404.
-    let response = publish_raw(&app, "a%20b", Some("application/json"), r#"{"records":[{"value":1}]}"#).await;
+    let response = publish_raw(
+        &app,
+        "a%20b",
+        Some("application/json"),
+        r#"{"records":[{"value":1}]}"#,
+    )
+    .await;
     expect_error(response, 400, "invalid_topic_name").await;
 }
 
@@ -443,16 +498,43 @@ async fn malformed_publish_bodies_are_400_and_append_nothing() {
         ("not an object", r#"[{"value": 1}]"#),
         ("missing records", r#"{}"#),
         ("records not a list", r#"{"records": {"value": 1}}"#),
-        ("missing value", r#"{"records": [{"value": 1}, {"key": "k"}]}"#),
-        ("header value not a string", r#"{"records": [{"value": 1, "headers": {"n": 1}}]}"#),
-        ("headers not an object", r#"{"records": [{"value": 1, "headers": ["a", "b"]}]}"#),
-        ("key not a string", r#"{"records": [{"value": 1, "key": 42}]}"#),
-        ("key an object", r#"{"records": [{"value": 1, "key": {"id": 1}}]}"#),
-        ("negative partition", r#"{"records": [{"value": 1, "partition": -1}]}"#),
-        ("partition a string", r#"{"records": [{"value": 1, "partition": "0"}]}"#),
+        (
+            "missing value",
+            r#"{"records": [{"value": 1}, {"key": "k"}]}"#,
+        ),
+        (
+            "header value not a string",
+            r#"{"records": [{"value": 1, "headers": {"n": 1}}]}"#,
+        ),
+        (
+            "headers not an object",
+            r#"{"records": [{"value": 1, "headers": ["a", "b"]}]}"#,
+        ),
+        (
+            "key not a string",
+            r#"{"records": [{"value": 1, "key": 42}]}"#,
+        ),
+        (
+            "key an object",
+            r#"{"records": [{"value": 1, "key": {"id": 1}}]}"#,
+        ),
+        (
+            "negative partition",
+            r#"{"records": [{"value": 1, "partition": -1}]}"#,
+        ),
+        (
+            "partition a string",
+            r#"{"records": [{"value": 1, "partition": "0"}]}"#,
+        ),
         ("empty records", r#"{"records": []}"#),
-        ("unknown record field", r#"{"records": [{"value": 1, "timestamp": 5}]}"#),
-        ("unknown top-level field", r#"{"records": [{"value": 1}], "topic": "orders"}"#),
+        (
+            "unknown record field",
+            r#"{"records": [{"value": 1, "timestamp": 5}]}"#,
+        ),
+        (
+            "unknown top-level field",
+            r#"{"records": [{"value": 1}], "topic": "orders"}"#,
+        ),
         ("invalid value", r#"{"records": [{"value": undefined}]}"#),
         ("trailing garbage", r#"{"records": [{"value": 1}]} x"#),
     ];
@@ -461,8 +543,15 @@ async fn malformed_publish_bodies_are_400_and_append_nothing() {
         assert_eq!(response.status(), 400, "{what}");
         let error = expect_error(response, 400, "invalid_body").await;
         if what.starts_with("unknown") {
-            let field = if what.contains("record") { "timestamp" } else { "topic" };
-            assert!(error["message"].as_str().unwrap().contains(field), "{what}: {error}");
+            let field = if what.contains("record") {
+                "timestamp"
+            } else {
+                "topic"
+            };
+            assert!(
+                error["message"].as_str().unwrap().contains(field),
+                "{what}: {error}"
+            );
         }
     }
     assert_eq!(high_watermarks(&app, "orders").await, vec![0, 0]);
@@ -479,7 +568,8 @@ async fn ndjson_bodies_publish_one_record_per_line() {
         "{\"value\": [1, 2], \"headers\": {\"h\": \"v\"}}\r\n",
         "{\"value\": \"three\", \"partition\": 0}",
     );
-    let offsets = offsets_of(publish_raw(&app, "lines", Some("application/x-ndjson"), body).await).await;
+    let offsets =
+        offsets_of(publish_raw(&app, "lines", Some("application/x-ndjson"), body).await).await;
     assert_eq!(offsets, vec![(0, 0), (0, 1), (0, 2)]);
     let fetched = fetch_ok(&app, "lines", 0, "").await;
     let got = records(&fetched);
@@ -514,13 +604,19 @@ async fn ndjson_bad_line_is_400_naming_the_line_and_appends_nothing() {
     let body = "{\"value\": 1}\n{\"value\": \n";
     let response = publish_raw(&app, "lines", Some("application/x-ndjson"), body).await;
     let error = expect_error(response, 400, "invalid_body").await;
-    assert!(error["message"].as_str().unwrap().contains("line 2"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("line 2"),
+        "{error}"
+    );
 
     // The JSON envelope is not an NDJSON line.
     let body = r#"{"records": [{"value": 1}]}"#;
     let response = publish_raw(&app, "lines", Some("application/x-ndjson"), body).await;
     let error = expect_error(response, 400, "invalid_body").await;
-    assert!(error["message"].as_str().unwrap().contains("line 1"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("line 1"),
+        "{error}"
+    );
 
     // Nothing but blank lines is an empty publish.
     let response = publish_raw(&app, "lines", Some("application/x-ndjson"), "\n \n\n").await;
@@ -559,9 +655,13 @@ async fn size_limits_are_413_and_append_nothing() {
     expect_error(response, 413, "body_too_large").await;
 
     // Record: key + value + headers. A 98-character string is 100 bytes of JSON.
-    let response = app.publish("small", json!([{"value": "y".repeat(98)}])).await;
+    let response = app
+        .publish("small", json!([{"value": "y".repeat(98)}]))
+        .await;
     assert_eq!(offsets_of(response).await, vec![(0, 1)]);
-    let response = app.publish("small", json!([{"value": "y".repeat(99)}])).await;
+    let response = app
+        .publish("small", json!([{"value": "y".repeat(99)}]))
+        .await;
     expect_error(response, 413, "record_too_large").await;
     let response = app
         .publish(
@@ -570,14 +670,22 @@ async fn size_limits_are_413_and_append_nothing() {
         )
         .await;
     let error = expect_error(response, 413, "record_too_large").await;
-    assert!(error["message"].as_str().unwrap().contains("record 1"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("record 1"),
+        "{error}"
+    );
 
     // Record count.
     let response = app
-        .publish("small", json!([{"value": 1}, {"value": 2}, {"value": 3}, {"value": 4}]))
+        .publish(
+            "small",
+            json!([{"value": 1}, {"value": 2}, {"value": 3}, {"value": 4}]),
+        )
         .await;
     expect_error(response, 413, "too_many_records").await;
-    let response = app.publish("small", json!([{"value": 1}, {"value": 2}, {"value": 3}])).await;
+    let response = app
+        .publish("small", json!([{"value": 1}, {"value": 2}, {"value": 3}]))
+        .await;
     assert_eq!(offsets_of(response).await, vec![(0, 2), (0, 3), (0, 4)]);
 
     assert_eq!(high_watermarks(&app, "small").await, vec![5]);
@@ -588,7 +696,10 @@ async fn size_limits_are_413_and_append_nothing() {
     let response = app
         .post("/v1/topics")
         .header("content-type", "application/json")
-        .body(format!(r#"{{"name": "{}", "partitions": 1}}"#, "n".repeat(400)))
+        .body(format!(
+            r#"{{"name": "{}", "partitions": 1}}"#,
+            "n".repeat(400)
+        ))
         .send()
         .await
         .unwrap();
@@ -603,7 +714,10 @@ async fn idempotency_key_replays_the_first_answer() {
     let batch = json!([{"key": "a", "value": 1}, {"value": 2}, {"value": 3, "partition": 2}]);
 
     let first = publish_with_key(&app, "orders", "req-1", batch.clone()).await;
-    assert!(first.headers().get("idempotency-replayed").is_none(), "first is not a replay");
+    assert!(
+        first.headers().get("idempotency-replayed").is_none(),
+        "first is not a replay"
+    );
     let first = offsets_of(first).await;
     let after_first = high_watermarks(&app, "orders").await;
     assert_eq!(after_first.iter().sum::<u64>(), 3);
@@ -611,7 +725,10 @@ async fn idempotency_key_replays_the_first_answer() {
     for _ in 0..2 {
         let repeat = publish_with_key(&app, "orders", "req-1", batch.clone()).await;
         assert_eq!(
-            repeat.headers().get("idempotency-replayed").map(|v| v.to_str().unwrap()),
+            repeat
+                .headers()
+                .get("idempotency-replayed")
+                .map(|v| v.to_str().unwrap()),
             Some("true")
         );
         assert_eq!(offsets_of(repeat).await, first);
@@ -620,7 +737,11 @@ async fn idempotency_key_replays_the_first_answer() {
     let repeat = publish_with_key(&app, "orders", "req-1", json!([{"value": "other"}])).await;
     assert_eq!(repeat.headers()["idempotency-replayed"], "true");
     assert_eq!(offsets_of(repeat).await, first);
-    assert_eq!(high_watermarks(&app, "orders").await, after_first, "replays append nothing");
+    assert_eq!(
+        high_watermarks(&app, "orders").await,
+        after_first,
+        "replays append nothing"
+    );
 
     // A different key appends.
     let second = publish_with_key(&app, "orders", "req-2", batch.clone()).await;
@@ -638,14 +759,51 @@ async fn idempotency_key_replays_the_first_answer() {
     // Without a key, every request appends.
     publish_ok(&app, "orders", batch.clone()).await;
     publish_ok(&app, "orders", batch).await;
-    assert_eq!(high_watermarks(&app, "orders").await.iter().sum::<u64>(), 12);
+    assert_eq!(
+        high_watermarks(&app, "orders").await.iter().sum::<u64>(),
+        12
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_repeats_of_one_idempotency_key_append_once() {
+    let app = TestApp::spawn().await;
+    app.create_topic("orders", 2).await;
+    let batch = json!({"records": [{"value": 1}, {"value": 2}, {"key": "k", "value": 3}]});
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let request = app
+                .post("/v1/topics/orders/records")
+                .header("Idempotency-Key", "burst")
+                .json(&batch);
+            tokio::spawn(request.send())
+        })
+        .collect();
+    let mut answers = Vec::new();
+    let mut originals = 0;
+    for task in tasks {
+        let response = task.await.expect("task").expect("send");
+        if response.headers().get("idempotency-replayed").is_none() {
+            originals += 1;
+        }
+        answers.push(offsets_of(response).await);
+    }
+    assert_eq!(originals, 1, "exactly one request appended");
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    assert_eq!(high_watermarks(&app, "orders").await.iter().sum::<u64>(), 3);
 }
 
 #[tokio::test]
 async fn failed_requests_do_not_use_up_their_idempotency_key() {
     let app = TestApp::spawn().await;
     app.create_topic("orders", 1).await;
-    let response = publish_with_key(&app, "orders", "retry-me", json!([{"value": 1, "partition": 9}])).await;
+    let response = publish_with_key(
+        &app,
+        "orders",
+        "retry-me",
+        json!([{"value": 1, "partition": 9}]),
+    )
+    .await;
     expect_error(response, 404, "partition_not_found").await;
     let response = publish_with_key(&app, "orders", "retry-me", json!([])).await;
     expect_error(response, 400, "invalid_body").await;
@@ -663,6 +821,18 @@ async fn invalid_idempotency_keys_are_400() {
         let response = publish_with_key(&app, "orders", key, json!([{"value": 1}])).await;
         expect_error(response, 400, "invalid_idempotency_key").await;
     }
+    // Not visible ASCII.
+    let response = app
+        .post("/v1/topics/orders/records")
+        .header(
+            "Idempotency-Key",
+            reqwest::header::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        )
+        .json(&json!({"records": [{"value": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 400, "invalid_idempotency_key").await;
     assert_eq!(high_watermarks(&app, "orders").await, vec![0]);
     let longest = "k".repeat(255);
     let response = publish_with_key(&app, "orders", &longest, json!([{"value": 1}])).await;
@@ -671,15 +841,19 @@ async fn invalid_idempotency_keys_are_400() {
 
 #[tokio::test]
 async fn idempotency_keys_expire_after_the_window() {
-    let app = TestApp::spawn_with(&["--idempotency-window-ms", "300"]).await;
+    let app = TestApp::spawn_with(&["--idempotency-window-ms", "1000"]).await;
     app.create_topic("orders", 1).await;
-    let first = offsets_of(publish_with_key(&app, "orders", "k", json!([{"value": 1}])).await).await;
+    let first =
+        offsets_of(publish_with_key(&app, "orders", "k", json!([{"value": 1}])).await).await;
     let replay = publish_with_key(&app, "orders", "k", json!([{"value": 1}])).await;
     assert_eq!(replay.headers()["idempotency-replayed"], "true");
     assert_eq!(offsets_of(replay).await, first);
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let later = publish_with_key(&app, "orders", "k", json!([{"value": 1}])).await;
-    assert!(later.headers().get("idempotency-replayed").is_none(), "window passed");
+    assert!(
+        later.headers().get("idempotency-replayed").is_none(),
+        "window passed"
+    );
     assert_eq!(offsets_of(later).await, vec![(0, 1)]);
 }
 
@@ -719,9 +893,45 @@ async fn fetch_pages_with_offset_limit_and_next_offset() {
     // The default limit returns everything here; a middle offset starts there.
     assert_eq!(records(&fetch_ok(&app, "paged", 0, "").await).len(), 10);
     let middle = fetch_ok(&app, "paged", 0, "offset=7").await;
-    let offsets: Vec<u64> = records(&middle).iter().map(|r| r["offset"].as_u64().unwrap()).collect();
+    let offsets: Vec<u64> = records(&middle)
+        .iter()
+        .map(|r| r["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(offsets, vec![7, 8, 9]);
     assert_eq!(middle["next_offset"], 10);
+}
+
+#[tokio::test]
+async fn fetch_from_any_offset_spans_batches() {
+    let app = TestApp::spawn().await;
+    app.create_topic("batched", 1).await;
+    // Separate requests: separate batches of different sizes.
+    let mut next = 0u64;
+    for size in [3u64, 1, 4, 2, 5] {
+        let batch: Vec<Value> = (next..next + size).map(|v| json!({"value": v})).collect();
+        let offsets = publish_ok(&app, "batched", Value::Array(batch)).await;
+        let expected: Vec<(u32, u64)> = (next..next + size).map(|o| (0, o)).collect();
+        assert_eq!(offsets, expected);
+        next += size;
+    }
+    assert_eq!(next, 15);
+    for from in 0..=15u64 {
+        for limit in [1u64, 4, 100] {
+            let page = fetch_ok(&app, "batched", 0, &format!("offset={from}&limit={limit}")).await;
+            let expected: Vec<u64> = (from..(from + limit).min(15)).collect();
+            let offsets: Vec<u64> = records(&page)
+                .iter()
+                .map(|r| r["offset"].as_u64().unwrap())
+                .collect();
+            assert_eq!(offsets, expected, "offset={from}&limit={limit}");
+            let values: Vec<u64> = records(&page)
+                .iter()
+                .map(|r| r["value"].as_u64().unwrap())
+                .collect();
+            assert_eq!(values, expected, "values at offset={from}&limit={limit}");
+            assert_eq!(page["next_offset"], (from + limit).min(15));
+        }
+    }
 }
 
 #[tokio::test]
@@ -753,7 +963,10 @@ async fn max_bytes_bounds_the_page_but_returns_at_least_one_record() {
 
     let page = fetch_ok(&app, "sized", 0, "max_bytes=250").await;
     let n = records(&page).len();
-    assert!((1..=2).contains(&n), "about 250 bytes of 102-byte records: got {n}");
+    assert!(
+        (1..=2).contains(&n),
+        "about 250 bytes of 102-byte records: got {n}"
+    );
     assert_eq!(page["next_offset"], n as u64);
 
     let page = fetch_ok(&app, "sized", 0, "max_bytes=1048576").await;
@@ -764,24 +977,40 @@ async fn max_bytes_bounds_the_page_but_returns_at_least_one_record() {
 async fn fetch_without_offset_starts_at_log_start() {
     let app = TestApp::spawn().await;
     app.create_topic("orders", 2).await;
-    publish_ok(&app, "orders", json!([{"value": "a", "partition": 1}, {"value": "b", "partition": 1}])).await;
+    publish_ok(
+        &app,
+        "orders",
+        json!([{"value": "a", "partition": 1}, {"value": "b", "partition": 1}]),
+    )
+    .await;
     let page = fetch_ok(&app, "orders", 1, "").await;
     assert_eq!(page["log_start_offset"], 0);
-    let offsets: Vec<u64> = records(&page).iter().map(|r| r["offset"].as_u64().unwrap()).collect();
+    let offsets: Vec<u64> = records(&page)
+        .iter()
+        .map(|r| r["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(offsets, vec![0, 1]);
     let page = fetch_ok(&app, "orders", 1, "limit=1").await;
     assert_eq!(records(&page)[0]["value"], "a");
 
     // An empty partition: no records, next offset 0.
     let page = fetch_ok(&app, "orders", 0, "").await;
-    assert_eq!(page, json!({"records": [], "next_offset": 0, "high_watermark": 0, "log_start_offset": 0}));
+    assert_eq!(
+        page,
+        json!({"records": [], "next_offset": 0, "high_watermark": 0, "log_start_offset": 0})
+    );
 }
 
 #[tokio::test]
 async fn fetch_beyond_the_high_watermark_is_416_with_bounds() {
     let app = TestApp::spawn().await;
     app.create_topic("orders", 1).await;
-    publish_ok(&app, "orders", json!([{"value": 1}, {"value": 2}, {"value": 3}])).await;
+    publish_ok(
+        &app,
+        "orders",
+        json!([{"value": 1}, {"value": 2}, {"value": 3}]),
+    )
+    .await;
 
     // Exactly at the high watermark: nothing yet, not an error.
     let page = fetch_ok(&app, "orders", 0, "offset=3").await;
@@ -797,7 +1026,12 @@ async fn fetch_beyond_the_high_watermark_is_416_with_bounds() {
     }
     // An empty partition: offset 1 is already out of range.
     app.create_topic("empty", 1).await;
-    let error = expect_error(app.fetch("empty", 0, "offset=1").await, 416, "offset_out_of_range").await;
+    let error = expect_error(
+        app.fetch("empty", 0, "offset=1").await,
+        416,
+        "offset_out_of_range",
+    )
+    .await;
     assert_eq!(error["high_watermark"], 0);
     assert_eq!(error["log_start_offset"], 0);
     // Other errors carry no bounds.
@@ -883,8 +1117,14 @@ async fn offsets_by_timestamp_find_the_first_record_at_or_after() {
         .map(|r| r["timestamp"].as_i64().unwrap())
         .collect();
     assert_eq!(stamps.len(), 12);
-    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "timestamps never go back: {stamps:?}");
-    assert!(stamps[0] < stamps[11], "the rounds are milliseconds apart: {stamps:?}");
+    assert!(
+        stamps.windows(2).all(|w| w[0] <= w[1]),
+        "timestamps never go back: {stamps:?}"
+    );
+    assert!(
+        stamps[0] < stamps[11],
+        "the rounds are milliseconds apart: {stamps:?}"
+    );
 
     let first_at_or_after = |t: i64| stamps.iter().position(|s| *s >= t).map(|p| p as u64);
     let mut probes: Vec<i64> = stamps.iter().flat_map(|s| [*s - 1, *s, *s + 1]).collect();
@@ -898,7 +1138,10 @@ async fn offsets_by_timestamp_find_the_first_record_at_or_after() {
         match first_at_or_after(t) {
             Some(offset) => {
                 assert_eq!(body["offset"], offset, "timestamp {t}: {body}");
-                assert_eq!(body["timestamp"], stamps[offset as usize], "timestamp {t}: {body}");
+                assert_eq!(
+                    body["timestamp"], stamps[offset as usize],
+                    "timestamp {t}: {body}"
+                );
             }
             None => {
                 assert_eq!(body["offset"], 12, "timestamp {t}: {body}");
@@ -909,20 +1152,35 @@ async fn offsets_by_timestamp_find_the_first_record_at_or_after() {
 
     // Timestamp 0: the log start, with its record's timestamp.
     let body = json_body(offset_for_timestamp(&app, "timed", 0, "timestamp=0").await).await;
-    assert_eq!(body, json!({"partition": 0, "offset": 0, "timestamp": stamps[0]}));
+    assert_eq!(
+        body,
+        json!({"partition": 0, "offset": 0, "timestamp": stamps[0]})
+    );
     // Far future: the high watermark, no timestamp.
-    let body = json_body(offset_for_timestamp(&app, "timed", 0, "timestamp=32503680000000").await).await;
-    assert_eq!(body, json!({"partition": 0, "offset": 12, "timestamp": null}));
+    let body =
+        json_body(offset_for_timestamp(&app, "timed", 0, "timestamp=32503680000000").await).await;
+    assert_eq!(
+        body,
+        json!({"partition": 0, "offset": 12, "timestamp": null})
+    );
     // The other partition is still empty.
     let body = json_body(offset_for_timestamp(&app, "timed", 1, "timestamp=0").await).await;
-    assert_eq!(body, json!({"partition": 1, "offset": 0, "timestamp": null}));
+    assert_eq!(
+        body,
+        json!({"partition": 1, "offset": 0, "timestamp": null})
+    );
 
     // The answer is a valid fetch position.
     let t = stamps[5];
-    let body = json_body(offset_for_timestamp(&app, "timed", 0, &format!("timestamp={t}")).await).await;
+    let body =
+        json_body(offset_for_timestamp(&app, "timed", 0, &format!("timestamp={t}")).await).await;
     let from = body["offset"].as_u64().unwrap();
     let page = fetch_ok(&app, "timed", 0, &format!("offset={from}")).await;
-    assert!(records(&page).iter().all(|r| r["timestamp"].as_i64().unwrap() >= t));
+    assert!(
+        records(&page)
+            .iter()
+            .all(|r| r["timestamp"].as_i64().unwrap() >= t)
+    );
     assert_eq!(records(&page).len() as u64, 12 - from);
 
     for query in ["", "timestamp=", "timestamp=abc", "timestamp=1.5", "time=0"] {

