@@ -2,6 +2,7 @@
 //! offsets, topics with their settings, and idempotency keys all come back.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
@@ -424,4 +425,175 @@ async fn idempotency_key_survives_a_restart() {
         positions(fresh).await,
         vec![(1, hwm[1].as_u64().expect("hwm"))]
     );
+}
+
+/// What happened to one publish sent while the server was stopping.
+enum Outcome {
+    Acked(Vec<(u32, u64)>),
+    /// Refused with 503: must have appended nothing.
+    Refused,
+    /// The connection went away: may or may not have been committed.
+    Unknown,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_under_load_keeps_every_acknowledged_record() {
+    const PUBLISHERS: usize = 8;
+    const REQUESTS: usize = 150;
+    const PER_REQUEST: usize = 2;
+
+    let app = TestApp::spawn().await;
+    app.create_topic("busy", 3).await;
+
+    // Requests are built through the harness up front (so they carry its credentials),
+    // then sent while `stop` runs and takes `app` away.
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let requests: Vec<_> = (0..REQUESTS)
+                .map(|r| {
+                    let ids: Vec<String> = (0..PER_REQUEST).map(|i| format!("p{p}-r{r}-i{i}")).collect();
+                    let records: Vec<Value> = ids
+                        .iter()
+                        .enumerate()
+                        .map(|(i, id)| json!({"value": {"id": id}, "key": (i == 0).then(|| format!("k{r}"))}))
+                        .collect();
+                    let builder = app.post("/v1/topics/busy/records").json(&json!({ "records": records }));
+                    (builder, ids)
+                })
+                .collect();
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for (builder, ids) in requests {
+                    let outcome = match builder.send().await {
+                        Ok(response) if response.status() == 200 => match response.json::<Value>().await {
+                            Ok(body) => {
+                                let positions: Vec<(u32, u64)> = body["offsets"]
+                                    .as_array()
+                                    .expect("offsets")
+                                    .iter()
+                                    .map(|o| (o["partition"].as_u64().expect("p") as u32, o["offset"].as_u64().expect("o")))
+                                    .collect();
+                                assert_eq!(positions.len(), ids.len());
+                                acked.fetch_add(ids.len(), std::sync::atomic::Ordering::SeqCst);
+                                Outcome::Acked(positions)
+                            }
+                            Err(_) => Outcome::Unknown,
+                        },
+                        Ok(response) => {
+                            let status = response.status();
+                            let body = response.text().await.unwrap_or_default();
+                            assert_eq!(status, 503, "publish during shutdown answered {status}: {body}");
+                            Outcome::Refused
+                        }
+                        Err(_) => Outcome::Unknown,
+                    };
+                    let last = !matches!(outcome, Outcome::Acked(_));
+                    outcomes.push((ids, outcome));
+                    if last {
+                        break;
+                    }
+                }
+                outcomes
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    while acked.load(std::sync::atomic::Ordering::SeqCst) < 300 {
+        assert!(started.elapsed() < Duration::from_secs(30), "publishers made no progress");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let stopping = Instant::now();
+    let dir = tokio::time::timeout(Duration::from_secs(40), app.stop())
+        .await
+        .expect("graceful stop hung while publishers were busy");
+    let stop_took = stopping.elapsed();
+    assert!(stop_took < Duration::from_secs(10), "graceful stop under load took {stop_took:?}");
+
+    let mut outcomes = Vec::new();
+    for publisher in publishers {
+        let finished = tokio::time::timeout(Duration::from_secs(30), publisher)
+            .await
+            .expect("publisher still running after the stop");
+        match finished {
+            Ok(result) => outcomes.extend(result),
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(err) => panic!("publisher failed: {err}"),
+        }
+    }
+
+    let app = TestApp::spawn_in(dir, &[]).await;
+    let mut stored: BTreeMap<String, (u32, u64)> = BTreeMap::new();
+    let description = describe(&app, "busy").await;
+    for partition in 0..3u32 {
+        let high_watermark = description["partition_offsets"][partition as usize]["high_watermark"]
+            .as_u64()
+            .expect("hwm");
+        let mut next = 0;
+        while next < high_watermark {
+            let body = json_body(app.fetch("busy", partition, &format!("offset={next}&limit=1000")).await).await;
+            let page = body["records"].as_array().expect("records");
+            assert!(!page.is_empty(), "no records below the hwm in {partition}");
+            for record in page {
+                assert_eq!(record["offset"], next, "gap in partition {partition}");
+                let id = record["value"]["id"].as_str().expect("id").to_owned();
+                let twice = stored.insert(id.clone(), (partition, next));
+                assert!(twice.is_none(), "{id} stored twice");
+                next += 1;
+            }
+        }
+    }
+    let mut acked_count = 0;
+    for (ids, outcome) in &outcomes {
+        match outcome {
+            Outcome::Acked(positions) => {
+                acked_count += ids.len();
+                for (id, position) in ids.iter().zip(positions) {
+                    assert_eq!(stored.get(id), Some(position), "acknowledged {id} lost or moved by a graceful stop");
+                }
+            }
+            Outcome::Refused => {
+                assert!(ids.iter().all(|id| !stored.contains_key(id)), "refused request {ids:?} was stored");
+            }
+            Outcome::Unknown => {
+                let present = ids.iter().filter(|id| stored.contains_key(*id)).count();
+                assert!(present == 0 || present == ids.len(), "request {ids:?} partly stored");
+            }
+        }
+    }
+    assert!(acked_count >= 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dir_can_be_reopened_as_soon_as_stop_returns() {
+    const CYCLES: usize = 30;
+    let mut app = TestApp::spawn().await;
+    app.create_topic("reopen", 2).await;
+    for cycle in 0..CYCLES {
+        // Several connections at once, so every worker has served something.
+        let publishes: Vec<_> = (0..8)
+            .map(|i| {
+                app.post("/v1/topics/reopen/records")
+                    .json(&json!({"records": [{"value": {"cycle": cycle, "i": i}}]}))
+                    .send()
+            })
+            .collect();
+        for publish in publishes {
+            assert_eq!(publish.await.expect("publish").status(), 200);
+        }
+        let dir = app.stop().await;
+        // `stop` has returned, so the database must be closed and free to open again;
+        // the harness panics with "already in use by another tidegate process" if not.
+        app = TestApp::spawn_in(dir, &[]).await;
+    }
+    let description = describe(&app, "reopen").await;
+    let total: u64 = description["partition_offsets"]
+        .as_array()
+        .expect("partition_offsets")
+        .iter()
+        .map(|p| p["high_watermark"].as_u64().expect("hwm"))
+        .sum();
+    assert_eq!(total, (CYCLES * 8) as u64);
 }
