@@ -30,11 +30,39 @@ pub struct PublishRecord {
     key: Option<String>,
     /// Any JSON value; stored and served exactly as sent.
     #[schema(value_type = Value)]
+    #[serde(deserialize_with = "unicode_json")]
     value: Box<RawValue>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     /// Explicit partition; overrides the key.
     partition: Option<u32>,
+}
+
+/// Takes the value's JSON text as is, refusing escapes of lone UTF-16 surrogates
+/// (`"\ud800"`): the JSON grammar allows them, but they encode no Unicode text and strict
+/// parsers (serde_json among them) would then fail on every fetch page holding the record.
+fn unicode_json<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Box<RawValue>, D::Error> {
+    let raw = Box::<RawValue>::deserialize(deserializer)?;
+    // Only text with a surrogate escape pays for a full parse, which checks the pairing.
+    if has_surrogate_escape(raw.get())
+        && let Err(err) = serde_json::from_str::<serde_json::Value>(raw.get())
+    {
+        return Err(serde::de::Error::custom(format!(
+            "value is not valid Unicode JSON ({err})"
+        )));
+    }
+    Ok(raw)
+}
+
+fn has_surrogate_escape(json: &str) -> bool {
+    json.as_bytes().windows(4).any(|w| {
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && matches!(w[2], b'd' | b'D')
+            && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+    })
 }
 
 impl From<PublishRecord> for NewRecord {

@@ -102,6 +102,7 @@ impl From<TopicDescription> for TopicDetails {
         (status = 201, description = "Created", body = TopicDetails),
         (status = 400, description = "Invalid name or settings", body = ErrorBody),
         (status = 409, description = "A topic with this name exists", body = ErrorBody),
+        (status = 413, description = "Body over --max-body-bytes", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     )
 )]
@@ -145,6 +146,7 @@ pub async fn list_topics(caller: Caller) -> Result<HttpResponse, ApiError> {
     params(("topic" = String, Path, description = "Topic name")),
     responses(
         (status = 200, body = TopicDetails),
+        (status = 400, description = "Invalid topic name", body = ErrorBody),
         (status = 404, description = "No such topic", body = ErrorBody),
     )
 )]
@@ -168,8 +170,10 @@ pub async fn describe_topic(
     request_body = UpdateTopic,
     responses(
         (status = 200, body = TopicDetails),
-        (status = 400, description = "Invalid settings or fewer partitions", body = ErrorBody),
+        (status = 400, description = "Invalid name, settings or fewer partitions", body = ErrorBody),
         (status = 404, description = "No such topic", body = ErrorBody),
+        (status = 413, description = "Body over --max-body-bytes", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
     )
 )]
 #[patch("/v1/topics/{topic}")]
@@ -196,6 +200,7 @@ pub async fn update_topic(
     params(("topic" = String, Path, description = "Topic name")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid topic name", body = ErrorBody),
         (status = 404, description = "No such topic", body = ErrorBody),
     )
 )]

@@ -211,6 +211,25 @@ async fn values_are_served_as_sent_including_json_escapes() {
 }
 
 #[tokio::test]
+async fn unpaired_surrogate_escapes_in_values_are_400_and_append_nothing() {
+    let app = TestApp::spawn().await;
+    app.create_topic("surrogates", 1).await;
+    for value in [r#""\ud800""#, r#"{"a": ["x\uDC00y"]}"#, r#""\ud83c\u0041""#] {
+        let body = format!(r#"{{"records": [{{"value": {value}}}]}}"#);
+        let response = publish_raw(&app, "surrogates", Some("application/json"), &body).await;
+        expect_error(response, 400, "invalid_body").await;
+    }
+    assert_eq!(high_watermarks(&app, "surrogates").await, vec![0]);
+    // An escaped backslash before "ud800" is plain text, not an escape.
+    let body = r#"{"records": [{"value": "\\ud800"}]}"#;
+    let offsets =
+        offsets_of(publish_raw(&app, "surrogates", Some("application/json"), body).await).await;
+    assert_eq!(offsets, vec![(0, 0)]);
+    let fetched = fetch_ok(&app, "surrogates", 0, "offset=0").await;
+    assert_eq!(records(&fetched)[0]["value"], "\\ud800");
+}
+
+#[tokio::test]
 async fn offsets_come_back_in_request_order() {
     let app = TestApp::spawn().await;
     app.create_topic("orders", 3).await;
