@@ -239,6 +239,7 @@ fn run(args: &Args) -> Result<(), String> {
             server_bin.display()
         ));
     }
+    warn_if_stale(&server_bin);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if args.client_threads > 0 {
@@ -285,8 +286,29 @@ fn run(args: &Args) -> Result<(), String> {
         exits.push((fsync, exit));
     }
     let load = (load_before, load_average());
-    print_report(args, &rows, &exits, &load);
+    print_report(args, &server_bin, &rows, &exits, &load);
+    let failed: u64 = rows.iter().map(Row::error_count).sum();
+    if failed > 0 {
+        return Err(format!("{failed} requests failed (see Errors above)"));
+    }
     Ok(())
+}
+
+/// `cargo run --bin tidegate-bench` does not rebuild `tidegate`: say so when it looks stale.
+fn warn_if_stale(server_bin: &Path) {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let bench = std::env::current_exe()
+        .ok()
+        .and_then(|path| modified(&path));
+    if let (Some(server), Some(bench)) = (modified(server_bin), bench)
+        && server < bench
+    {
+        eprintln!(
+            "note: {} is older than this bench binary; if the library changed, rebuild both with \
+             `cargo build --release --bins`",
+            server_bin.display()
+        );
+    }
 }
 
 /// The first three fields of `/proc/loadavg`, to show how busy the machine was.
@@ -1036,6 +1058,9 @@ impl Server {
 
     /// SIGTERM, wait for the graceful exit (SIGKILL after a while); describes the exit.
     fn stop(mut self) -> String {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return format!("had exited on its own before the end, with {status}");
+        }
         let started = Instant::now();
         let signalled = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -1191,8 +1216,20 @@ fn optional(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "–".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
-fn print_report(args: &Args, rows: &[Row], exits: &[(FsyncMode, String)], load: &(String, String)) {
+fn print_report(
+    args: &Args,
+    server_bin: &Path,
+    rows: &[Row],
+    exits: &[(FsyncMode, String)],
+    load: &(String, String),
+) {
     println!("## Results\n");
+    let command: Vec<String> = std::env::args().collect();
+    println!(
+        "`{}` against `{}`.\n",
+        command.join(" "),
+        server_bin.display()
+    );
     println!(
         "{} s measured per scenario after {} s warm-up; closed loop, one keep-alive connection per client; \
          record values of {} bytes; publish topics have {} partitions, keyless records \

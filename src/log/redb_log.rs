@@ -1,5 +1,5 @@
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +20,8 @@ use super::{EventLog, Fsync, LogError};
 pub const DATABASE_FILE: &str = "tidegate.redb";
 /// Requests that may wait for the writer before publishers feel back-pressure.
 const WRITER_QUEUE: usize = 8192;
+/// How many 10 ms waits shutdown grants reads in flight before it stops waiting.
+const READ_DRAIN_ATTEMPTS: usize = 500;
 
 /// How to open the embedded log.
 #[derive(Clone, Debug)]
@@ -32,7 +34,8 @@ pub struct LogOptions {
 
 /// The embedded log: one redb file, one writer thread, lock-free reads.
 pub struct RedbLog {
-    db: Arc<Database>,
+    /// Taken at shutdown so the file lock is released before `shutdown` returns.
+    db: RwLock<Option<Arc<Database>>>,
     catalog: Arc<Catalog>,
     commands: mpsc::Sender<Command>,
     /// Ends long polls at shutdown so the server can drain quickly.
@@ -70,7 +73,7 @@ impl RedbLog {
             .name("log-writer".into())
             .spawn(move || writer.run(receiver))?;
         Ok(RedbLog {
-            db,
+            db: RwLock::new(Some(db)),
             catalog,
             commands,
             shutdown,
@@ -105,7 +108,12 @@ impl RedbLog {
         &self,
         read: impl FnOnce(&redb::ReadTransaction) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
-        let db = self.db.clone();
+        let db = self
+            .db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(LogError::ShuttingDown)?;
         tokio::task::spawn_blocking(move || read(&db.begin_read()?))
             .await
             .map_err(|err| LogError::Storage(format!("read task failed: {err}")))?
@@ -284,5 +292,20 @@ impl EventLog for RedbLog {
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        // The writer dropped its handle; wait out reads still running so the database is
+        // closed (and its lock released) when this returns, whoever else still holds us.
+        let taken = self.db.write().unwrap_or_else(|e| e.into_inner()).take();
+        let mut db = match taken {
+            Some(db) => db,
+            None => return,
+        };
+        for _ in 0..READ_DRAIN_ATTEMPTS {
+            match Arc::try_unwrap(db) {
+                Ok(db) => return drop(db),
+                Err(shared) => db = shared,
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::warn!("reads still running at shutdown; the database closes when they end");
     }
 }

@@ -398,3 +398,75 @@ async fn keyless_requests_stay_contiguous_and_rotate_over_partitions() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_repeats_of_one_idempotency_key_append_once() {
+    const TOPIC: &str = "idempotent";
+    const KEYS: usize = 8;
+    const REPEATS: usize = 12;
+
+    let app = Arc::new(TestApp::spawn().await);
+    app.create_topic(TOPIC, 2).await;
+
+    // Every key is sent REPEATS times at once, all copies racing into the writer.
+    let handles = (0..KEYS * REPEATS)
+        .map(|n| {
+            let app = app.clone();
+            let key = n % KEYS;
+            tokio::spawn(async move {
+                let records = json!({"records": [
+                    {"value": {"key": key, "i": 0}},
+                    {"value": {"key": key, "i": 1}, "key": format!("k{key}")},
+                ]});
+                let response = app
+                    .post(&format!("/v1/topics/{TOPIC}/records"))
+                    .header("Idempotency-Key", format!("order-{key}"))
+                    .json(&records)
+                    .send()
+                    .await
+                    .expect("publish");
+                assert_eq!(response.status(), 200);
+                let replayed = response
+                    .headers()
+                    .get("Idempotency-Replayed")
+                    .is_some_and(|v| v == "true");
+                let body = json_body(response).await;
+                (key, replayed, body["offsets"].clone())
+            })
+        })
+        .collect();
+    let answers = join_all(handles).await;
+
+    let mut first: HashMap<usize, Value> = HashMap::new();
+    let mut appended = vec![0usize; KEYS];
+    for (key, replayed, offsets) in &answers {
+        let same = first.entry(*key).or_insert_with(|| offsets.clone());
+        assert_eq!(
+            offsets, same,
+            "key {key}: repeats answered different offsets"
+        );
+        if !*replayed {
+            appended[*key] += 1;
+        }
+    }
+    assert_eq!(
+        appended,
+        vec![1; KEYS],
+        "per key, exactly one repeat may append"
+    );
+
+    let bounds = bounds(&app, TOPIC).await;
+    let total: u64 = bounds.iter().map(|(_, hwm)| hwm).sum();
+    assert_eq!(total, (KEYS * 2) as u64, "repeats appended records");
+    for (key, offsets) in &first {
+        for (i, position) in offsets.as_array().expect("offsets").iter().enumerate() {
+            let partition = position["partition"].as_u64().expect("partition") as u32;
+            let offset = position["offset"].as_u64().expect("offset");
+            let response = app
+                .fetch(TOPIC, partition, &format!("offset={offset}&limit=1"))
+                .await;
+            let body = json_body(response).await;
+            assert_eq!(body["records"][0]["value"], json!({"key": key, "i": i}));
+        }
+    }
+}

@@ -307,7 +307,9 @@ async fn concurrent_long_pollers_follow_every_record_in_order() {
             let app = app.clone();
             tokio::spawn(async move {
                 for s in 0..PER_PUBLISHER {
-                    let response = app.publish("tail", json!([{"value": {"p": p, "s": s}}])).await;
+                    let response = app
+                        .publish("tail", json!([{"value": {"p": p, "s": s}}]))
+                        .await;
                     assert_eq!(response.status(), 200);
                 }
             })
@@ -323,7 +325,9 @@ async fn concurrent_long_pollers_follow_every_record_in_order() {
     // What the log holds, in order, is what every follower must have seen.
     let mut log = Vec::new();
     while log.len() < TOTAL {
-        let response = app.fetch("tail", 0, &format!("offset={}&limit=1000", log.len())).await;
+        let response = app
+            .fetch("tail", 0, &format!("offset={}&limit=1000", log.len()))
+            .await;
         let body = json_body(response).await;
         let page = body["records"].as_array().expect("records");
         assert!(!page.is_empty(), "log shorter than {TOTAL}: {body}");
@@ -334,7 +338,10 @@ async fn concurrent_long_pollers_follow_every_record_in_order() {
             .await
             .expect("follower still waiting for records that were committed")
             .expect("follower");
-        assert_eq!(seen, log, "a follower saw a different sequence than the log");
+        assert_eq!(
+            seen, log,
+            "a follower saw a different sequence than the log"
+        );
     }
     // Each publisher's records are in the order it sent them.
     for p in 0..PUBLISHERS {

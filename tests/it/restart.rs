@@ -208,6 +208,14 @@ async fn records_offsets_and_topics_survive_a_graceful_restart() {
         before["forever"].1[0]
     );
 
+    // Storage: one redb database file in the data directory.
+    let databases = std::fs::read_dir(app.data_dir())
+        .expect("read data dir")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "redb"))
+        .count();
+    assert_eq!(databases, 1, "redb files in {}", app.data_dir().display());
+
     let dir = app.stop().await;
     let app = TestApp::spawn_in(dir, &[]).await;
 
@@ -502,7 +510,10 @@ async fn graceful_stop_under_load_keeps_every_acknowledged_record() {
 
     let started = Instant::now();
     while acked.load(std::sync::atomic::Ordering::SeqCst) < 300 {
-        assert!(started.elapsed() < Duration::from_secs(30), "publishers made no progress");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "publishers made no progress"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let stopping = Instant::now();
@@ -510,7 +521,10 @@ async fn graceful_stop_under_load_keeps_every_acknowledged_record() {
         .await
         .expect("graceful stop hung while publishers were busy");
     let stop_took = stopping.elapsed();
-    assert!(stop_took < Duration::from_secs(10), "graceful stop under load took {stop_took:?}");
+    assert!(
+        stop_took < Duration::from_secs(10),
+        "graceful stop under load took {stop_took:?}"
+    );
 
     let mut outcomes = Vec::new();
     for publisher in publishers {
@@ -533,7 +547,11 @@ async fn graceful_stop_under_load_keeps_every_acknowledged_record() {
             .expect("hwm");
         let mut next = 0;
         while next < high_watermark {
-            let body = json_body(app.fetch("busy", partition, &format!("offset={next}&limit=1000")).await).await;
+            let body = json_body(
+                app.fetch("busy", partition, &format!("offset={next}&limit=1000"))
+                    .await,
+            )
+            .await;
             let page = body["records"].as_array().expect("records");
             assert!(!page.is_empty(), "no records below the hwm in {partition}");
             for record in page {
@@ -551,15 +569,25 @@ async fn graceful_stop_under_load_keeps_every_acknowledged_record() {
             Outcome::Acked(positions) => {
                 acked_count += ids.len();
                 for (id, position) in ids.iter().zip(positions) {
-                    assert_eq!(stored.get(id), Some(position), "acknowledged {id} lost or moved by a graceful stop");
+                    assert_eq!(
+                        stored.get(id),
+                        Some(position),
+                        "acknowledged {id} lost or moved by a graceful stop"
+                    );
                 }
             }
             Outcome::Refused => {
-                assert!(ids.iter().all(|id| !stored.contains_key(id)), "refused request {ids:?} was stored");
+                assert!(
+                    ids.iter().all(|id| !stored.contains_key(id)),
+                    "refused request {ids:?} was stored"
+                );
             }
             Outcome::Unknown => {
                 let present = ids.iter().filter(|id| stored.contains_key(*id)).count();
-                assert!(present == 0 || present == ids.len(), "request {ids:?} partly stored");
+                assert!(
+                    present == 0 || present == ids.len(),
+                    "request {ids:?} partly stored"
+                );
             }
         }
     }
