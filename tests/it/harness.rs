@@ -165,7 +165,9 @@ pub async fn expect_error(response: Response, status: u16, code: &str) -> Value 
     let body = json_body(response).await;
     assert_eq!(body["error"]["code"], code, "error code in {body}");
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "error message in {body}"
     );
     body["error"].clone()
