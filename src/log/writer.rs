@@ -74,6 +74,13 @@ struct WriterPartition {
     last_timestamp: i64,
 }
 
+impl WriterPartition {
+    const EMPTY: WriterPartition = WriterPartition {
+        next_offset: 0,
+        last_timestamp: i64::MIN,
+    };
+}
+
 struct WriterTopic {
     incarnation: u64,
     config: TopicConfig,
@@ -379,7 +386,7 @@ impl Writer {
                             }
                             pending.push(Pending::Append(reply, outcome));
                         }
-                        Err(err) => drop(reply.send(Err(err))),
+                        Err(err) => reject(reply, err)?,
                     },
                     Command::Admin {
                         topic,
@@ -516,9 +523,7 @@ impl Writer {
                 reshaped.push(topic.as_str().to_owned());
                 pending.push(Pending::Done(reply));
             }
-            // Validation failures answer now; storage failures fail the whole commit.
-            Err(err @ LogError::Storage(_)) => return Err(err),
-            Err(err) => drop(reply.send(Err(err))),
+            Err(err) => reject(reply, err)?,
         }
         Ok(())
     }
@@ -544,10 +549,7 @@ impl Writer {
                 incarnation,
                 config,
                 partitions: (0..config.partitions)
-                    .map(|_| WriterPartition {
-                        next_offset: 0,
-                        last_timestamp: i64::MIN,
-                    })
+                    .map(|_| WriterPartition::EMPTY)
                     .collect(),
                 next_keyless: 0,
             },
@@ -581,10 +583,7 @@ impl Writer {
         write_config(tables, name, &config)?;
         for partition in old.partitions..config.partitions {
             tables.partitions.insert((name.as_str(), partition), 0)?;
-            topic.partitions.push(WriterPartition {
-                next_offset: 0,
-                last_timestamp: i64::MIN,
-            });
+            topic.partitions.push(WriterPartition::EMPTY);
         }
         topic.config = config;
         Ok(())
@@ -725,6 +724,22 @@ fn write_config(
         .map_err(|err| LogError::Storage(format!("encoding topic config: {err}")))?;
     tables.topics.insert(name.as_str(), encoded.as_slice())?;
     Ok(())
+}
+
+/// Answers a request that failed while being staged. A validation failure touched nothing,
+/// so the rest of the group goes on; a storage failure may have staged part of the request,
+/// so it fails the whole transaction.
+fn reject<T>(reply: Reply<T>, err: LogError) -> Result<(), LogError> {
+    match err {
+        LogError::Storage(message) => {
+            let _ = reply.send(Err(LogError::Storage(message.clone())));
+            Err(LogError::Storage(message))
+        }
+        err => {
+            let _ = reply.send(Err(err));
+            Ok(())
+        }
+    }
 }
 
 fn refuse(command: Command) {
