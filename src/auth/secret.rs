@@ -34,7 +34,7 @@ pub fn load_or_create_secret(data_dir: &Path) -> Result<(Vec<u8>, bool), AuthErr
 
     let mut secret = vec![0; SECRET_LEN];
     rand::rng().fill_bytes(&mut secret);
-    let hex: String = secret.iter().map(|byte| format!("{byte:02x}")).collect();
+    let hex = hex::encode(&secret);
     let temp = data_dir.join(format!(
         ".{SECRET_FILE_NAME}.{:016x}.tmp",
         rand::random::<u64>()
@@ -72,7 +72,9 @@ fn read_secret(path: &Path) -> Result<Option<Vec<u8>>, AuthError> {
     if fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0) {
         tracing::warn!(path = %path.display(), "secret file is readable by other users; chmod 600 it");
     }
-    decode_hex(text.trim()).map(Some).ok_or_else(|| {
+    let text = text.trim();
+    let decoded = hex::decode(text).ok().filter(|_| !text.is_empty());
+    decoded.map(Some).ok_or_else(|| {
         AuthError::Config(format!(
             "{} is not a hex secret; delete it to generate a new one (tokens it signed stop working)",
             path.display()
@@ -88,19 +90,6 @@ fn write_new(path: &Path, contents: &[u8]) -> io::Result<()> {
         .open(path)?;
     file.write_all(contents)?;
     file.sync_all()
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.is_empty()
-        || !text.len().is_multiple_of(2)
-        || !text.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
