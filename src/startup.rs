@@ -43,15 +43,10 @@ impl Application {
     pub fn build(config: &Config) -> Result<Application, StartupError> {
         config.validate().map_err(StartupError::Config)?;
         let auth = auth_setup::setup(&config.auth, &config.data_dir)?;
-        if auth.verifier.is_none() {
-            tracing::warn!(
-                "AUTHENTICATION IS OFF (--auth none): anyone who can reach {} can read, write and delete every topic",
-                config.listen
-            );
-        }
         let shutdown = CancellationToken::new();
         let log: Arc<dyn EventLog> =
             Arc::new(RedbLog::open(&config.log_options(), shutdown.clone())?);
+        let auth_off = auth.verifier.is_none();
         let state = web::Data::new(AppState::new(log.clone(), auth.verifier, config.limits));
         let mut server = HttpServer::new(move || http::app(state.clone()))
             // We handle signals ourselves so long polls are released before draining.

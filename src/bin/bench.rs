@@ -32,9 +32,11 @@
 //! runs with `RUST_LOG=warn,tidegate::log::writer=debug` (`--server-log`), so per-request
 //! access logs are off and one JSON line per commit is on.
 //!
+//! `--server-log-dir DIR` keeps each server's log lines for later analysis.
+//!
 //! The report (Markdown tables, plus the group-commit ratio: records/s of the publish
 //! scenario with the most clients over the one with one client, under `--fsync always`) goes
-//! to stdout; progress goes to stderr.
+//! to stdout; progress goes to stderr. The exit code is non-zero when any request failed.
 //!
 //! # The HTTP client
 //!
@@ -43,7 +45,8 @@
 //! as status line + headers + a `Content-Length` body (tidegate always sends one; chunked
 //! answers are reported as errors). `Connection: close` or any I/O error drops the
 //! connection and the client reconnects. Loads go to the loopback address the server
-//! printed, nowhere else.
+//! printed, nowhere else. (`tokio`'s `net` and `io-util` features it needs are enabled in the
+//! build through actix; `Cargo.toml` does not name them itself.)
 //!
 //! # Bounds
 //!

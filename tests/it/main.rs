@@ -5,6 +5,7 @@ mod harness;
 
 mod auth;
 mod concurrency;
+mod config;
 mod crash;
 mod longpoll;
 mod openapi;
