@@ -62,6 +62,12 @@ impl Application {
                 source,
             })?;
         let local_addr = server.addrs().first().copied().unwrap_or(config.listen);
+        // Only once the start can no longer fail, so a failed start prints one line.
+        if auth_off {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (--auth none): anyone who can reach {local_addr} can read, write and delete every topic"
+            );
+        }
         Ok(Application {
             local_addr,
             server: server.run(),
