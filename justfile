@@ -23,4 +23,5 @@ openapi:
 
 # Load benchmark over loopback; results go in BENCHMARKS.md
 bench:
+    cargo build --release --bins
     cargo run --release --bin tidegate-bench
