@@ -45,8 +45,7 @@
 //! as status line + headers + a `Content-Length` body (tidegate always sends one; chunked
 //! answers are reported as errors). `Connection: close` or any I/O error drops the
 //! connection and the client reconnects. Loads go to the loopback address the server
-//! printed, nowhere else. (`tokio`'s `net` and `io-util` features it needs are enabled in the
-//! build through actix; `Cargo.toml` does not name them itself.)
+//! printed, nowhere else.
 //!
 //! # Bounds
 //!
