@@ -96,14 +96,15 @@ enum Pending {
 }
 
 impl Pending {
+    /// Answers with the staged outcome, or with the commit's failure.
     fn resolve(self, failure: Option<&str>) {
-        let error = || LogError::Storage(failure.unwrap_or_default().to_owned());
+        fn answer<T>(ok: T, failure: Option<&str>) -> Result<T, LogError> {
+            failure.map_or(Ok(ok), |message| Err(LogError::Storage(message.to_owned())))
+        }
         // A requester that gave up (client disconnected) is not an error for the writer.
-        match (self, failure) {
-            (Pending::Append(reply, outcome), None) => drop(reply.send(Ok(outcome))),
-            (Pending::Append(reply, _), Some(_)) => drop(reply.send(Err(error()))),
-            (Pending::Done(reply), None) => drop(reply.send(Ok(()))),
-            (Pending::Done(reply), Some(_)) => drop(reply.send(Err(error()))),
+        match self {
+            Pending::Append(reply, outcome) => drop(reply.send(answer(outcome, failure))),
+            Pending::Done(reply) => drop(reply.send(answer((), failure))),
         }
     }
 }
@@ -750,7 +751,7 @@ fn refuse(command: Command) {
     }
 }
 
-pub(super) fn now_ms() -> i64 {
+fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
