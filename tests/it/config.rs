@@ -36,9 +36,12 @@ fn start_fails(args: &[&str], env: &[(&str, &str)]) -> String {
     stderr
 }
 
+/// Flags, environment, and what the error line must mention.
+type BadStart<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn bad_flags_and_env_fail_with_one_line() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[BadStart] = &[
         (&["--listen", "nonsense"], &[], "--listen"),
         (&[], &[("TIDEGATE_LISTEN", "nonsense")], "--listen"),
         (&["--fsync", "sometimes"], &[], "--fsync"),
