@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use crate::harness::{TestApp, json_body};
+use crate::harness::{TestApp, bounds, json_body, offsets_in, offsets_of};
 
 /// A record as a publisher sent it.
 #[derive(Clone, Debug)]
@@ -45,32 +45,19 @@ async fn publish(app: &TestApp, topic: &str, records: &[Sent], ndjson: bool) -> 
             body.push_str(&record.to_json().to_string());
             body.push('\n');
         }
-        app.post(&format!("/v1/topics/{topic}/records"))
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
+        app.publish_raw(topic, Some("application/x-ndjson"), &body)
             .await
-            .expect("publish ndjson")
     } else {
         app.publish(topic, records.iter().map(Sent::to_json).collect())
             .await
     };
-    let status = response.status();
-    let body = json_body(response).await;
-    assert_eq!(status, 200, "publish answered {body}");
-    let offsets = body["offsets"].as_array().expect("offsets array");
+    let positions = offsets_of(response).await;
     assert_eq!(
-        offsets.len(),
+        positions.len(),
         records.len(),
-        "one offset per record: {body}"
+        "one offset per record: {positions:?}"
     );
-    offsets
-        .iter()
-        .map(|o| {
-            let partition = o["partition"].as_u64().expect("partition") as u32;
-            (partition, o["offset"].as_u64().expect("offset"))
-        })
-        .collect()
+    positions
 }
 
 /// One publisher: `count` records in requests of 1–4 records, keyless, keyed or mixed,
@@ -142,74 +129,6 @@ async fn join_all<T>(handles: Vec<JoinHandle<T>>) -> Vec<T> {
     results
 }
 
-/// `partition_offsets` of a topic as (log_start_offset, high_watermark) per partition.
-async fn bounds(app: &TestApp, topic: &str) -> Vec<(u64, u64)> {
-    let response = app
-        .get(&format!("/v1/topics/{topic}"))
-        .send()
-        .await
-        .expect("describe");
-    assert_eq!(response.status(), 200);
-    let body = json_body(response).await;
-    body["partition_offsets"]
-        .as_array()
-        .expect("partition_offsets")
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            assert_eq!(
-                p["partition"], i as u64,
-                "partition_offsets in order: {body}"
-            );
-            (
-                p["log_start_offset"].as_u64().expect("log_start_offset"),
-                p["high_watermark"].as_u64().expect("high_watermark"),
-            )
-        })
-        .collect()
-}
-
-/// Every record of a partition from offset 0 to `high_watermark`, paging with `limit`,
-/// checking that offsets are dense and `next_offset` follows the page.
-async fn fetch_all(
-    app: &TestApp,
-    topic: &str,
-    partition: u32,
-    high_watermark: u64,
-    limit: usize,
-) -> Vec<Value> {
-    let mut records = Vec::new();
-    let mut next = 0u64;
-    while next < high_watermark {
-        let response = app
-            .fetch(topic, partition, &format!("offset={next}&limit={limit}"))
-            .await;
-        assert_eq!(response.status(), 200, "fetch {topic}/{partition}@{next}");
-        let body = json_body(response).await;
-        assert_eq!(
-            body["high_watermark"], high_watermark,
-            "{topic}/{partition}"
-        );
-        let page = body["records"].as_array().expect("records");
-        assert!(
-            !page.is_empty(),
-            "fetch below the high watermark made no progress"
-        );
-        assert!(page.len() <= limit);
-        for record in page {
-            assert_eq!(
-                record["offset"], next,
-                "offsets dense in {topic}/{partition}"
-            );
-            assert_eq!(record["partition"], partition);
-            next += 1;
-        }
-        assert_eq!(body["next_offset"], next, "next_offset follows the page");
-        records.extend(page.iter().cloned());
-    }
-    records
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishers_get_unique_dense_offsets_and_exact_content() {
     const TOPIC: &str = "concurrent";
@@ -276,7 +195,7 @@ async fn concurrent_publishers_get_unique_dense_offsets_and_exact_content() {
     }
     assert_eq!(by_position.len(), PUBLISHERS * PER_PUBLISHER);
 
-    let bounds = bounds(&app, TOPIC).await;
+    let bounds = bounds(&app.describe(TOPIC).await);
     assert_eq!(bounds.len(), PARTITIONS as usize);
     let mut total = 0;
     for (partition, (log_start, high_watermark)) in (0u32..).zip(&bounds) {
@@ -289,7 +208,7 @@ async fn concurrent_publishers_get_unique_dense_offsets_and_exact_content() {
         assert!(acked > 0, "partition {partition} got no records");
         total += acked;
 
-        let records = fetch_all(&app, TOPIC, partition, *high_watermark, 500).await;
+        let records = app.fetch_all(TOPIC, partition, *high_watermark, 500).await;
         let mut last_timestamp = i64::MIN;
         for record in &records {
             let offset = record["offset"].as_u64().expect("offset");
@@ -338,22 +257,18 @@ async fn keyless_requests_stay_contiguous_and_rotate_over_partitions() {
                     let records: Vec<Value> = (0..PER_REQUEST)
                         .map(|i| json!({"value": {"task": task, "request": request, "i": i}}))
                         .collect();
-                    let response = app.publish(TOPIC, Value::Array(records)).await;
-                    assert_eq!(response.status(), 200);
-                    let body = json_body(response).await;
-                    let offsets = body["offsets"].as_array().expect("offsets");
+                    let offsets = app.publish_ok(TOPIC, Value::Array(records)).await;
                     assert_eq!(offsets.len(), PER_REQUEST);
-                    let partition = offsets[0]["partition"].as_u64().expect("partition");
-                    let base = offsets[0]["offset"].as_u64().expect("offset");
-                    for (i, o) in offsets.iter().enumerate() {
-                        assert_eq!(o["partition"], partition, "keyless request split: {body}");
+                    let (partition, base) = offsets[0];
+                    for (i, (p, o)) in offsets.iter().enumerate() {
+                        assert_eq!(*p, partition, "keyless request split: {offsets:?}");
                         assert_eq!(
-                            o["offset"],
+                            *o,
                             base + i as u64,
-                            "keyless request not contiguous: {body}"
+                            "keyless request not contiguous: {offsets:?}"
                         );
                     }
-                    placed.push((task, request, partition as u32, base));
+                    placed.push((task, request, partition, base));
                 }
                 placed
             })
@@ -375,7 +290,7 @@ async fn keyless_requests_stay_contiguous_and_rotate_over_partitions() {
         "keyless requests not rotated evenly: {requests_per_partition:?}"
     );
 
-    let bounds = bounds(&app, TOPIC).await;
+    let bounds = bounds(&app.describe(TOPIC).await);
     let mut contents = Vec::new();
     for (partition, (_, high_watermark)) in (0u32..).zip(&bounds) {
         assert_eq!(
@@ -383,7 +298,7 @@ async fn keyless_requests_stay_contiguous_and_rotate_over_partitions() {
             (requests_per_partition[partition as usize] * PER_REQUEST) as u64,
             "partition {partition} hwm"
         );
-        contents.push(fetch_all(&app, TOPIC, partition, *high_watermark, 64).await);
+        contents.push(app.fetch_all(TOPIC, partition, *high_watermark, 64).await);
     }
     for (task, request, partition, base) in placed {
         for i in 0..PER_REQUEST {
@@ -399,11 +314,16 @@ async fn keyless_requests_stay_contiguous_and_rotate_over_partitions() {
     }
 }
 
+/// Several keys, each sent many times at once: every copy is answered 200 with the same
+/// offsets, exactly one copy per key appends and answers without `Idempotency-Replayed`
+/// (all others say `true`), and each request's two keyless records and keyed one are
+/// stored once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_repeats_of_one_idempotency_key_append_once() {
     const TOPIC: &str = "idempotent";
     const KEYS: usize = 8;
-    const REPEATS: usize = 12;
+    const REPEATS: usize = 16;
+    const PER_REQUEST: usize = 3;
 
     let app = Arc::new(TestApp::spawn().await);
     app.create_topic(TOPIC, 2).await;
@@ -414,22 +334,19 @@ async fn concurrent_repeats_of_one_idempotency_key_append_once() {
             let app = app.clone();
             let key = n % KEYS;
             tokio::spawn(async move {
-                let records = json!({"records": [
+                let records = json!([
                     {"value": {"key": key, "i": 0}},
-                    {"value": {"key": key, "i": 1}, "key": format!("k{key}")},
-                ]});
+                    {"value": {"key": key, "i": 1}},
+                    {"value": {"key": key, "i": 2}, "key": format!("k{key}")},
+                ]);
                 let response = app
-                    .post(&format!("/v1/topics/{TOPIC}/records"))
-                    .header("Idempotency-Key", format!("order-{key}"))
-                    .json(&records)
-                    .send()
-                    .await
-                    .expect("publish");
+                    .publish_with_key(TOPIC, &format!("order-{key}"), records)
+                    .await;
                 assert_eq!(response.status(), 200);
                 let replayed = response
                     .headers()
                     .get("Idempotency-Replayed")
-                    .is_some_and(|v| v == "true");
+                    .map(|v| v.to_str().unwrap_or("<not ASCII>").to_owned());
                 let body = json_body(response).await;
                 (key, replayed, body["offsets"].clone())
             })
@@ -445,27 +362,32 @@ async fn concurrent_repeats_of_one_idempotency_key_append_once() {
             offsets, same,
             "key {key}: repeats answered different offsets"
         );
-        if !*replayed {
-            appended[*key] += 1;
+        match replayed.as_deref() {
+            None => appended[*key] += 1,
+            Some("true") => {}
+            Some(other) => panic!("key {key}: Idempotency-Replayed: {other}"),
         }
     }
     assert_eq!(
         appended,
         vec![1; KEYS],
-        "per key, exactly one repeat may append"
+        "per key, exactly one repeat may append (and answer without Idempotency-Replayed)"
     );
 
-    let bounds = bounds(&app, TOPIC).await;
+    let bounds = bounds(&app.describe(TOPIC).await);
     let total: u64 = bounds.iter().map(|(_, hwm)| hwm).sum();
-    assert_eq!(total, (KEYS * 2) as u64, "repeats appended records");
+    assert_eq!(
+        total,
+        (KEYS * PER_REQUEST) as u64,
+        "repeats appended records"
+    );
     for (key, offsets) in &first {
-        for (i, position) in offsets.as_array().expect("offsets").iter().enumerate() {
-            let partition = position["partition"].as_u64().expect("partition") as u32;
-            let offset = position["offset"].as_u64().expect("offset");
-            let response = app
-                .fetch(TOPIC, partition, &format!("offset={offset}&limit=1"))
+        let positions = offsets_in(&json!({ "offsets": offsets }));
+        assert_eq!(positions.len(), PER_REQUEST, "key {key}: {offsets}");
+        for (i, (partition, offset)) in positions.into_iter().enumerate() {
+            let body = app
+                .fetch_ok(TOPIC, partition, &format!("offset={offset}&limit=1"))
                 .await;
-            let body = json_body(response).await;
             assert_eq!(body["records"][0]["value"], json!({"key": key, "i": i}));
         }
     }

@@ -85,14 +85,84 @@ impl TestApp {
         self.request(Method::POST, path)
     }
 
-    pub async fn create_topic(&self, name: &str, partitions: u32) {
-        let response = self
-            .post("/v1/topics")
-            .json(&json!({"name": name, "partitions": partitions}))
+    /// `POST /v1/topics` with `body`, whatever the answer.
+    pub async fn post_topic(&self, body: Value) -> Response {
+        self.post("/v1/topics")
+            .json(&body)
             .send()
             .await
-            .expect("create topic");
-        assert_eq!(response.status(), 201, "creating {name}");
+            .expect("create topic")
+    }
+
+    /// Creates a topic with `partitions` and default settings; asserts 201.
+    pub async fn create_topic(&self, name: &str, partitions: u32) {
+        self.create_topic_with(json!({"name": name, "partitions": partitions}))
+            .await;
+    }
+
+    /// Creates a topic from a full request `body`; asserts 201 and returns the description.
+    pub async fn create_topic_with(&self, body: Value) -> Value {
+        let response = self.post_topic(body.clone()).await;
+        let status = response.status();
+        let answer = json_body(response).await;
+        assert_eq!(status, 201, "creating {body}: {answer}");
+        answer
+    }
+
+    /// `GET /v1/topics/{topic}`, whatever the answer.
+    pub async fn get_topic(&self, topic: &str) -> Response {
+        self.get(&format!("/v1/topics/{topic}"))
+            .send()
+            .await
+            .expect("describe topic")
+    }
+
+    /// The description of `topic`; asserts 200.
+    pub async fn describe(&self, topic: &str) -> Value {
+        let response = self.get_topic(topic).await;
+        assert_eq!(response.status(), 200, "describe {topic}");
+        json_body(response).await
+    }
+
+    /// `PATCH /v1/topics/{topic}` with `body`, whatever the answer.
+    pub async fn patch_topic(&self, topic: &str, body: Value) -> Response {
+        self.request(Method::PATCH, &format!("/v1/topics/{topic}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("patch topic")
+    }
+
+    /// `DELETE /v1/topics/{topic}`, whatever the answer.
+    pub async fn delete_topic(&self, topic: &str) -> Response {
+        self.request(Method::DELETE, &format!("/v1/topics/{topic}"))
+            .send()
+            .await
+            .expect("delete topic")
+    }
+
+    /// The whole body of `GET /v1/topics`; asserts 200.
+    pub async fn list_body(&self) -> Value {
+        let response = self.get("/v1/topics").send().await.expect("list topics");
+        assert_eq!(response.status(), 200, "list topics");
+        json_body(response).await
+    }
+
+    /// The `topics` array of `GET /v1/topics`; asserts 200.
+    pub async fn list(&self) -> Vec<Value> {
+        let body = self.list_body().await;
+        body["topics"]
+            .as_array()
+            .unwrap_or_else(|| panic!("topics array in {body}"))
+            .clone()
+    }
+
+    /// High watermark of every partition of `topic`, from its description (see [`bounds`]).
+    pub async fn high_watermarks(&self, topic: &str) -> Vec<u64> {
+        bounds(&self.describe(topic).await)
+            .into_iter()
+            .map(|(_, high_watermark)| high_watermark)
+            .collect()
     }
 
     /// Publishes `records` (a JSON array) and returns the response.
@@ -104,6 +174,50 @@ impl TestApp {
             .expect("publish")
     }
 
+    /// Publishes `records` with an `Idempotency-Key` header and returns the response.
+    pub async fn publish_with_key(&self, topic: &str, key: &str, records: Value) -> Response {
+        self.post(&format!("/v1/topics/{topic}/records"))
+            .header("Idempotency-Key", key)
+            .json(&json!({ "records": records }))
+            .send()
+            .await
+            .expect("publish")
+    }
+
+    /// A `method` request to `path` with a raw `body` and a content type (or none).
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> Response {
+        let mut request = self.request(method.clone(), path).body(body.to_owned());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("{method} {path}: {err}"))
+    }
+
+    /// Publishes a raw `body` with a content type (or none) and returns the response.
+    pub async fn publish_raw(
+        &self,
+        topic: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> Response {
+        let path = format!("/v1/topics/{topic}/records");
+        self.send_raw(Method::POST, &path, content_type, body).await
+    }
+
+    /// Publishes `records` (a JSON array); asserts 200 and returns [`offsets_of`] the answer.
+    pub async fn publish_ok(&self, topic: &str, records: Value) -> Vec<(u32, u64)> {
+        offsets_of(self.publish(topic, records).await).await
+    }
+
     /// Fetches with a raw query string, e.g. `"offset=0&limit=10"`.
     pub async fn fetch(&self, topic: &str, partition: u32, query: &str) -> Response {
         self.get(&format!(
@@ -112,6 +226,53 @@ impl TestApp {
         .send()
         .await
         .expect("fetch")
+    }
+
+    /// Fetches with a raw query string; asserts 200 and returns the body.
+    pub async fn fetch_ok(&self, topic: &str, partition: u32, query: &str) -> Value {
+        let response = self.fetch(topic, partition, query).await;
+        assert_eq!(response.status(), 200, "fetch {topic}/{partition}?{query}");
+        json_body(response).await
+    }
+
+    /// Every record of a partition from offset 0 to `high_watermark`, paging with `limit`,
+    /// checking that every page is 200, non-empty and at most `limit` long, that offsets
+    /// are dense, and that `high_watermark` and `next_offset` agree with the pages.
+    pub async fn fetch_all(
+        &self,
+        topic: &str,
+        partition: u32,
+        high_watermark: u64,
+        limit: usize,
+    ) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut next = 0u64;
+        while next < high_watermark {
+            let body = self
+                .fetch_ok(topic, partition, &format!("offset={next}&limit={limit}"))
+                .await;
+            assert_eq!(
+                body["high_watermark"], high_watermark,
+                "{topic}/{partition}"
+            );
+            let page = records(&body);
+            assert!(
+                !page.is_empty(),
+                "fetch below the high watermark made no progress in {topic}/{partition}@{next}"
+            );
+            assert!(page.len() <= limit);
+            for record in page {
+                assert_eq!(
+                    record["offset"], next,
+                    "offsets dense (no gap) in {topic}/{partition}"
+                );
+                assert_eq!(record["partition"], partition);
+                next += 1;
+            }
+            assert_eq!(body["next_offset"], next, "next_offset follows the page");
+            all.extend(page.iter().cloned());
+        }
+        all
     }
 }
 
@@ -171,4 +332,60 @@ pub async fn expect_error(response: Response, status: u16, code: &str) -> Value 
         "error message in {body}"
     );
     body["error"].clone()
+}
+
+/// `(partition, offset)` of every record of a publish response; asserts 200.
+pub async fn offsets_of(response: Response) -> Vec<(u32, u64)> {
+    let status = response.status();
+    let body = json_body(response).await;
+    assert_eq!(status, 200, "publish answered {body}");
+    offsets_in(&body)
+}
+
+/// `(partition, offset)` of every record of a publish response body.
+pub fn offsets_in(body: &Value) -> Vec<(u32, u64)> {
+    body["offsets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("offsets in {body}"))
+        .iter()
+        .map(|o| {
+            (
+                o["partition"].as_u64().expect("partition") as u32,
+                o["offset"].as_u64().expect("offset"),
+            )
+        })
+        .collect()
+}
+
+/// The `records` array of a fetch body.
+pub fn records(fetched: &Value) -> &Vec<Value> {
+    fetched["records"]
+        .as_array()
+        .unwrap_or_else(|| panic!("records in {fetched}"))
+}
+
+/// `(log_start_offset, high_watermark)` of every partition of a topic description,
+/// checking that the partitions are numbered in order.
+pub fn bounds(details: &Value) -> Vec<(u64, u64)> {
+    details["partition_offsets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("partition_offsets in {details}"))
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            assert_eq!(p["partition"], i as u64, "partition numbering in {details}");
+            (
+                p["log_start_offset"].as_u64().expect("log_start_offset"),
+                p["high_watermark"].as_u64().expect("high_watermark"),
+            )
+        })
+        .collect()
+}
+
+/// Whether a publish answer says `Idempotency-Replayed: true`.
+pub fn replayed(response: &Response) -> bool {
+    response
+        .headers()
+        .get("Idempotency-Replayed")
+        .is_some_and(|v| v == "true")
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
+use reqwest::Response;
 use serde_json::{Value, json};
 
 use crate::harness::{TestApp, json_body};
@@ -12,6 +12,28 @@ use crate::harness::{TestApp, json_body};
 const HANG: Duration = Duration::from_secs(20);
 /// Generous bound for "promptly" on a shared, noisy machine.
 const PROMPT: Duration = Duration::from_secs(5);
+
+/// Long-polls `topic/partition?query` while `meanwhile` runs, failing if either hangs.
+/// Returns the poll's response, how long after `started` it came, and what `meanwhile`
+/// returned.
+async fn poll_while<T>(
+    app: &TestApp,
+    topic: &str,
+    partition: u32,
+    query: &str,
+    started: Instant,
+    meanwhile: impl Future<Output = T>,
+) -> (Response, Duration, T) {
+    let poll = async {
+        let response = app.fetch(topic, partition, query).await;
+        (response, started.elapsed())
+    };
+    let ((response, elapsed), result) =
+        tokio::time::timeout(HANG, async { tokio::join!(poll, meanwhile) })
+            .await
+            .unwrap_or_else(|_| panic!("long poll of {topic}/{partition}?{query} hung"));
+    (response, elapsed, result)
+}
 
 #[tokio::test]
 async fn long_poll_returns_promptly_when_a_record_is_published() {
@@ -23,10 +45,6 @@ async fn long_poll_returns_promptly_when_a_record_is_published() {
     assert_eq!(response.status(), 200);
 
     let started = Instant::now();
-    let poll = async {
-        let response = app.fetch("waiting", 1, "offset=1&wait_ms=10000").await;
-        (response, started.elapsed())
-    };
     let publish = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         // A record on the other partition must not wake the poll with nothing.
@@ -47,10 +65,9 @@ async fn long_poll_returns_promptly_when_a_record_is_published() {
         assert_eq!(body["offsets"], json!([{"partition": 1, "offset": 1}]));
         published_at
     };
-    let ((response, elapsed), published_at) =
-        tokio::time::timeout(HANG, async { tokio::join!(poll, publish) })
-            .await
-            .expect("long poll hung");
+    let query = "offset=1&wait_ms=10000";
+    let (response, elapsed, published_at) =
+        poll_while(&app, "waiting", 1, query, started, publish).await;
 
     assert_eq!(response.status(), 200);
     let body = json_body(response).await;
@@ -72,48 +89,45 @@ async fn long_poll_returns_promptly_when_a_record_is_published() {
     assert_eq!(body["high_watermark"], 2);
 }
 
+/// A `wait_ms=300` long poll of partition 0 of `topic` whose high watermark is `hwm`, from
+/// `offset` (or, without one, the log start): it waits out the 300 ms, then answers an
+/// empty list.
+async fn assert_times_out_empty(app: &TestApp, topic: &str, offset: Option<u64>, hwm: u64) {
+    let query = match offset {
+        Some(offset) => format!("offset={offset}&wait_ms=300"),
+        None => "wait_ms=300".to_owned(),
+    };
+    let started = Instant::now();
+    let response = tokio::time::timeout(HANG, app.fetch(topic, 0, &query))
+        .await
+        .expect("long poll hung");
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 200, "{query}");
+    let body = json_body(response).await;
+    assert_eq!(body["records"], json!([]), "{body}");
+    assert_eq!(body["next_offset"], hwm, "{query}");
+    assert_eq!(body["high_watermark"], hwm, "{query}");
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "returned after only {elapsed:?} for {query}"
+    );
+    assert!(elapsed < PROMPT, "took {elapsed:?} for {query}");
+}
+
 #[tokio::test]
 async fn long_poll_times_out_with_an_empty_list() {
     let app = TestApp::spawn().await;
     app.create_topic("quiet", 1).await;
 
     // On an empty partition (offset defaults to the log start, which is the hwm).
-    let started = Instant::now();
-    let response = tokio::time::timeout(HANG, app.fetch("quiet", 0, "wait_ms=300"))
-        .await
-        .expect("long poll hung");
-    let elapsed = started.elapsed();
-    assert_eq!(response.status(), 200);
-    let body = json_body(response).await;
-    assert_eq!(body["records"], json!([]), "{body}");
-    assert_eq!(body["next_offset"], 0);
-    assert_eq!(body["high_watermark"], 0);
-    assert!(
-        elapsed >= Duration::from_millis(250),
-        "returned after only {elapsed:?}"
-    );
-    assert!(elapsed < PROMPT, "took {elapsed:?} for wait_ms=300");
+    assert_times_out_empty(&app, "quiet", None, 0).await;
 
     // At the high watermark of a partition that has records.
     let response = app
         .publish("quiet", json!([{"value": 1}, {"value": 2}]))
         .await;
     assert_eq!(response.status(), 200);
-    let started = Instant::now();
-    let response = tokio::time::timeout(HANG, app.fetch("quiet", 0, "offset=2&wait_ms=300"))
-        .await
-        .expect("long poll hung");
-    let elapsed = started.elapsed();
-    assert_eq!(response.status(), 200);
-    let body = json_body(response).await;
-    assert_eq!(body["records"], json!([]), "{body}");
-    assert_eq!(body["next_offset"], 2);
-    assert_eq!(body["high_watermark"], 2);
-    assert!(
-        elapsed >= Duration::from_millis(250),
-        "returned after only {elapsed:?}"
-    );
-    assert!(elapsed < PROMPT, "took {elapsed:?} for wait_ms=300");
+    assert_times_out_empty(&app, "quiet", Some(2), 2).await;
 
     // Below the high watermark a long poll does not wait at all.
     let started = Instant::now();
@@ -130,25 +144,15 @@ async fn long_poll_on_a_deleted_topic_returns_instead_of_hanging() {
     app.create_topic("doomed", 2).await;
 
     let started = Instant::now();
-    let poll = async {
-        let response = app.fetch("doomed", 1, "offset=0&wait_ms=30000").await;
-        (response, started.elapsed())
-    };
     let delete = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let deleted_at = started.elapsed();
-        let response = app
-            .request(Method::DELETE, "/v1/topics/doomed")
-            .send()
-            .await
-            .expect("delete");
-        assert_eq!(response.status(), 204);
+        assert_eq!(app.delete_topic("doomed").await.status(), 204);
         deleted_at
     };
-    let ((response, elapsed), deleted_at) =
-        tokio::time::timeout(HANG, async { tokio::join!(poll, delete) })
-            .await
-            .expect("long poll on a deleted topic hung");
+    let query = "offset=0&wait_ms=30000";
+    let (response, elapsed, deleted_at) =
+        poll_while(&app, "doomed", 1, query, started, delete).await;
 
     assert!(
         elapsed >= deleted_at,
@@ -173,18 +177,9 @@ async fn long_poll_survives_a_partition_increase_and_still_wakes() {
     app.create_topic("growing", 1).await;
 
     let started = Instant::now();
-    let poll = async {
-        let response = app.fetch("growing", 0, "offset=0&wait_ms=10000").await;
-        (response, started.elapsed())
-    };
     let grow_then_publish = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let response = app
-            .request(Method::PATCH, "/v1/topics/growing")
-            .json(&json!({"partitions": 3}))
-            .send()
-            .await
-            .expect("patch");
+        let response = app.patch_topic("growing", json!({"partitions": 3})).await;
         assert_eq!(response.status(), 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let published_at = started.elapsed();
@@ -194,10 +189,9 @@ async fn long_poll_survives_a_partition_increase_and_still_wakes() {
         assert_eq!(response.status(), 200);
         published_at
     };
-    let ((response, elapsed), published_at) =
-        tokio::time::timeout(HANG, async { tokio::join!(poll, grow_then_publish) })
-            .await
-            .expect("long poll hung");
+    let query = "offset=0&wait_ms=10000";
+    let (response, elapsed, published_at) =
+        poll_while(&app, "growing", 0, query, started, grow_then_publish).await;
 
     assert_eq!(response.status(), 200);
     let body = json_body(response).await;

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use reqwest::Response;
+use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, expect_error, json_body};
+use crate::harness::{TestApp, expect_error, json_body, offsets_of, records};
 
 /// Kafka's murmur2 vectors from the SPEC (`UtilsTest.testMurmur2`), signed 32-bit.
 const MURMUR2_VECTORS: &[(&str, i32)] = &[
@@ -24,81 +24,6 @@ const MURMUR2_VECTORS: &[(&str, i32)] = &[
 /// Kafka's `toPositive(murmur2(key)) % partitions`.
 fn kafka_partition(hash: i32, partitions: u32) -> u32 {
     (hash as u32 & 0x7fff_ffff) % partitions
-}
-
-/// Sends a raw body with a content type (or none).
-async fn publish_raw(
-    app: &TestApp,
-    topic: &str,
-    content_type: Option<&str>,
-    body: &str,
-) -> Response {
-    let mut request = app
-        .post(&format!("/v1/topics/{topic}/records"))
-        .body(body.to_owned());
-    if let Some(content_type) = content_type {
-        request = request.header("content-type", content_type);
-    }
-    request.send().await.expect("publish")
-}
-
-async fn publish_with_key(app: &TestApp, topic: &str, key: &str, records: Value) -> Response {
-    app.post(&format!("/v1/topics/{topic}/records"))
-        .header("Idempotency-Key", key)
-        .json(&json!({ "records": records }))
-        .send()
-        .await
-        .expect("publish")
-}
-
-/// `(partition, offset)` pairs of a publish response.
-async fn offsets_of(response: Response) -> Vec<(u32, u64)> {
-    assert_eq!(response.status(), 200, "publish status");
-    let body = json_body(response).await;
-    body["offsets"]
-        .as_array()
-        .unwrap_or_else(|| panic!("offsets in {body}"))
-        .iter()
-        .map(|o| {
-            (
-                o["partition"].as_u64().expect("partition") as u32,
-                o["offset"].as_u64().expect("offset"),
-            )
-        })
-        .collect()
-}
-
-async fn publish_ok(app: &TestApp, topic: &str, records: Value) -> Vec<(u32, u64)> {
-    offsets_of(app.publish(topic, records).await).await
-}
-
-async fn fetch_ok(app: &TestApp, topic: &str, partition: u32, query: &str) -> Value {
-    let response = app.fetch(topic, partition, query).await;
-    assert_eq!(response.status(), 200, "fetch {topic}/{partition}?{query}");
-    json_body(response).await
-}
-
-fn records(fetched: &Value) -> &Vec<Value> {
-    fetched["records"]
-        .as_array()
-        .unwrap_or_else(|| panic!("records in {fetched}"))
-}
-
-/// High watermark of every partition of a topic.
-async fn high_watermarks(app: &TestApp, topic: &str) -> Vec<u64> {
-    let response = app
-        .get(&format!("/v1/topics/{topic}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body = json_body(response).await;
-    body["partition_offsets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["high_watermark"].as_u64().unwrap())
-        .collect()
 }
 
 async fn offset_for_timestamp(app: &TestApp, topic: &str, partition: u32, query: &str) -> Response {
@@ -133,13 +58,13 @@ async fn round_trip_keeps_keys_headers_and_any_json_value() {
          "headers": {"trace-id": "abc123", "content-type": "application/json", "emoji": "🎉", "empty": ""}},
         {"key": "", "value": {"": ""}, "headers": {}},
     ]);
-    let offsets = publish_ok(&app, "events", sent.clone()).await;
+    let offsets = app.publish_ok("events", sent.clone()).await;
     let expected: Vec<(u32, u64)> = (0..sent.as_array().unwrap().len() as u64)
         .map(|o| (0, o))
         .collect();
     assert_eq!(offsets, expected);
 
-    let fetched = fetch_ok(&app, "events", 0, "offset=0").await;
+    let fetched = app.fetch_ok("events", 0, "offset=0").await;
     let got = records(&fetched);
     assert_eq!(got.len(), sent.as_array().unwrap().len());
     for (i, (sent, got)) in sent.as_array().unwrap().iter().zip(got).enumerate() {
@@ -178,7 +103,7 @@ async fn values_are_served_as_sent_including_json_escapes() {
         {"value": 1E+2},
         {"key": "k\u00e9y", "value": {"b": 1, "a": [true, null]}, "headers": {"h\u00e9": "\ud83e\udd80"}}
     ]}"#;
-    let offsets = offsets_of(publish_raw(&app, "raw", Some("application/json"), body).await).await;
+    let offsets = offsets_of(app.publish_raw("raw", Some("application/json"), body).await).await;
     assert_eq!(offsets, vec![(0, 0), (0, 1), (0, 2), (0, 3)]);
 
     let response = app.fetch("raw", 0, "offset=0").await;
@@ -216,16 +141,21 @@ async fn unpaired_surrogate_escapes_in_values_are_400_and_append_nothing() {
     app.create_topic("surrogates", 1).await;
     for value in [r#""\ud800""#, r#"{"a": ["x\uDC00y"]}"#, r#""\ud83c\u0041""#] {
         let body = format!(r#"{{"records": [{{"value": {value}}}]}}"#);
-        let response = publish_raw(&app, "surrogates", Some("application/json"), &body).await;
+        let response = app
+            .publish_raw("surrogates", Some("application/json"), &body)
+            .await;
         expect_error(response, 400, "invalid_body").await;
     }
-    assert_eq!(high_watermarks(&app, "surrogates").await, vec![0]);
+    assert_eq!(app.high_watermarks("surrogates").await, vec![0]);
     // An escaped backslash before "ud800" is plain text, not an escape.
     let body = r#"{"records": [{"value": "\\ud800"}]}"#;
-    let offsets =
-        offsets_of(publish_raw(&app, "surrogates", Some("application/json"), body).await).await;
+    let offsets = offsets_of(
+        app.publish_raw("surrogates", Some("application/json"), body)
+            .await,
+    )
+    .await;
     assert_eq!(offsets, vec![(0, 0)]);
-    let fetched = fetch_ok(&app, "surrogates", 0, "offset=0").await;
+    let fetched = app.fetch_ok("surrogates", 0, "offset=0").await;
     assert_eq!(records(&fetched)[0]["value"], "\\ud800");
 }
 
@@ -233,19 +163,19 @@ async fn unpaired_surrogate_escapes_in_values_are_400_and_append_nothing() {
 async fn offsets_come_back_in_request_order() {
     let app = TestApp::spawn().await;
     app.create_topic("orders", 3).await;
-    let offsets = publish_ok(
-        &app,
-        "orders",
-        json!([
-            {"value": "a", "partition": 2},
-            {"value": "b", "partition": 0},
-            {"value": "c", "partition": 2},
-            {"value": "d", "partition": 1},
-            {"value": "e", "partition": 0},
-            {"value": "f", "partition": 2},
-        ]),
-    )
-    .await;
+    let offsets = app
+        .publish_ok(
+            "orders",
+            json!([
+                {"value": "a", "partition": 2},
+                {"value": "b", "partition": 0},
+                {"value": "c", "partition": 2},
+                {"value": "d", "partition": 1},
+                {"value": "e", "partition": 0},
+                {"value": "f", "partition": 2},
+            ]),
+        )
+        .await;
     assert_eq!(
         offsets,
         vec![(2, 0), (0, 0), (2, 1), (1, 0), (0, 1), (2, 2)]
@@ -253,24 +183,20 @@ async fn offsets_come_back_in_request_order() {
     // Each record sits where the response said.
     let sent = ["a", "b", "c", "d", "e", "f"];
     for (value, (partition, offset)) in sent.iter().zip(&offsets) {
-        let fetched = fetch_ok(
-            &app,
-            "orders",
-            *partition,
-            &format!("offset={offset}&limit=1"),
-        )
-        .await;
+        let fetched = app
+            .fetch_ok("orders", *partition, &format!("offset={offset}&limit=1"))
+            .await;
         assert_eq!(records(&fetched)[0]["value"], *value);
     }
     // A second request continues every partition's offsets.
-    let offsets = publish_ok(
-        &app,
-        "orders",
-        json!([{"value": "g", "partition": 0}, {"value": "h", "partition": 2}]),
-    )
-    .await;
+    let offsets = app
+        .publish_ok(
+            "orders",
+            json!([{"value": "g", "partition": 0}, {"value": "h", "partition": 2}]),
+        )
+        .await;
     assert_eq!(offsets, vec![(0, 2), (2, 3)]);
-    assert_eq!(high_watermarks(&app, "orders").await, vec![3, 1, 4]);
+    assert_eq!(app.high_watermarks("orders").await, vec![3, 1, 4]);
 }
 
 #[tokio::test]
@@ -279,16 +205,16 @@ async fn same_key_lands_on_the_same_partition_across_requests() {
     app.create_topic("users", 8).await;
     let mut seen = Vec::new();
     for round in 0..3 {
-        let offsets = publish_ok(
-            &app,
-            "users",
-            json!([
-                {"key": "user-42", "value": round},
-                {"key": "user-7", "value": round},
-                {"key": "user-42", "value": round},
-            ]),
-        )
-        .await;
+        let offsets = app
+            .publish_ok(
+                "users",
+                json!([
+                    {"key": "user-42", "value": round},
+                    {"key": "user-7", "value": round},
+                    {"key": "user-42", "value": round},
+                ]),
+            )
+            .await;
         assert_eq!(offsets[0].0, offsets[2].0, "same key within a request");
         seen.push(offsets);
     }
@@ -305,7 +231,7 @@ async fn same_key_lands_on_the_same_partition_across_requests() {
         .map(|(_, offset)| offset)
         .collect();
     assert!(mine.windows(2).all(|w| w[0] < w[1]), "{mine:?}");
-    let fetched = fetch_ok(&app, "users", p42, "").await;
+    let fetched = app.fetch_ok("users", p42, "").await;
     assert!(
         records(&fetched)
             .iter()
@@ -326,7 +252,7 @@ async fn keyed_partition_matches_kafka_murmur2() {
             .iter()
             .map(|(key, _)| json!({"key": key, "value": key}))
             .collect();
-        let offsets = publish_ok(&app, &topic, Value::Array(records)).await;
+        let offsets = app.publish_ok(&topic, Value::Array(records)).await;
         for ((key, hash), (partition, _)) in MURMUR2_VECTORS.iter().zip(&offsets) {
             assert_eq!(
                 *partition,
@@ -349,12 +275,12 @@ async fn keyless_records_of_one_request_share_a_partition_and_requests_rotate() 
     app.create_topic("logs", 3).await;
     let mut chosen = Vec::new();
     for round in 0..7 {
-        let offsets = publish_ok(
-            &app,
-            "logs",
-            json!([{"value": round}, {"value": round}, {"value": round}, {"value": round}]),
-        )
-        .await;
+        let offsets = app
+            .publish_ok(
+                "logs",
+                json!([{"value": round}, {"value": round}, {"value": round}, {"value": round}]),
+            )
+            .await;
         let partition = offsets[0].0;
         assert!(
             offsets.iter().all(|(p, _)| *p == partition),
@@ -369,7 +295,7 @@ async fn keyless_records_of_one_request_share_a_partition_and_requests_rotate() 
     for pair in chosen.windows(2) {
         assert_eq!(pair[1], (pair[0] + 1) % 3, "rotation {chosen:?}");
     }
-    let total: u64 = high_watermarks(&app, "logs").await.iter().sum();
+    let total: u64 = app.high_watermarks("logs").await.iter().sum();
     assert_eq!(total, 28);
 }
 
@@ -377,18 +303,18 @@ async fn keyless_records_of_one_request_share_a_partition_and_requests_rotate() 
 async fn keyless_records_mixed_with_keyed_ones_still_share_a_partition() {
     let app = TestApp::spawn().await;
     app.create_topic("mixed", 4).await;
-    let offsets = publish_ok(
-        &app,
-        "mixed",
-        json!([
-            {"value": 1},
-            {"key": "foobar", "value": 2},
-            {"value": 3},
-            {"key": "abc", "value": 4},
-            {"value": 5},
-        ]),
-    )
-    .await;
+    let offsets = app
+        .publish_ok(
+            "mixed",
+            json!([
+                {"value": 1},
+                {"key": "foobar", "value": 2},
+                {"value": 3},
+                {"key": "abc", "value": 4},
+                {"value": 5},
+            ]),
+        )
+        .await;
     assert_eq!(offsets[0].0, offsets[2].0);
     assert_eq!(offsets[0].0, offsets[4].0);
     assert_eq!(offsets[1].0, kafka_partition(-790332482, 4));
@@ -401,22 +327,22 @@ async fn explicit_partition_wins_over_key_and_rotation() {
     app.create_topic("orders", 4).await;
     let hashed = kafka_partition(-790332482, 4); // "foobar"
     let other = (hashed + 1) % 4;
-    let offsets = publish_ok(
-        &app,
-        "orders",
-        json!([
-            {"key": "foobar", "value": 1, "partition": other},
-            {"value": 2, "partition": 3},
-            {"value": 3, "partition": 3},
-            {"key": "foobar", "value": 4},
-        ]),
-    )
-    .await;
+    let offsets = app
+        .publish_ok(
+            "orders",
+            json!([
+                {"key": "foobar", "value": 1, "partition": other},
+                {"value": 2, "partition": 3},
+                {"value": 3, "partition": 3},
+                {"key": "foobar", "value": 4},
+            ]),
+        )
+        .await;
     assert_eq!(offsets[0].0, other);
     assert_eq!(offsets[1].0, 3);
     assert_eq!(offsets[2].0, 3);
     assert_eq!(offsets[3].0, hashed);
-    let fetched = fetch_ok(&app, "orders", other, "").await;
+    let fetched = app.fetch_ok("orders", other, "").await;
     assert!(
         records(&fetched)
             .iter()
@@ -447,9 +373,11 @@ async fn explicit_partition_out_of_range_is_404_and_appends_nothing() {
         )
         .await;
     expect_error(response, 404, "partition_not_found").await;
-    assert_eq!(high_watermarks(&app, "orders").await, vec![0, 0]);
+    assert_eq!(app.high_watermarks("orders").await, vec![0, 0]);
     // The failed requests left nothing behind.
-    let offsets = publish_ok(&app, "orders", json!([{"value": "next", "partition": 0}])).await;
+    let offsets = app
+        .publish_ok("orders", json!([{"value": "next", "partition": 0}]))
+        .await;
     assert_eq!(offsets, vec![(0, 0)]);
 }
 
@@ -474,13 +402,13 @@ async fn unknown_topic_and_partition_are_404() {
     )
     .await;
     // An invalid topic name is a 400, not a 404.
-    let response = publish_raw(
-        &app,
-        "a%20b",
-        Some("application/json"),
-        r#"{"records":[{"value":1}]}"#,
-    )
-    .await;
+    let response = app
+        .publish_raw(
+            "a%20b",
+            Some("application/json"),
+            r#"{"records":[{"value":1}]}"#,
+        )
+        .await;
     expect_error(response, 400, "invalid_topic_name").await;
 }
 
@@ -495,16 +423,16 @@ async fn publish_needs_json_or_ndjson_content_type() {
         Some("application/x-www-form-urlencoded"),
         None,
     ] {
-        let response = publish_raw(&app, "orders", content_type, body).await;
+        let response = app.publish_raw("orders", content_type, body).await;
         expect_error(response, 415, "unsupported_media_type").await;
     }
-    assert_eq!(high_watermarks(&app, "orders").await, vec![0]);
+    assert_eq!(app.high_watermarks("orders").await, vec![0]);
     // Parameters and case do not matter.
     for content_type in ["application/json; charset=utf-8", "Application/JSON"] {
-        let response = publish_raw(&app, "orders", Some(content_type), body).await;
+        let response = app.publish_raw("orders", Some(content_type), body).await;
         assert_eq!(response.status(), 200, "{content_type}");
     }
-    assert_eq!(high_watermarks(&app, "orders").await, vec![2]);
+    assert_eq!(app.high_watermarks("orders").await, vec![2]);
 }
 
 #[tokio::test]
@@ -558,7 +486,9 @@ async fn malformed_publish_bodies_are_400_and_append_nothing() {
         ("trailing garbage", r#"{"records": [{"value": 1}]} x"#),
     ];
     for (what, body) in cases {
-        let response = publish_raw(&app, "orders", Some("application/json"), body).await;
+        let response = app
+            .publish_raw("orders", Some("application/json"), body)
+            .await;
         assert_eq!(response.status(), 400, "{what}");
         let error = expect_error(response, 400, "invalid_body").await;
         if what.starts_with("unknown") {
@@ -573,7 +503,7 @@ async fn malformed_publish_bodies_are_400_and_append_nothing() {
             );
         }
     }
-    assert_eq!(high_watermarks(&app, "orders").await, vec![0, 0]);
+    assert_eq!(app.high_watermarks("orders").await, vec![0, 0]);
 }
 
 #[tokio::test]
@@ -587,10 +517,13 @@ async fn ndjson_bodies_publish_one_record_per_line() {
         "{\"value\": [1, 2], \"headers\": {\"h\": \"v\"}}\r\n",
         "{\"value\": \"three\", \"partition\": 0}",
     );
-    let offsets =
-        offsets_of(publish_raw(&app, "lines", Some("application/x-ndjson"), body).await).await;
+    let offsets = offsets_of(
+        app.publish_raw("lines", Some("application/x-ndjson"), body)
+            .await,
+    )
+    .await;
     assert_eq!(offsets, vec![(0, 0), (0, 1), (0, 2)]);
-    let fetched = fetch_ok(&app, "lines", 0, "").await;
+    let fetched = app.fetch_ok("lines", 0, "").await;
     let got = records(&fetched);
     assert_eq!(got.len(), 3);
     assert_eq!(got[0]["key"], "a");
@@ -600,13 +533,13 @@ async fn ndjson_bodies_publish_one_record_per_line() {
     assert_eq!(got[2]["value"], "three");
 
     // A trailing newline and a charset parameter are fine.
-    let response = publish_raw(
-        &app,
-        "lines",
-        Some("application/x-ndjson; charset=utf-8"),
-        "{\"value\": 4}\n",
-    )
-    .await;
+    let response = app
+        .publish_raw(
+            "lines",
+            Some("application/x-ndjson; charset=utf-8"),
+            "{\"value\": 4}\n",
+        )
+        .await;
     assert_eq!(offsets_of(response).await, vec![(0, 3)]);
 }
 
@@ -615,13 +548,17 @@ async fn ndjson_bad_line_is_400_naming_the_line_and_appends_nothing() {
     let app = TestApp::spawn().await;
     app.create_topic("lines", 1).await;
     let body = "{\"value\": 1}\n\n{\"value\": 2, \"oops\": true}\n{\"value\": 3}\n";
-    let response = publish_raw(&app, "lines", Some("application/x-ndjson"), body).await;
+    let response = app
+        .publish_raw("lines", Some("application/x-ndjson"), body)
+        .await;
     let error = expect_error(response, 400, "invalid_body").await;
     let message = error["message"].as_str().unwrap();
     assert!(message.contains("line 3"), "names line 3: {message}");
 
     let body = "{\"value\": 1}\n{\"value\": \n";
-    let response = publish_raw(&app, "lines", Some("application/x-ndjson"), body).await;
+    let response = app
+        .publish_raw("lines", Some("application/x-ndjson"), body)
+        .await;
     let error = expect_error(response, 400, "invalid_body").await;
     assert!(
         error["message"].as_str().unwrap().contains("line 2"),
@@ -630,7 +567,9 @@ async fn ndjson_bad_line_is_400_naming_the_line_and_appends_nothing() {
 
     // The JSON envelope is not an NDJSON line.
     let body = r#"{"records": [{"value": 1}]}"#;
-    let response = publish_raw(&app, "lines", Some("application/x-ndjson"), body).await;
+    let response = app
+        .publish_raw("lines", Some("application/x-ndjson"), body)
+        .await;
     let error = expect_error(response, 400, "invalid_body").await;
     assert!(
         error["message"].as_str().unwrap().contains("line 1"),
@@ -638,10 +577,12 @@ async fn ndjson_bad_line_is_400_naming_the_line_and_appends_nothing() {
     );
 
     // Nothing but blank lines is an empty publish.
-    let response = publish_raw(&app, "lines", Some("application/x-ndjson"), "\n \n\n").await;
+    let response = app
+        .publish_raw("lines", Some("application/x-ndjson"), "\n \n\n")
+        .await;
     expect_error(response, 400, "invalid_body").await;
 
-    assert_eq!(high_watermarks(&app, "lines").await, vec![0]);
+    assert_eq!(app.high_watermarks("lines").await, vec![0]);
 }
 
 #[tokio::test]
@@ -661,16 +602,24 @@ async fn size_limits_are_413_and_append_nothing() {
     let envelope = r#"{"records": [{"value": 1}]}"#;
     let at_limit = format!("{envelope}{}", " ".repeat(300 - envelope.len()));
     assert_eq!(at_limit.len(), 300);
-    let response = publish_raw(&app, "small", Some("application/json"), &at_limit).await;
+    let response = app
+        .publish_raw("small", Some("application/json"), &at_limit)
+        .await;
     assert_eq!(offsets_of(response).await, vec![(0, 0)]);
     let over = format!("{at_limit} ");
-    let response = publish_raw(&app, "small", Some("application/json"), &over).await;
+    let response = app
+        .publish_raw("small", Some("application/json"), &over)
+        .await;
     expect_error(response, 413, "body_too_large").await;
     let big = format!(r#"{{"records": [{{"value": "{}"}}]}}"#, "x".repeat(5000));
-    let response = publish_raw(&app, "small", Some("application/json"), &big).await;
+    let response = app
+        .publish_raw("small", Some("application/json"), &big)
+        .await;
     expect_error(response, 413, "body_too_large").await;
     let ndjson = format!("{{\"value\": \"{}\"}}\n", "x".repeat(400));
-    let response = publish_raw(&app, "small", Some("application/x-ndjson"), &ndjson).await;
+    let response = app
+        .publish_raw("small", Some("application/x-ndjson"), &ndjson)
+        .await;
     expect_error(response, 413, "body_too_large").await;
 
     // Record: key + value + headers. A 98-character string is 100 bytes of JSON.
@@ -707,21 +656,15 @@ async fn size_limits_are_413_and_append_nothing() {
         .await;
     assert_eq!(offsets_of(response).await, vec![(0, 2), (0, 3), (0, 4)]);
 
-    assert_eq!(high_watermarks(&app, "small").await, vec![5]);
-    let fetched = fetch_ok(&app, "small", 0, "").await;
+    assert_eq!(app.high_watermarks("small").await, vec![5]);
+    let fetched = app.fetch_ok("small", 0, "").await;
     assert_eq!(records(&fetched).len(), 5);
 
     // Other JSON bodies are bounded too.
+    let body = format!(r#"{{"name": "{}", "partitions": 1}}"#, "n".repeat(400));
     let response = app
-        .post("/v1/topics")
-        .header("content-type", "application/json")
-        .body(format!(
-            r#"{{"name": "{}", "partitions": 1}}"#,
-            "n".repeat(400)
-        ))
-        .send()
-        .await
-        .unwrap();
+        .send_raw(Method::POST, "/v1/topics", Some("application/json"), &body)
+        .await;
     expect_error(response, 413, "body_too_large").await;
 }
 
@@ -732,17 +675,17 @@ async fn idempotency_key_replays_the_first_answer() {
     app.create_topic("other", 3).await;
     let batch = json!([{"key": "a", "value": 1}, {"value": 2}, {"value": 3, "partition": 2}]);
 
-    let first = publish_with_key(&app, "orders", "req-1", batch.clone()).await;
+    let first = app.publish_with_key("orders", "req-1", batch.clone()).await;
     assert!(
         first.headers().get("idempotency-replayed").is_none(),
         "first is not a replay"
     );
     let first = offsets_of(first).await;
-    let after_first = high_watermarks(&app, "orders").await;
+    let after_first = app.high_watermarks("orders").await;
     assert_eq!(after_first.iter().sum::<u64>(), 3);
 
     for _ in 0..2 {
-        let repeat = publish_with_key(&app, "orders", "req-1", batch.clone()).await;
+        let repeat = app.publish_with_key("orders", "req-1", batch.clone()).await;
         assert_eq!(
             repeat
                 .headers()
@@ -753,80 +696,49 @@ async fn idempotency_key_replays_the_first_answer() {
         assert_eq!(offsets_of(repeat).await, first);
     }
     // Even a different body replays the first answer.
-    let repeat = publish_with_key(&app, "orders", "req-1", json!([{"value": "other"}])).await;
+    let repeat = app
+        .publish_with_key("orders", "req-1", json!([{"value": "other"}]))
+        .await;
     assert_eq!(repeat.headers()["idempotency-replayed"], "true");
     assert_eq!(offsets_of(repeat).await, first);
     assert_eq!(
-        high_watermarks(&app, "orders").await,
+        app.high_watermarks("orders").await,
         after_first,
         "replays append nothing"
     );
 
     // A different key appends.
-    let second = publish_with_key(&app, "orders", "req-2", batch.clone()).await;
+    let second = app.publish_with_key("orders", "req-2", batch.clone()).await;
     assert!(second.headers().get("idempotency-replayed").is_none());
     let second = offsets_of(second).await;
     assert_ne!(second, first);
-    assert_eq!(high_watermarks(&app, "orders").await.iter().sum::<u64>(), 6);
+    assert_eq!(app.high_watermarks("orders").await.iter().sum::<u64>(), 6);
 
     // The same key on another topic is independent.
-    let elsewhere = publish_with_key(&app, "other", "req-1", batch.clone()).await;
+    let elsewhere = app.publish_with_key("other", "req-1", batch.clone()).await;
     assert!(elsewhere.headers().get("idempotency-replayed").is_none());
     offsets_of(elsewhere).await;
-    assert_eq!(high_watermarks(&app, "other").await.iter().sum::<u64>(), 3);
+    assert_eq!(app.high_watermarks("other").await.iter().sum::<u64>(), 3);
 
     // Without a key, every request appends.
-    publish_ok(&app, "orders", batch.clone()).await;
-    publish_ok(&app, "orders", batch).await;
-    assert_eq!(
-        high_watermarks(&app, "orders").await.iter().sum::<u64>(),
-        12
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_repeats_of_one_idempotency_key_append_once() {
-    let app = TestApp::spawn().await;
-    app.create_topic("orders", 2).await;
-    let batch = json!({"records": [{"value": 1}, {"value": 2}, {"key": "k", "value": 3}]});
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let request = app
-                .post("/v1/topics/orders/records")
-                .header("Idempotency-Key", "burst")
-                .json(&batch);
-            tokio::spawn(request.send())
-        })
-        .collect();
-    let mut answers = Vec::new();
-    let mut originals = 0;
-    for task in tasks {
-        let response = task.await.expect("task").expect("send");
-        if response.headers().get("idempotency-replayed").is_none() {
-            originals += 1;
-        }
-        answers.push(offsets_of(response).await);
-    }
-    assert_eq!(originals, 1, "exactly one request appended");
-    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
-    assert_eq!(high_watermarks(&app, "orders").await.iter().sum::<u64>(), 3);
+    app.publish_ok("orders", batch.clone()).await;
+    app.publish_ok("orders", batch).await;
+    assert_eq!(app.high_watermarks("orders").await.iter().sum::<u64>(), 12);
 }
 
 #[tokio::test]
 async fn failed_requests_do_not_use_up_their_idempotency_key() {
     let app = TestApp::spawn().await;
     app.create_topic("orders", 1).await;
-    let response = publish_with_key(
-        &app,
-        "orders",
-        "retry-me",
-        json!([{"value": 1, "partition": 9}]),
-    )
-    .await;
+    let response = app
+        .publish_with_key("orders", "retry-me", json!([{"value": 1, "partition": 9}]))
+        .await;
     expect_error(response, 404, "partition_not_found").await;
-    let response = publish_with_key(&app, "orders", "retry-me", json!([])).await;
+    let response = app.publish_with_key("orders", "retry-me", json!([])).await;
     expect_error(response, 400, "invalid_body").await;
-    let response = publish_with_key(&app, "orders", "retry-me", json!([{"value": 1}])).await;
+    let response = app
+        .publish_with_key("orders", "retry-me", json!([{"value": 1}]))
+        .await;
     assert!(response.headers().get("idempotency-replayed").is_none());
     assert_eq!(offsets_of(response).await, vec![(0, 0)]);
 }
@@ -837,7 +749,9 @@ async fn invalid_idempotency_keys_are_400() {
     app.create_topic("orders", 1).await;
     let too_long = "k".repeat(256);
     for key in ["", too_long.as_str()] {
-        let response = publish_with_key(&app, "orders", key, json!([{"value": 1}])).await;
+        let response = app
+            .publish_with_key("orders", key, json!([{"value": 1}]))
+            .await;
         expect_error(response, 400, "invalid_idempotency_key").await;
     }
     // Not visible ASCII.
@@ -852,9 +766,11 @@ async fn invalid_idempotency_keys_are_400() {
         .await
         .unwrap();
     expect_error(response, 400, "invalid_idempotency_key").await;
-    assert_eq!(high_watermarks(&app, "orders").await, vec![0]);
+    assert_eq!(app.high_watermarks("orders").await, vec![0]);
     let longest = "k".repeat(255);
-    let response = publish_with_key(&app, "orders", &longest, json!([{"value": 1}])).await;
+    let response = app
+        .publish_with_key("orders", &longest, json!([{"value": 1}]))
+        .await;
     assert_eq!(offsets_of(response).await, vec![(0, 0)]);
 }
 
@@ -862,13 +778,20 @@ async fn invalid_idempotency_keys_are_400() {
 async fn idempotency_keys_expire_after_the_window() {
     let app = TestApp::spawn_with(&["--idempotency-window-ms", "1000"]).await;
     app.create_topic("orders", 1).await;
-    let first =
-        offsets_of(publish_with_key(&app, "orders", "k", json!([{"value": 1}])).await).await;
-    let replay = publish_with_key(&app, "orders", "k", json!([{"value": 1}])).await;
+    let first = offsets_of(
+        app.publish_with_key("orders", "k", json!([{"value": 1}]))
+            .await,
+    )
+    .await;
+    let replay = app
+        .publish_with_key("orders", "k", json!([{"value": 1}]))
+        .await;
     assert_eq!(replay.headers()["idempotency-replayed"], "true");
     assert_eq!(offsets_of(replay).await, first);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let later = publish_with_key(&app, "orders", "k", json!([{"value": 1}])).await;
+    let later = app
+        .publish_with_key("orders", "k", json!([{"value": 1}]))
+        .await;
     assert!(
         later.headers().get("idempotency-replayed").is_none(),
         "window passed"
@@ -881,13 +804,15 @@ async fn fetch_pages_with_offset_limit_and_next_offset() {
     let app = TestApp::spawn().await;
     app.create_topic("paged", 1).await;
     let sent: Vec<Value> = (0..10).map(|i| json!({"value": i})).collect();
-    publish_ok(&app, "paged", Value::Array(sent)).await;
+    app.publish_ok("paged", Value::Array(sent)).await;
 
     let mut offset = 0;
     let mut values = Vec::new();
     let mut pages = 0;
     loop {
-        let page = fetch_ok(&app, "paged", 0, &format!("offset={offset}&limit=3")).await;
+        let page = app
+            .fetch_ok("paged", 0, &format!("offset={offset}&limit=3"))
+            .await;
         assert_eq!(page["high_watermark"], 10);
         assert_eq!(page["log_start_offset"], 0);
         let got = records(&page);
@@ -910,8 +835,8 @@ async fn fetch_pages_with_offset_limit_and_next_offset() {
     assert_eq!(offset, 10);
 
     // The default limit returns everything here; a middle offset starts there.
-    assert_eq!(records(&fetch_ok(&app, "paged", 0, "").await).len(), 10);
-    let middle = fetch_ok(&app, "paged", 0, "offset=7").await;
+    assert_eq!(records(&app.fetch_ok("paged", 0, "").await).len(), 10);
+    let middle = app.fetch_ok("paged", 0, "offset=7").await;
     let offsets: Vec<u64> = records(&middle)
         .iter()
         .map(|r| r["offset"].as_u64().unwrap())
@@ -928,7 +853,7 @@ async fn fetch_from_any_offset_spans_batches() {
     let mut next = 0u64;
     for size in [3u64, 1, 4, 2, 5] {
         let batch: Vec<Value> = (next..next + size).map(|v| json!({"value": v})).collect();
-        let offsets = publish_ok(&app, "batched", Value::Array(batch)).await;
+        let offsets = app.publish_ok("batched", Value::Array(batch)).await;
         let expected: Vec<(u32, u64)> = (next..next + size).map(|o| (0, o)).collect();
         assert_eq!(offsets, expected);
         next += size;
@@ -936,7 +861,9 @@ async fn fetch_from_any_offset_spans_batches() {
     assert_eq!(next, 15);
     for from in 0..=15u64 {
         for limit in [1u64, 4, 100] {
-            let page = fetch_ok(&app, "batched", 0, &format!("offset={from}&limit={limit}")).await;
+            let page = app
+                .fetch_ok("batched", 0, &format!("offset={from}&limit={limit}"))
+                .await;
             let expected: Vec<u64> = (from..(from + limit).min(15)).collect();
             let offsets: Vec<u64> = records(&page)
                 .iter()
@@ -958,11 +885,11 @@ async fn default_limit_is_100() {
     let app = TestApp::spawn().await;
     app.create_topic("many", 1).await;
     let sent: Vec<Value> = (0..150).map(|i| json!({"value": i})).collect();
-    publish_ok(&app, "many", Value::Array(sent)).await;
-    let page = fetch_ok(&app, "many", 0, "").await;
+    app.publish_ok("many", Value::Array(sent)).await;
+    let page = app.fetch_ok("many", 0, "").await;
     assert_eq!(records(&page).len(), 100);
     assert_eq!(page["next_offset"], 100);
-    let page = fetch_ok(&app, "many", 0, "offset=100").await;
+    let page = app.fetch_ok("many", 0, "offset=100").await;
     assert_eq!(records(&page).len(), 50);
 }
 
@@ -971,16 +898,16 @@ async fn max_bytes_bounds_the_page_but_returns_at_least_one_record() {
     let app = TestApp::spawn().await;
     app.create_topic("sized", 1).await;
     let sent: Vec<Value> = (0..5).map(|_| json!({"value": "x".repeat(100)})).collect();
-    publish_ok(&app, "sized", Value::Array(sent)).await;
+    app.publish_ok("sized", Value::Array(sent)).await;
 
-    let page = fetch_ok(&app, "sized", 0, "max_bytes=1").await;
+    let page = app.fetch_ok("sized", 0, "max_bytes=1").await;
     assert_eq!(records(&page).len(), 1, "one record even when it is larger");
     assert_eq!(page["next_offset"], 1);
-    let page = fetch_ok(&app, "sized", 0, "offset=3&max_bytes=1").await;
+    let page = app.fetch_ok("sized", 0, "offset=3&max_bytes=1").await;
     assert_eq!(records(&page).len(), 1);
     assert_eq!(records(&page)[0]["offset"], 3);
 
-    let page = fetch_ok(&app, "sized", 0, "max_bytes=250").await;
+    let page = app.fetch_ok("sized", 0, "max_bytes=250").await;
     let n = records(&page).len();
     assert!(
         (1..=2).contains(&n),
@@ -988,7 +915,7 @@ async fn max_bytes_bounds_the_page_but_returns_at_least_one_record() {
     );
     assert_eq!(page["next_offset"], n as u64);
 
-    let page = fetch_ok(&app, "sized", 0, "max_bytes=1048576").await;
+    let page = app.fetch_ok("sized", 0, "max_bytes=1048576").await;
     assert_eq!(records(&page).len(), 5);
 }
 
@@ -996,24 +923,23 @@ async fn max_bytes_bounds_the_page_but_returns_at_least_one_record() {
 async fn fetch_without_offset_starts_at_log_start() {
     let app = TestApp::spawn().await;
     app.create_topic("orders", 2).await;
-    publish_ok(
-        &app,
+    app.publish_ok(
         "orders",
         json!([{"value": "a", "partition": 1}, {"value": "b", "partition": 1}]),
     )
     .await;
-    let page = fetch_ok(&app, "orders", 1, "").await;
+    let page = app.fetch_ok("orders", 1, "").await;
     assert_eq!(page["log_start_offset"], 0);
     let offsets: Vec<u64> = records(&page)
         .iter()
         .map(|r| r["offset"].as_u64().unwrap())
         .collect();
     assert_eq!(offsets, vec![0, 1]);
-    let page = fetch_ok(&app, "orders", 1, "limit=1").await;
+    let page = app.fetch_ok("orders", 1, "limit=1").await;
     assert_eq!(records(&page)[0]["value"], "a");
 
     // An empty partition: no records, next offset 0.
-    let page = fetch_ok(&app, "orders", 0, "").await;
+    let page = app.fetch_ok("orders", 0, "").await;
     assert_eq!(
         page,
         json!({"records": [], "next_offset": 0, "high_watermark": 0, "log_start_offset": 0})
@@ -1024,15 +950,11 @@ async fn fetch_without_offset_starts_at_log_start() {
 async fn fetch_beyond_the_high_watermark_is_416_with_bounds() {
     let app = TestApp::spawn().await;
     app.create_topic("orders", 1).await;
-    publish_ok(
-        &app,
-        "orders",
-        json!([{"value": 1}, {"value": 2}, {"value": 3}]),
-    )
-    .await;
+    app.publish_ok("orders", json!([{"value": 1}, {"value": 2}, {"value": 3}]))
+        .await;
 
     // Exactly at the high watermark: nothing yet, not an error.
-    let page = fetch_ok(&app, "orders", 0, "offset=3").await;
+    let page = app.fetch_ok("orders", 0, "offset=3").await;
     assert_eq!(records(&page).len(), 0);
     assert_eq!(page["next_offset"], 3);
     assert_eq!(page["high_watermark"], 3);
@@ -1070,7 +992,7 @@ async fn invalid_fetch_parameters_are_400() {
     ])
     .await;
     app.create_topic("orders", 1).await;
-    publish_ok(&app, "orders", json!([{"value": 1}])).await;
+    app.publish_ok("orders", json!([{"value": 1}])).await;
 
     for query in [
         "limit=0",
@@ -1092,10 +1014,12 @@ async fn invalid_fetch_parameters_are_400() {
         assert!(!error["message"].as_str().unwrap().is_empty(), "{query}");
     }
     // The bounds themselves are fine.
-    let page = fetch_ok(&app, "orders", 0, "limit=5&wait_ms=100&max_bytes=4096").await;
+    let page = app
+        .fetch_ok("orders", 0, "limit=5&wait_ms=100&max_bytes=4096")
+        .await;
     assert_eq!(records(&page).len(), 1);
     // And with no max_bytes the default stays under --max-fetch-bytes.
-    let page = fetch_ok(&app, "orders", 0, "limit=1").await;
+    let page = app.fetch_ok("orders", 0, "limit=1").await;
     assert_eq!(records(&page).len(), 1);
 
     for path in [
@@ -1127,10 +1051,10 @@ async fn offsets_by_timestamp_find_the_first_record_at_or_after() {
         let batch: Vec<Value> = (0..3)
             .map(|i| json!({"value": round * 10 + i, "partition": 0}))
             .collect();
-        publish_ok(&app, "timed", Value::Array(batch)).await;
+        app.publish_ok("timed", Value::Array(batch)).await;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let page = fetch_ok(&app, "timed", 0, "").await;
+    let page = app.fetch_ok("timed", 0, "").await;
     let stamps: Vec<i64> = records(&page)
         .iter()
         .map(|r| r["timestamp"].as_i64().unwrap())
@@ -1194,7 +1118,7 @@ async fn offsets_by_timestamp_find_the_first_record_at_or_after() {
     let body =
         json_body(offset_for_timestamp(&app, "timed", 0, &format!("timestamp={t}")).await).await;
     let from = body["offset"].as_u64().unwrap();
-    let page = fetch_ok(&app, "timed", 0, &format!("offset={from}")).await;
+    let page = app.fetch_ok("timed", 0, &format!("offset={from}")).await;
     assert!(
         records(&page)
             .iter()

@@ -4,42 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, json_body};
-
-async fn create_topic(app: &TestApp, body: Value) {
-    let response = app
-        .post("/v1/topics")
-        .json(&body)
-        .send()
-        .await
-        .expect("create");
-    let status = response.status();
-    assert_eq!(
-        status,
-        201,
-        "creating {body}: {}",
-        json_body(response).await
-    );
-}
-
-async fn describe(app: &TestApp, topic: &str) -> Value {
-    let response = app
-        .get(&format!("/v1/topics/{topic}"))
-        .send()
-        .await
-        .expect("describe");
-    assert_eq!(response.status(), 200, "describe {topic}");
-    json_body(response).await
-}
-
-async fn list(app: &TestApp) -> Value {
-    let response = app.get("/v1/topics").send().await.expect("list");
-    assert_eq!(response.status(), 200);
-    json_body(response).await
-}
+use crate::harness::{TestApp, json_body, offsets_in, offsets_of, records, replayed};
 
 /// The raw body of a fetch of a whole (small) partition: compared byte for byte.
 async fn raw_partition(app: &TestApp, topic: &str, partition: u32) -> String {
@@ -50,31 +17,10 @@ async fn raw_partition(app: &TestApp, topic: &str, partition: u32) -> String {
     response.text().await.expect("body")
 }
 
+/// The records of a [`raw_partition`] body.
 fn records_of(raw: &str) -> Vec<Value> {
     let body: Value = serde_json::from_str(raw).expect("fetch body is JSON");
-    body["records"].as_array().expect("records").clone()
-}
-
-async fn publish_ok(app: &TestApp, topic: &str, records: Value) -> Vec<(u32, u64)> {
-    let response = app.publish(topic, records).await;
-    positions(response).await
-}
-
-async fn positions(response: Response) -> Vec<(u32, u64)> {
-    let status = response.status();
-    let body = json_body(response).await;
-    assert_eq!(status, 200, "publish answered {body}");
-    body["offsets"]
-        .as_array()
-        .expect("offsets")
-        .iter()
-        .map(|o| {
-            (
-                o["partition"].as_u64().expect("partition") as u32,
-                o["offset"].as_u64().expect("offset"),
-            )
-        })
-        .collect()
+    records(&body).clone()
 }
 
 /// Records with keys, headers and values of every JSON shape.
@@ -121,21 +67,22 @@ fn varied_records() -> Vec<Value> {
 #[tokio::test]
 async fn records_offsets_and_topics_survive_a_graceful_restart() {
     let app = TestApp::spawn().await;
-    create_topic(&app, json!({"name": "orders", "partitions": 3, "retention_ms": 3_600_000, "retention_bytes": 10_485_760})).await;
-    create_topic(
-        &app,
-        json!({"name": "forever", "partitions": 1, "retention_ms": -1}),
-    )
-    .await;
-    create_topic(&app, json!({"name": "idle", "partitions": 2})).await;
-    create_topic(&app, json!({"name": "grown", "partitions": 1})).await;
-    create_topic(&app, json!({"name": "gone", "partitions": 1})).await;
+    app.create_topic_with(json!({"name": "orders", "partitions": 3, "retention_ms": 3_600_000, "retention_bytes": 10_485_760})).await;
+    app.create_topic_with(json!({"name": "forever", "partitions": 1, "retention_ms": -1}))
+        .await;
+    app.create_topic_with(json!({"name": "idle", "partitions": 2}))
+        .await;
+    app.create_topic_with(json!({"name": "grown", "partitions": 1}))
+        .await;
+    app.create_topic_with(json!({"name": "gone", "partitions": 1}))
+        .await;
 
     // What was published, by position, to check content after the restart.
     let mut published: BTreeMap<(u32, u64), Value> = BTreeMap::new();
     let records = varied_records();
     for chunk in records.chunks(4) {
-        for (position, record) in publish_ok(&app, "orders", Value::Array(chunk.to_vec()))
+        for (position, record) in app
+            .publish_ok("orders", Value::Array(chunk.to_vec()))
             .await
             .into_iter()
             .zip(chunk)
@@ -145,48 +92,36 @@ async fn records_offsets_and_topics_survive_a_graceful_restart() {
     }
     // One record per request too, so the partitions hold many batches.
     for record in records.iter().take(9) {
-        let position = publish_ok(&app, "orders", json!([record])).await;
+        let position = app.publish_ok("orders", json!([record])).await;
         assert!(published.insert(position[0], record.clone()).is_none());
     }
 
     // Values are served exactly as sent, down to the formatting of numbers.
     let raw_body = r#"{"records": [{"value": {"price" : 1.50, "list":[1,2 ,3], "big": 1e2}, "key": "raw"}, {"value": -0.0}]}"#;
     let response = app
-        .post("/v1/topics/forever/records")
-        .header("content-type", "application/json")
-        .body(raw_body)
-        .send()
-        .await
-        .expect("publish raw");
-    assert_eq!(positions(response).await, vec![(0, 0), (0, 1)]);
+        .publish_raw("forever", Some("application/json"), raw_body)
+        .await;
+    assert_eq!(offsets_of(response).await, vec![(0, 0), (0, 1)]);
 
     // A topic whose settings change before the restart.
-    publish_ok(&app, "grown", json!([{"value": "p0 before"}])).await;
+    app.publish_ok("grown", json!([{"value": "p0 before"}]))
+        .await;
     let response = app
-        .request(Method::PATCH, "/v1/topics/grown")
-        .json(&json!({"partitions": 4, "retention_ms": 60_000, "retention_bytes": 4096}))
-        .send()
-        .await
-        .expect("patch");
+        .patch_topic(
+            "grown",
+            json!({"partitions": 4, "retention_ms": 60_000, "retention_bytes": 4096}),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(
-        publish_ok(
-            &app,
-            "grown",
-            json!([{"value": "p3 after", "partition": 3}])
-        )
-        .await,
+        app.publish_ok("grown", json!([{"value": "p3 after", "partition": 3}]))
+            .await,
         vec![(3, 0)]
     );
 
     // A deleted topic stays deleted.
-    publish_ok(&app, "gone", json!([{"value": 1}])).await;
-    let response = app
-        .request(Method::DELETE, "/v1/topics/gone")
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(response.status(), 204);
+    app.publish_ok("gone", json!([{"value": 1}])).await;
+    assert_eq!(app.delete_topic("gone").await.status(), 204);
 
     let topics = [("orders", 3), ("forever", 1), ("idle", 2), ("grown", 4)];
     let mut before = BTreeMap::new();
@@ -198,9 +133,9 @@ async fn records_offsets_and_topics_survive_a_graceful_restart() {
             }
             raw
         };
-        before.insert(topic, (describe(&app, topic).await, raw));
+        before.insert(topic, (app.describe(topic).await, raw));
     }
-    let list_before = list(&app).await;
+    let list_before = app.list_body().await;
     assert!(records_of(&before["forever"].1[0])[0]["value"].is_object());
     assert!(
         before["forever"].1[0].contains(r#""value":{"price" : 1.50, "list":[1,2 ,3], "big": 1e2}"#),
@@ -219,10 +154,14 @@ async fn records_offsets_and_topics_survive_a_graceful_restart() {
     let dir = app.stop().await;
     let app = TestApp::spawn_in(dir, &[]).await;
 
-    assert_eq!(list(&app).await, list_before, "topic list after restart");
+    assert_eq!(
+        app.list_body().await,
+        list_before,
+        "topic list after restart"
+    );
     for (topic, (description, raw)) in &before {
         assert_eq!(
-            &describe(&app, topic).await,
+            &app.describe(topic).await,
             description,
             "{topic} after restart"
         );
@@ -242,12 +181,11 @@ async fn records_offsets_and_topics_survive_a_graceful_restart() {
         (json!(4), json!(60_000))
     );
     assert_eq!(grown["retention_bytes"], 4096);
-    let response = app
-        .get("/v1/topics/gone")
-        .send()
-        .await
-        .expect("describe gone");
-    assert_eq!(response.status(), 404, "deleted topic came back");
+    assert_eq!(
+        app.get_topic("gone").await.status(),
+        404,
+        "deleted topic came back"
+    );
 
     // Every record is there with what was published.
     let mut old_hwm = Vec::new();
@@ -296,12 +234,9 @@ async fn records_offsets_and_topics_survive_a_graceful_restart() {
 
     // New records continue at the old high watermarks: no offset is reused.
     for p in 0..3u32 {
-        let position = publish_ok(
-            &app,
-            "orders",
-            json!([{"value": {"after": p}, "partition": p}]),
-        )
-        .await;
+        let position = app
+            .publish_ok("orders", json!([{"value": {"after": p}, "partition": p}]))
+            .await;
         assert_eq!(
             position,
             vec![(p, old_hwm[p as usize])],
@@ -318,18 +253,15 @@ async fn records_offsets_and_topics_survive_a_graceful_restart() {
             "timestamp went back after restart"
         );
     }
-    let position = publish_ok(
-        &app,
-        "grown",
-        json!([{"value": "p3 again", "partition": 3}]),
-    )
-    .await;
+    let position = app
+        .publish_ok("grown", json!([{"value": "p3 again", "partition": 3}]))
+        .await;
     assert_eq!(position, vec![(3, 1)]);
 
     // And once more: what was written after the first restart survives the second.
     let dir = app.stop().await;
     let app = TestApp::spawn_in(dir, &[]).await;
-    let orders = describe(&app, "orders").await;
+    let orders = app.describe("orders").await;
     for p in 0..3usize {
         assert_eq!(
             orders["partition_offsets"][p]["high_watermark"],
@@ -346,93 +278,64 @@ async fn records_offsets_and_topics_survive_a_graceful_restart() {
     assert_eq!(records_of(&raw_partition(&app, "grown", 3).await).len(), 2);
 }
 
-async fn publish_with_key(app: &TestApp, topic: &str, key: &str, records: Value) -> Response {
-    app.post(&format!("/v1/topics/{topic}/records"))
-        .header("Idempotency-Key", key)
-        .json(&json!({ "records": records }))
-        .send()
-        .await
-        .expect("publish")
-}
-
-fn replayed(response: &Response) -> bool {
-    response
-        .headers()
-        .get("Idempotency-Replayed")
-        .is_some_and(|v| v == "true")
-}
-
-async fn high_watermarks(app: &TestApp, topic: &str) -> Value {
-    let description = describe(app, topic).await;
-    json!(
-        description["partition_offsets"]
-            .as_array()
-            .expect("partition_offsets")
-            .iter()
-            .map(|p| p["high_watermark"].clone())
-            .collect::<Vec<_>>()
-    )
-}
-
 #[tokio::test]
 async fn idempotency_key_survives_a_restart() {
     let app = TestApp::spawn().await;
     app.create_topic("payments", 2).await;
-    publish_ok(
-        &app,
-        "payments",
-        json!([{"value": "warm-up", "partition": 1}]),
-    )
-    .await;
+    app.publish_ok("payments", json!([{"value": "warm-up", "partition": 1}]))
+        .await;
     let records = json!([
         {"value": {"amount": 10}, "key": "alice"},
         {"value": {"amount": 20}, "partition": 1},
         {"value": {"amount": 30}},
     ]);
 
-    let first = publish_with_key(&app, "payments", "pay-0001", records.clone()).await;
+    let first = app
+        .publish_with_key("payments", "pay-0001", records.clone())
+        .await;
     assert!(!replayed(&first), "first publish marked as replayed");
-    let first = positions(first).await;
+    let first = offsets_of(first).await;
     assert_eq!(first.len(), 3);
-    let hwm = high_watermarks(&app, "payments").await;
+    let hwm = app.high_watermarks("payments").await;
 
     // Replay before the restart, as a baseline.
-    let again = publish_with_key(&app, "payments", "pay-0001", records.clone()).await;
+    let again = app
+        .publish_with_key("payments", "pay-0001", records.clone())
+        .await;
     assert!(replayed(&again), "repeat before restart not replayed");
-    assert_eq!(positions(again).await, first);
+    assert_eq!(offsets_of(again).await, first);
 
     let dir = app.stop().await;
     let app = TestApp::spawn_in(dir, &[]).await;
 
-    let after = publish_with_key(&app, "payments", "pay-0001", records.clone()).await;
+    let after = app
+        .publish_with_key("payments", "pay-0001", records.clone())
+        .await;
     assert!(
         replayed(&after),
         "repeat after restart not marked Idempotency-Replayed: true"
     );
     assert_eq!(
-        positions(after).await,
+        offsets_of(after).await,
         first,
         "replay after restart changed offsets"
     );
     assert_eq!(
-        high_watermarks(&app, "payments").await,
+        app.high_watermarks("payments").await,
         hwm,
         "replay after restart appended"
     );
 
     // A new key appends, right at the high watermark.
-    let fresh = publish_with_key(
-        &app,
-        "payments",
-        "pay-0002",
-        json!([{"value": 40, "partition": 1}]),
-    )
-    .await;
+    let fresh = app
+        .publish_with_key(
+            "payments",
+            "pay-0002",
+            json!([{"value": 40, "partition": 1}]),
+        )
+        .await;
     assert!(!replayed(&fresh));
-    assert_eq!(
-        positions(fresh).await,
-        vec![(1, hwm[1].as_u64().expect("hwm"))]
-    );
+    assert_eq!(offsets_of(fresh).await, vec![(1, hwm[1])]);
 }
 
 /// What happened to one publish sent while the server was stopping.
@@ -477,12 +380,7 @@ async fn graceful_stop_under_load_keeps_every_acknowledged_record() {
                     let outcome = match builder.send().await {
                         Ok(response) if response.status() == 200 => match response.json::<Value>().await {
                             Ok(body) => {
-                                let positions: Vec<(u32, u64)> = body["offsets"]
-                                    .as_array()
-                                    .expect("offsets")
-                                    .iter()
-                                    .map(|o| (o["partition"].as_u64().expect("p") as u32, o["offset"].as_u64().expect("o")))
-                                    .collect();
+                                let positions = offsets_in(&body);
                                 assert_eq!(positions.len(), ids.len());
                                 acked.fetch_add(ids.len(), std::sync::atomic::Ordering::SeqCst);
                                 Outcome::Acked(positions)
@@ -540,27 +438,15 @@ async fn graceful_stop_under_load_keeps_every_acknowledged_record() {
 
     let app = TestApp::spawn_in(dir, &[]).await;
     let mut stored: BTreeMap<String, (u32, u64)> = BTreeMap::new();
-    let description = describe(&app, "busy").await;
+    let high_watermarks = app.high_watermarks("busy").await;
     for partition in 0..3u32 {
-        let high_watermark = description["partition_offsets"][partition as usize]["high_watermark"]
-            .as_u64()
-            .expect("hwm");
-        let mut next = 0;
-        while next < high_watermark {
-            let body = json_body(
-                app.fetch("busy", partition, &format!("offset={next}&limit=1000"))
-                    .await,
-            )
-            .await;
-            let page = body["records"].as_array().expect("records");
-            assert!(!page.is_empty(), "no records below the hwm in {partition}");
-            for record in page {
-                assert_eq!(record["offset"], next, "gap in partition {partition}");
-                let id = record["value"]["id"].as_str().expect("id").to_owned();
-                let twice = stored.insert(id.clone(), (partition, next));
-                assert!(twice.is_none(), "{id} stored twice");
-                next += 1;
-            }
+        let high_watermark = high_watermarks[partition as usize];
+        // `fetch_all` checks that the pages are dense, without a gap.
+        let stored_here = app.fetch_all("busy", partition, high_watermark, 1000).await;
+        for (offset, record) in (0u64..).zip(&stored_here) {
+            let id = record["value"]["id"].as_str().expect("id").to_owned();
+            let twice = stored.insert(id.clone(), (partition, offset));
+            assert!(twice.is_none(), "{id} stored twice");
         }
     }
     let mut acked_count = 0;
@@ -616,12 +502,6 @@ async fn data_dir_can_be_reopened_as_soon_as_stop_returns() {
         // the harness panics with "already in use by another tidegate process" if not.
         app = TestApp::spawn_in(dir, &[]).await;
     }
-    let description = describe(&app, "reopen").await;
-    let total: u64 = description["partition_offsets"]
-        .as_array()
-        .expect("partition_offsets")
-        .iter()
-        .map(|p| p["high_watermark"].as_u64().expect("hwm"))
-        .sum();
+    let total: u64 = app.high_watermarks("reopen").await.iter().sum();
     assert_eq!(total, (CYCLES * 8) as u64);
 }

@@ -72,11 +72,31 @@ impl Kind {
     }
 }
 
+/// A server verifying with the public key in `pem`, written to a file.
+async fn pem_file_server(pem: &[u8]) -> Server {
+    let dir = TempDir::new().expect("temp dir");
+    let path = write_file(dir.path(), "public.pem", pem);
+    Server::start(&["--jwt-public-key", &path]).await
+}
+
 /// A server verifying with the public key of `kind` from a PEM file.
 async fn pem_server(kind: Kind) -> Server {
-    let dir = TempDir::new().expect("temp dir");
-    let path = write_file(dir.path(), "public.pem", &kind.pairs().0.public);
-    Server::start(&["--jwt-public-key", &path]).await
+    pem_file_server(&kind.pairs().0.public).await
+}
+
+/// An admin token signed by `key` with `alg`, without a `kid`.
+fn admin_token(alg: Algorithm, key: &EncodingKey) -> String {
+    sign(alg, key, None, &claims("admin"))
+}
+
+/// Asserts that `server` lets `token` list the topics.
+async fn assert_accepted(server: &Server, token: &str, what: &str) {
+    assert_status(server.get("/v1/topics", token).await, 200, what).await;
+}
+
+/// Asserts that `server` refuses `token` with the SPEC's 401 (see [`assert_unauthorized`]).
+async fn assert_refused(server: &Server, token: &str, what: &str) {
+    assert_unauthorized(server.get("/v1/topics", token).await, Some(token), what).await;
 }
 
 async fn check_pem_kind(kind: Kind) {
@@ -84,12 +104,12 @@ async fn check_pem_kind(kind: Kind) {
     let what = format!("{:?} PEM server", kind.alg());
     let key = kind.trusted_key();
 
-    let admin = sign(kind.alg(), &key, None, &claims("admin"));
-    assert_status(server.get("/v1/topics", &admin).await, 200, &what).await;
+    let admin = admin_token(kind.alg(), &key);
+    assert_accepted(&server, &admin, &what).await;
     assert_status(server.create_topic(&admin, "pk").await, 201, &what).await;
     // A `kid` is irrelevant with a single PEM key.
     let with_kid = sign(kind.alg(), &key, Some("whatever"), &claims("admin"));
-    assert_status(server.get("/v1/topics", &with_kid).await, 200, &what).await;
+    assert_accepted(&server, &with_kid, &what).await;
 
     // Scopes apply as with HS256.
     let publisher = sign(kind.alg(), &key, None, &claims("publish:pk"));
@@ -101,7 +121,7 @@ async fn check_pem_kind(kind: Kind) {
     let mut refused = vec![
         (
             "same algorithm, another key".to_owned(),
-            sign(kind.alg(), &kind.untrusted_key(), None, &claims("admin")),
+            admin_token(kind.alg(), &kind.untrusted_key()),
         ),
         ("expired".to_owned(), sign(kind.alg(), &key, None, &expired)),
         (
@@ -113,12 +133,11 @@ async fn check_pem_kind(kind: Kind) {
     for other in KINDS.into_iter().filter(|other| *other != kind) {
         refused.push((
             format!("{:?} token", other.alg()),
-            sign(other.alg(), &other.trusted_key(), None, &claims("admin")),
+            admin_token(other.alg(), &other.trusted_key()),
         ));
     }
     for (case, token) in refused {
-        let response = server.get("/v1/topics", &token).await;
-        assert_unauthorized(response, Some(&token), &format!("{what}: {case}")).await;
+        assert_refused(&server, &token, &format!("{what}: {case}")).await;
     }
 }
 
@@ -178,7 +197,7 @@ async fn jwks_file_picks_the_key_by_kid() {
             Some(kind.kid()),
             &claims("admin"),
         );
-        assert_status(server.get("/v1/topics", &token).await, 200, &what).await;
+        assert_accepted(&server, &token, &what).await;
         let name = format!("jwks-{}", kind.kid());
         assert_status(server.create_topic(&token, &name).await, 201, &what).await;
 
@@ -207,12 +226,7 @@ async fn jwks_file_picks_the_key_by_kid() {
             // With several keys, picking one without a kid would be a guess (documented in
             // src/auth/mod.rs).
             "no kid, several keys".to_owned(),
-            sign(
-                Algorithm::RS256,
-                &Kind::Rsa.trusted_key(),
-                None,
-                &claims("admin"),
-            ),
+            admin_token(Algorithm::RS256, &Kind::Rsa.trusted_key()),
         ),
         (
             "HS256 signed with the RSA public key, kid rsa-1".to_owned(),
@@ -258,59 +272,30 @@ async fn jwks_file_picks_the_key_by_kid() {
         }
     }
     for (case, token) in refused {
-        let response = server.get("/v1/topics", &token).await;
-        assert_unauthorized(response, Some(&token), &format!("JWKS: {case}")).await;
+        assert_refused(&server, &token, &format!("JWKS: {case}")).await;
     }
 }
 
 #[tokio::test]
 async fn jwks_with_one_key_without_kid_or_alg() {
     let server = jwks_server(vec![jwk(Kind::Ed, None, false)]).await;
-    let key = Kind::Ed.trusted_key();
-    let token = sign(Algorithm::EdDSA, &key, None, &claims("admin"));
-    assert_status(server.get("/v1/topics", &token).await, 200, "EdDSA, no kid").await;
-    let token = sign(
-        Algorithm::EdDSA,
-        &Kind::Ed.untrusted_key(),
-        None,
-        &claims("admin"),
-    );
-    assert_unauthorized(
-        server.get("/v1/topics", &token).await,
-        Some(&token),
-        "EdDSA by another key",
-    )
-    .await;
+    let token = admin_token(Algorithm::EdDSA, &Kind::Ed.trusted_key());
+    assert_accepted(&server, &token, "EdDSA, no kid").await;
+    let token = admin_token(Algorithm::EdDSA, &Kind::Ed.untrusted_key());
+    assert_refused(&server, &token, "EdDSA by another key").await;
     // The alg is implied by the key type, never taken from the token.
-    let token = sign(
-        Algorithm::ES256,
-        &Kind::Ec.trusted_key(),
-        None,
-        &claims("admin"),
-    );
-    assert_unauthorized(
-        server.get("/v1/topics", &token).await,
-        Some(&token),
-        "ES256 token",
-    )
-    .await;
+    let token = admin_token(Algorithm::ES256, &Kind::Ec.trusted_key());
+    assert_refused(&server, &token, "ES256 token").await;
 }
 
 #[tokio::test]
 async fn hs256_signed_with_the_rsa_public_key_is_rejected() {
-    let dir = TempDir::new().expect("temp dir");
     let pem = &keys().rsa.public;
-    let path = write_file(dir.path(), "public.pem", pem);
-    let server = Server::start(&["--jwt-public-key", &path]).await;
+    let server = pem_file_server(pem).await;
 
     // Control: the real RS256 token works, so refusals below are about the algorithm.
-    let genuine = sign(
-        Algorithm::RS256,
-        &Kind::Rsa.trusted_key(),
-        None,
-        &claims("admin"),
-    );
-    assert_status(server.get("/v1/topics", &genuine).await, 200, "RS256").await;
+    let genuine = admin_token(Algorithm::RS256, &Kind::Rsa.trusted_key());
+    assert_accepted(&server, &genuine, "RS256").await;
 
     let pem_text = String::from_utf8(pem.clone()).expect("PEM is text");
     let secrets: Vec<(&str, Vec<u8>)> = vec![
@@ -323,19 +308,9 @@ async fn hs256_signed_with_the_rsa_public_key_is_rejected() {
     ];
     for (what, secret) in &secrets {
         for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
-            let token = sign(
-                alg,
-                &EncodingKey::from_secret(secret),
-                None,
-                &claims("admin"),
-            );
-            let response = server.get("/v1/topics", &token).await;
-            assert_unauthorized(
-                response,
-                Some(&token),
-                &format!("{alg:?} with the public key ({what}) as secret"),
-            )
-            .await;
+            let token = admin_token(alg, &EncodingKey::from_secret(secret));
+            let context = format!("{alg:?} with the public key ({what}) as secret");
+            assert_refused(&server, &token, &context).await;
         }
     }
 }
@@ -350,28 +325,11 @@ async fn rs256_from_a_pkcs1_rsa_public_key_pem() {
         String::from_utf8_lossy(&pkcs1).contains("-----BEGIN RSA PUBLIC KEY-----"),
         "openssl wrote PKCS#1"
     );
-    let dir = TempDir::new().expect("temp dir");
-    let path = write_file(dir.path(), "rsa-pkcs1.pem", &pkcs1);
-    let server = Server::start(&["--jwt-public-key", &path]).await;
-    let token = sign(
-        Algorithm::RS256,
-        &Kind::Rsa.trusted_key(),
-        None,
-        &claims("admin"),
-    );
-    assert_status(server.get("/v1/topics", &token).await, 200, "PKCS#1 PEM").await;
-    let token = sign(
-        Algorithm::RS256,
-        &Kind::Rsa.untrusted_key(),
-        None,
-        &claims("admin"),
-    );
-    assert_unauthorized(
-        server.get("/v1/topics", &token).await,
-        Some(&token),
-        "PKCS#1 PEM, another key",
-    )
-    .await;
+    let server = pem_file_server(&pkcs1).await;
+    let token = admin_token(Algorithm::RS256, &Kind::Rsa.trusted_key());
+    assert_accepted(&server, &token, "PKCS#1 PEM").await;
+    let token = admin_token(Algorithm::RS256, &Kind::Rsa.untrusted_key());
+    assert_refused(&server, &token, "PKCS#1 PEM, another key").await;
 }
 
 /// An unusable key must stop the server at startup, not make it refuse (or accept)
