@@ -154,26 +154,7 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Turns actix's own extractor failures (bad JSON, path or query) into our error shape.
-pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
-    use actix_web::error::JsonPayloadError;
-    match err {
-        JsonPayloadError::ContentType => {
-            ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
-        }
-        JsonPayloadError::Overflow { limit }
-        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::too_large(
-            "body_too_large",
-            format!("request body exceeds the limit of {limit} bytes"),
-        ),
-        JsonPayloadError::Deserialize(err) => {
-            ApiError::bad_request("invalid_body", format!("invalid JSON body: {err}"))
-        }
-        err => ApiError::bad_request("invalid_body", err.to_string()),
-    }
-    .into()
-}
-
+/// Turns actix's own extractor failures (query string, path) into our error shape.
 pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     ApiError::bad_request("invalid_query", format!("invalid query string: {err}")).into()
 }

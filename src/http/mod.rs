@@ -1,6 +1,7 @@
 //! The HTTP adapter: actix handlers that parse, call the log, and map the result.
 //! Every route is registered through [`routes`], which also builds the OpenAPI document.
 
+mod body;
 mod error;
 mod guard;
 mod health;
@@ -116,16 +117,10 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let max_body_bytes = state.limits.max_body_bytes;
     App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .app_data(state)
-        .app_data(
-            web::JsonConfig::default()
-                .limit(max_body_bytes)
-                .error_handler(error::json_error),
-        )
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .service(health::healthz)

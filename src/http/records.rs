@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use actix_web::http::header::{self, ContentType};
+use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
+use super::body::{self, BodyFormat};
 use super::error::{ApiError, ErrorBody};
 use super::guard::{AppState, Caller};
 use super::topic_name;
@@ -136,10 +136,13 @@ pub async fn publish(
 ) -> Result<HttpResponse, ApiError> {
     let topic = topic_name(&path)?;
     let log = caller.may(Action::Publish, topic.as_str())?;
-    let format = BodyFormat::of(&request)?;
+    let format = BodyFormat::of(&request, &[BodyFormat::Json, BodyFormat::NdJson])?;
     let idempotency_key = idempotency_key(&request, &state.limits)?;
-    let body = read_body(payload, state.limits.max_body_bytes).await?;
-    let records: Vec<NewRecord> = format.parse(&body)?.into_iter().map(Into::into).collect();
+    let bytes = body::read(payload.into_inner(), state.limits.max_body_bytes).await?;
+    let records: Vec<NewRecord> = parse_records(format, &bytes)?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     check_records(&records, &state.limits)?;
     let outcome = log
         .append(
@@ -159,49 +162,22 @@ pub async fn publish(
     }))
 }
 
-enum BodyFormat {
-    Json,
-    NdJson,
-}
-
-impl BodyFormat {
-    fn of(request: &HttpRequest) -> Result<BodyFormat, ApiError> {
-        let unsupported = || {
-            ApiError::UnsupportedMediaType(
-                "Content-Type must be application/json or application/x-ndjson".into(),
-            )
-        };
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(unsupported)?;
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        match essence.to_ascii_lowercase().as_str() {
-            "application/json" => Ok(BodyFormat::Json),
-            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
-                Ok(BodyFormat::NdJson)
-            }
-            _ => Err(unsupported()),
-        }
-    }
-
-    fn parse(&self, body: &[u8]) -> Result<Vec<PublishRecord>, ApiError> {
-        let invalid = |what: String| ApiError::bad_request("invalid_body", what);
-        match self {
-            BodyFormat::Json => serde_json::from_slice::<PublishRequest>(body)
-                .map(|request| request.records)
-                .map_err(|err| invalid(format!("invalid JSON body: {err}"))),
-            BodyFormat::NdJson => body
-                .split(|b| *b == b'\n')
-                .enumerate()
-                .filter(|(_, line)| !line.trim_ascii().is_empty())
-                .map(|(i, line)| {
-                    serde_json::from_slice::<PublishRecord>(line)
-                        .map_err(|err| invalid(format!("line {}: {err}", i + 1)))
-                })
-                .collect(),
-        }
+/// Parses a publish body: `{"records": [...]}` as JSON, or one record per NDJSON line.
+fn parse_records(format: BodyFormat, body: &[u8]) -> Result<Vec<PublishRecord>, ApiError> {
+    let invalid = |what: String| ApiError::bad_request("invalid_body", what);
+    match format {
+        BodyFormat::Json => body::parse_json::<PublishRequest>(body)
+            .map(|request| request.records)
+            .map_err(|err| invalid(format!("invalid JSON body: {err}"))),
+        BodyFormat::NdJson => body
+            .split(|b| *b == b'\n')
+            .enumerate()
+            .filter(|(_, line)| !line.trim_ascii().is_empty())
+            .map(|(i, line)| {
+                body::parse_json::<PublishRecord>(line)
+                    .map_err(|err| invalid(format!("line {}: {err}", i + 1)))
+            })
+            .collect(),
     }
 }
 
@@ -223,28 +199,6 @@ fn idempotency_key(request: &HttpRequest, limits: &Limits) -> Result<Option<Stri
         )));
     }
     Ok(Some(key.to_owned()))
-}
-
-/// Reads the body, refusing with 413 as soon as it passes the limit.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
-    let too_large = || {
-        ApiError::too_large(
-            "body_too_large",
-            format!("request body exceeds the limit of {limit} bytes"),
-        )
-    };
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|err| match err {
-            actix_web::error::PayloadError::Overflow => too_large(),
-            err => ApiError::bad_request("invalid_body", format!("reading body: {err}")),
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 fn check_records(records: &[NewRecord], limits: &Limits) -> Result<(), ApiError> {

@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, delete, get, patch, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::body::JsonBody;
 use super::error::{ApiError, ErrorBody};
 use super::guard::Caller;
 use super::topic_name;
@@ -109,9 +110,8 @@ impl From<TopicDescription> for TopicDetails {
 #[post("/v1/topics")]
 pub async fn create_topic(
     caller: Caller,
-    body: web::Json<CreateTopic>,
+    JsonBody(body): JsonBody<CreateTopic>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
     let name = topic_name(&body.name)?;
     let config = TopicConfig {
         partitions: body.partitions,
@@ -180,7 +180,7 @@ pub async fn describe_topic(
 pub async fn update_topic(
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<UpdateTopic>,
+    JsonBody(body): JsonBody<UpdateTopic>,
 ) -> Result<HttpResponse, ApiError> {
     let update = TopicUpdate {
         partitions: body.partitions,

@@ -436,6 +436,40 @@ async fn publish_needs_json_or_ndjson_content_type() {
 }
 
 #[tokio::test]
+async fn invalid_fields_are_named_in_the_error() {
+    let app = TestApp::spawn().await;
+    app.create_topic("named", 1).await;
+    let cases = [
+        (
+            "application/json",
+            r#"{"records": [{"value": 1}, {"value": 2, "partition": -1}]}"#,
+            "records[1].partition",
+        ),
+        (
+            "application/json",
+            r#"{"records": [{"value": 1, "headers": {"h": 5}}]}"#,
+            "records[0].headers.h",
+        ),
+        (
+            "application/x-ndjson",
+            "{\"value\": 1}\n{\"value\": 2, \"key\": 7}\n",
+            "line 2: key",
+        ),
+    ];
+    for (content_type, body, path) in cases {
+        let response = app.publish_raw("named", Some(content_type), body).await;
+        let error = expect_error(response, 400, "invalid_body").await;
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains(path), "{message:?} should name {path}");
+    }
+    let response = app.post_topic(json!({"name": "t", "partitions": -1})).await;
+    let error = expect_error(response, 400, "invalid_body").await;
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains("partitions"), "{message:?}");
+    assert_eq!(app.high_watermarks("named").await, vec![0]);
+}
+
+#[tokio::test]
 async fn malformed_publish_bodies_are_400_and_append_nothing() {
     let app = TestApp::spawn().await;
     app.create_topic("orders", 2).await;
