@@ -1,5 +1,6 @@
 //! The HTTP adapter: actix handlers that parse, call the log, and map the result.
-//! Every route is registered through [`routes`], which also builds the OpenAPI document.
+//! Every route is registered in [`app`], which also builds the OpenAPI document, and every
+//! route that touches data goes through the `guard::Caller` extractor.
 
 mod body;
 mod error;
@@ -16,12 +17,11 @@ use tracing_actix_web::TracingLogger;
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
 
-pub use error::{ApiError, ErrorBody};
-pub use guard::{AppState, Caller};
-pub use records::IDEMPOTENCY_REPLAYED;
-pub use telemetry::RequestSpan;
+pub use guard::AppState;
 
 use crate::log::TopicName;
+use error::ApiError;
+use telemetry::RequestSpan;
 
 #[derive(OpenApi)]
 #[openapi(
