@@ -77,16 +77,18 @@ pub async fn read(mut payload: Payload, limit: usize) -> Result<web::BytesMut, A
 
 /// Parses JSON, naming the path of the offending field (`records[2].partition: …`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        match path.as_str() {
-            "." => err.into_inner().to_string(),
-            _ => format!("{path}: {}", err.into_inner()),
+    // Tracking the path costs on every field, so only a failed parse is parsed again
+    // to say where it failed.
+    serde_json::from_slice(bytes).map_err(|plain| {
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+            Err(err) if err.path().to_string() != "." => {
+                let path = err.path().to_string();
+                format!("{path}: {}", err.into_inner())
+            }
+            _ => plain.to_string(),
         }
-    })?;
-    deserializer.end().map_err(|err| err.to_string())?;
-    Ok(value)
+    })
 }
 
 /// A JSON request body, limited to `--max-body-bytes`.
