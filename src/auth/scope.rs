@@ -18,7 +18,8 @@ pub enum Action {
 }
 
 impl Action {
-    fn as_str(self) -> &'static str {
+    /// The action's name as written in scopes (`publish`, `subscribe`, …).
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Publish => "publish",
             Self::Subscribe => "subscribe",

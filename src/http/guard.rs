@@ -55,7 +55,7 @@ impl Caller {
             Some(claims) if !claims.scopes.allows(action, resource) => {
                 Err(ApiError::Forbidden(format!(
                     "the token has no scope allowing {} on '{resource}'",
-                    action_name(action)
+                    action.as_str()
                 )))
             }
             _ => Ok(&*self.state.log),
@@ -94,15 +94,6 @@ impl Caller {
         self.claims
             .as_ref()
             .is_none_or(|claims| claims.scopes.can_see_topic(topic))
-    }
-}
-
-fn action_name(action: Action) -> &'static str {
-    match action {
-        Action::Publish => "publish",
-        Action::Subscribe => "subscribe",
-        Action::Group => "group",
-        Action::Admin => "admin",
     }
 }
 
