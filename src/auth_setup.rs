@@ -68,10 +68,7 @@ pub fn mint_token(args: &TokenArgs) -> Result<String, AuthError> {
 fn hs_secret(args: &AuthArgs, data_dir: &Path) -> Result<(Vec<u8>, bool), AuthError> {
     match &args.jwt_secret {
         Some(secret) => Ok((secret.as_bytes().to_vec(), false)),
-        None => {
-            std::fs::create_dir_all(data_dir).map_err(AuthError::io(data_dir))?;
-            auth::load_or_create_secret(data_dir)
-        }
+        None => auth::load_or_create_secret(data_dir),
     }
 }
 

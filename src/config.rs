@@ -182,6 +182,16 @@ pub struct Limits {
         default_value_t = 255
     )]
     pub max_idempotency_key_bytes: usize,
+
+    /// Deepest nesting of arrays and objects in a record value (400 above): consumers'
+    /// JSON parsers fail on deeper values (Python and serde_json stop at 100-128 levels).
+    #[arg(long, env = "TIDEGATE_MAX_VALUE_DEPTH", default_value_t = 64)]
+    pub max_value_depth: usize,
+
+    /// Time a request body has to arrive in full, in milliseconds; a body still incomplete
+    /// then is answered 408 and its connection closed.
+    #[arg(long, env = "TIDEGATE_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
 }
 
 impl Config {
@@ -213,6 +223,11 @@ impl Config {
             (
                 "--max-idempotency-key-bytes",
                 limits.max_idempotency_key_bytes,
+            ),
+            ("--max-value-depth", limits.max_value_depth),
+            (
+                "--body-timeout-ms",
+                usize::try_from(limits.body_timeout_ms).unwrap_or(usize::MAX),
             ),
         ] {
             if value == 0 {

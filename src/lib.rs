@@ -17,8 +17,12 @@
 pub mod auth;
 pub mod auth_setup;
 pub mod config;
+pub mod echo;
 pub mod http;
 pub mod log;
+pub mod panics;
+pub mod private_fs;
+pub mod records;
 pub mod startup;
 pub mod telemetry;
 pub mod wire;
@@ -64,6 +68,7 @@ pub fn run() -> ExitCode {
 
 fn serve(config: Config) -> Result<(), String> {
     telemetry::init(config.log_format);
+    panics::install_hook();
     let runtime =
         tokio::runtime::Runtime::new().map_err(|err| format!("starting runtime: {err}"))?;
     runtime.block_on(async {

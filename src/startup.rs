@@ -11,7 +11,7 @@ use crate::auth::AuthError;
 use crate::auth_setup;
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::log::{EventLog, LogError, RedbLog};
+use crate::log::{EventLog, OpenError, RedbLog};
 
 /// Why the server could not start; shown to the user as one line.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +19,7 @@ pub enum StartupError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("{0}")]
-    Storage(#[from] LogError),
+    Storage(#[from] OpenError),
     #[error("{0}")]
     Auth(#[from] AuthError),
     #[error("cannot listen on {addr}: {source}")]
@@ -51,6 +51,11 @@ impl Application {
         let mut server = HttpServer::new(move || http::app(state.clone()))
             // We handle signals ourselves so long polls are released before draining.
             .disable_signals()
+            // A client that closes its side is gone: drop its request at once (a long poll
+            // would otherwise hold the socket until its wait ran out). HTTP/1.1 allows a
+            // client to half-close and still read the answer, but no client of this API
+            // needs to; curl, browsers and HTTP libraries keep both sides open.
+            .h1_allow_half_closed(false)
             .shutdown_timeout(config.shutdown_timeout_secs);
         if config.workers > 0 {
             server = server.workers(config.workers);

@@ -32,14 +32,16 @@
 //! `exp` is required; `nbf` is checked when present; both with
 //! [`VerifierConfig::leeway_secs`] of tolerance. A configured issuer or audience makes
 //! `iss` / `aud` required and checked; with no audience configured, `aud` is ignored.
-//! Scopes come from `scope` and/or `scp`, each a space-separated string or an array of
-//! strings.
+//! Scopes come from `scope` and/or `scp`, each a string split on ASCII spaces only (RFC 6749
+//! §3.3; a tab or a no-break space stays inside its item) or an array whose elements are
+//! taken whole, never split.
 //!
 //! # Scopes
-//! `publish:P`, `subscribe:P`, `group:P` and `admin` (also `admin:*`), where `P` is a name,
-//! a prefix followed by `*`, or `*`. In tokens, entries that are not tidegate scopes
-//! (`openid`, `read:users`, `publish:a*b`, …) are ignored, never an error, so tokens from a
-//! shared identity provider work; ignoring can only narrow access. Scopes we grant
+//! `publish:P`, `subscribe:P`, `group:P` and `admin` (also `admin:*`), where `P` is a name of
+//! `[A-Za-z0-9._-]`, such a prefix followed by `*`, or `*`. In tokens, entries that are not
+//! tidegate scopes (`openid`, `read:users`, `publish:a*b`, `admin:`, `publish:x\u{a0}admin`,
+//! …) are ignored, never an error, so tokens from a shared identity provider work; ignoring
+//! can only narrow access. Scopes we grant
 //! ourselves ([`mint_hs256`]) are parsed strictly so typos fail.
 //!
 //! # First run

@@ -42,14 +42,24 @@ enum Pattern {
 
 impl Pattern {
     fn parse(text: &str) -> Result<Self, &'static str> {
-        match text.split_once('*') {
-            None if text.is_empty() => Err("empty name pattern"),
-            None => Ok(Self::Exact(text.to_owned())),
-            Some(("", "")) => Ok(Self::Any),
-            Some((prefix, "")) => Ok(Self::Prefix(prefix.to_owned())),
-            // Names cannot contain `*`, so a pattern like `a*b` could never mean anything;
-            // refusing it beats silently treating it as a literal.
-            Some(_) => Err("`*` is only allowed at the end of a pattern"),
+        let (name, wildcard) = match text.strip_suffix('*') {
+            Some(prefix) => (prefix, true),
+            None => (text, false),
+        };
+        // Topic and group names are made of these characters only, so a pattern with any
+        // other (whitespace, controls, a `*` inside) could never mean what it seems to; it
+        // is refused rather than read as a literal.
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err("a pattern is a name of [A-Za-z0-9._-], optionally ending in `*`");
+        }
+        match (name, wildcard) {
+            ("", false) => Err("empty name pattern"),
+            ("", true) => Ok(Self::Any),
+            (prefix, true) => Ok(Self::Prefix(prefix.to_owned())),
+            (exact, false) => Ok(Self::Exact(exact.to_owned())),
         }
     }
 
@@ -87,24 +97,23 @@ impl Scope {
     /// # Errors
     /// A reason when `text` is not a tidegate scope.
     fn parse(text: &str) -> Result<Self, &'static str> {
-        let (action, pattern) = text.split_once(':').unwrap_or((text, ""));
-        let action = match action {
-            "publish" => Action::Publish,
-            "subscribe" => Action::Subscribe,
-            "group" => Action::Group,
-            "admin" if pattern.is_empty() || pattern == "*" => {
-                return Ok(Self {
-                    action: Action::Admin,
-                    pattern: Pattern::Any,
-                });
+        let action = match text.split_once(':') {
+            None if text == "admin" => Action::Admin,
+            None => return Err("expected ACTION:PATTERN or `admin`"),
+            Some(("admin", "*")) => Action::Admin,
+            Some(("admin", _)) => {
+                return Err("`admin` takes no pattern (write `admin` or `admin:*`)");
             }
-            "admin" => return Err("`admin` takes no pattern (write `admin` or `admin:*`)"),
-            _ => return Err("unknown action (expected publish, subscribe, group or admin)"),
+            Some(("publish", _)) => Action::Publish,
+            Some(("subscribe", _)) => Action::Subscribe,
+            Some(("group", _)) => Action::Group,
+            Some(_) => return Err("unknown action (expected publish, subscribe, group or admin)"),
         };
-        Ok(Self {
-            action,
-            pattern: Pattern::parse(pattern)?,
-        })
+        let pattern = match (action, text.split_once(':')) {
+            (Action::Admin, _) | (_, None) => Pattern::Any,
+            (_, Some((_, pattern))) => Pattern::parse(pattern)?,
+        };
+        Ok(Self { action, pattern })
     }
 }
 
@@ -124,41 +133,40 @@ impl fmt::Display for Scope {
 pub struct Scopes(Vec<Scope>);
 
 impl Scopes {
-    /// Parses a space-separated scope string strictly: every entry must be a tidegate scope.
+    /// Parses a scope string strictly: every entry must be a tidegate scope.
     ///
-    /// Meant for scopes we are about to grant (`tidegate token --scope`), where a typo such as
-    /// `publsh:orders` should fail loudly. Scopes read from a token go through
-    /// [`Scopes::from_token`] instead.
+    /// Entries are separated by ASCII spaces only, as OAuth 2.0 (RFC 6749 §3.3) defines the
+    /// `scope` string. Meant for scopes we are about to grant (`tidegate token --scope`),
+    /// where a typo such as `publsh:orders` should fail loudly. Scopes read from a token go
+    /// through [`Scopes::from_token`] instead.
     ///
     /// # Errors
     /// [`AuthError::InvalidScope`] naming the first bad entry.
     pub fn parse(space_separated: &str) -> Result<Self, AuthError> {
-        space_separated
-            .split_whitespace()
+        split_scope_string(space_separated)
             .map(|item| {
-                Scope::parse(item)
-                    .map_err(|why| AuthError::InvalidScope(format!("`{item}`: {why}")))
+                Scope::parse(item).map_err(|why| {
+                    AuthError::InvalidScope(format!("{}: {why}", crate::echo::quoted(item)))
+                })
             })
             .collect::<Result<_, _>>()
             .map(Self)
     }
 
-    /// Builds the scopes of a token from its `scope` string (split on whitespace) or its `scp`
-    /// array items, ignoring every entry that is not a tidegate scope.
+    /// Builds the scopes of a token from whole scope items, ignoring every item that is not
+    /// a tidegate scope. Items are never split here: the caller splits a `scope` string with
+    /// [`split_scope_string`] and takes each `scp` array element as one item.
     ///
     /// Ignoring instead of refusing lets tokens from a shared identity provider, which carry
     /// scopes like `openid` or `email` for other services, still work here. The ignored
     /// entries grant nothing, so this can only ever narrow access.
     pub fn from_token<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> Self {
-        let mut scopes = Vec::new();
-        for item in items {
-            scopes.extend(
-                item.as_ref()
-                    .split_whitespace()
-                    .filter_map(|one| Scope::parse(one).ok()),
-            );
-        }
-        Self(scopes)
+        Self(
+            items
+                .into_iter()
+                .filter_map(|item| Scope::parse(item.as_ref()).ok())
+                .collect(),
+        )
     }
 
     /// The scopes in token order.
@@ -192,6 +200,13 @@ impl Scopes {
     pub fn can_see_group(&self, group: &str) -> bool {
         self.allows(Action::Group, group)
     }
+}
+
+/// The items of an OAuth 2.0 `scope` string: separated by ASCII spaces and nothing else.
+/// A tab, a no-break space or a line separator stays inside its item, which then does not
+/// parse and grants nothing.
+pub fn split_scope_string(scope: &str) -> impl Iterator<Item = &str> {
+    scope.split(' ').filter(|item| !item.is_empty())
 }
 
 impl fmt::Display for Scopes {
@@ -276,12 +291,63 @@ mod tests {
     }
 
     #[test]
-    fn token_scopes_from_string_or_array() {
-        let from_string = Scopes::from_token(["openid publish:a  email\tsubscribe:*"]);
+    fn scope_strings_split_on_ascii_space_only() {
+        let items: Vec<&str> = split_scope_string("openid publish:a  subscribe:*").collect();
+        assert_eq!(items, ["openid", "publish:a", "subscribe:*"]);
+        let from_string = Scopes::from_token(split_scope_string("openid publish:a  subscribe:*"));
         let from_array = Scopes::from_token(["openid", "publish:a", "subscribe:*"]);
         assert_eq!(from_string, from_array);
         assert_eq!(from_string.to_string(), "publish:a subscribe:*");
-        assert!(from_array.allows(Action::Subscribe, "z"));
+        // Any other separator keeps the item whole, and a whole item with whitespace inside
+        // is no scope at all: it must never smuggle in `admin`.
+        for separator in [
+            "\t", "\n", "\r", "\u{a0}", "\u{85}", "\u{2003}", "\u{3000}", "\u{2028}", "\u{b}",
+            "\u{c}",
+        ] {
+            let scope = format!("publish:x{separator}admin");
+            let scopes = Scopes::from_token(split_scope_string(&scope));
+            assert_eq!(scopes, Scopes::default(), "{scope:?}");
+            assert!(!scopes.is_admin());
+        }
+    }
+
+    #[test]
+    fn array_items_are_never_split() {
+        let scopes = Scopes::from_token(["publish:x admin", "subscribe:y"]);
+        assert!(!scopes.is_admin());
+        assert!(!scopes.allows(Action::Publish, "x"));
+        assert!(scopes.allows(Action::Subscribe, "y"));
+    }
+
+    #[test]
+    fn malformed_scopes_grant_nothing() {
+        for bad in [
+            "admin:",
+            "admin: ",
+            "admin:x",
+            "admin:**",
+            "publish:",
+            "publish:*x",
+            "publish:a*b",
+            "publish:**",
+            "publish:a b",
+            "publish:a\u{0}",
+            "publish:a\u{1b}",
+            "publish:é",
+            "publish:a/b",
+            "publish",
+            ":orders",
+            "publish::a",
+            "Publish:a",
+            "admin\t",
+        ] {
+            assert_eq!(Scopes::from_token([bad]), Scopes::default(), "{bad:?}");
+            assert!(Scopes::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Scopes::from_token(["admin"]).is_admin());
+        assert!(Scopes::from_token(["admin:*"]).is_admin());
+        assert!(Scopes::from_token(["publish:*"]).allows(Action::Publish, "any"));
+        assert!(Scopes::from_token(["group:web-*"]).allows(Action::Group, "web-1"));
     }
 
     #[test]

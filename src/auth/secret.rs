@@ -30,7 +30,7 @@ pub fn load_or_create_secret(data_dir: &Path) -> Result<(Vec<u8>, bool), AuthErr
     if let Some(secret) = read_secret(&path)? {
         return Ok((secret, false));
     }
-    fs::create_dir_all(data_dir).map_err(AuthError::io(data_dir))?;
+    crate::private_fs::create_dir(data_dir).map_err(AuthError::io(data_dir))?;
 
     let mut secret = vec![0; SECRET_LEN];
     rand::rng().fill_bytes(&mut secret);

@@ -8,6 +8,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::error::rejection;
+use super::scope::split_scope_string;
 use super::{AuthError, Scopes};
 
 /// Clock skew tolerated on `exp` and `nbf` unless configured otherwise.
@@ -202,20 +203,20 @@ impl Verifier {
         }
         let verifying = self.select(header.kid.as_deref())?;
         let raw = jsonwebtoken::decode::<RawClaims>(token, &verifying.key, &verifying.validation)
-            .map_err(|err| rejection(&err))?
+            .map_err(|err| explain_rejection(token, &err))?
             .claims;
         let exp = raw
             .exp
             .ok_or_else(|| AuthError::invalid("missing required claim `exp`"))?;
-        let scopes = [raw.scope, raw.scp]
-            .into_iter()
-            .flatten()
-            .flat_map(ScopeClaim::into_items);
+        let mut items = Vec::new();
+        for claim in [&raw.scope, &raw.scp].into_iter().flatten() {
+            claim.items_into(&mut items);
+        }
         Ok(Claims {
             sub: raw.sub,
             // Finite and non-negative: `decode` already validated it as a timestamp.
             exp: exp as u64,
-            scopes: Scopes::from_token(scopes),
+            scopes: Scopes::from_token(items),
         })
     }
 
@@ -250,22 +251,43 @@ struct RawClaims {
     scp: Option<ScopeClaim>,
 }
 
-/// `scope` is a space-separated string, `scp` an array; issuers mix them up, so both claims
-/// accept both shapes.
+/// `scope` is a space-separated string, `scp` an array; issuers mix them up (Azure AD sends
+/// `scp` as a string), so both claims accept both shapes.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum ScopeClaim {
+    /// Split on ASCII spaces only (RFC 6749 §3.3).
     One(String),
+    /// Each element is one scope, never split.
     Many(Vec<String>),
 }
 
 impl ScopeClaim {
-    fn into_items(self) -> Vec<String> {
+    fn items_into<'a>(&'a self, items: &mut Vec<&'a str>) {
         match self {
-            Self::One(text) => vec![text],
-            Self::Many(items) => items,
+            Self::One(text) => items.extend(split_scope_string(text)),
+            Self::Many(all) => items.extend(all.iter().map(String::as_str)),
         }
     }
+}
+
+/// [`rejection`], but telling a required claim that is present yet malformed (`"exp": -1`,
+/// `1e308`, a string) from one that is absent: `jsonwebtoken` reports both as missing.
+/// Runs only after the signature verified, so the payload read here is the issuer's.
+fn explain_rejection(token: &str, err: &jsonwebtoken::errors::Error) -> AuthError {
+    if let jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(claim) = err.kind()
+        && let Ok(payload) = jsonwebtoken::dangerous::insecure_decode_claims::<
+            serde_json::Map<String, serde_json::Value>,
+        >(token)
+        && payload.contains_key(claim.as_str())
+    {
+        let expected = match claim.as_str() {
+            "exp" | "nbf" => "must be a whole number of seconds since the epoch, 0 or more",
+            _ => "has the wrong type",
+        };
+        return AuthError::Invalid(format!("invalid claim `{claim}`: {expected}"));
+    }
+    rejection(err)
 }
 
 fn validation(config: &VerifierConfig, algorithms: &[Algorithm]) -> Validation {

@@ -1,15 +1,22 @@
-//! Request bodies, for every handler alike: the size limit (413), the content type (415)
-//! and JSON errors that name the field at fault (400).
+//! Request bodies, for every handler alike: the content type (415), the encoding (gzip or
+//! none, 415 otherwise), the size limit (413, from `Content-Length` before reading a byte,
+//! and while reading), the read deadline (408) and JSON errors that name the field (400).
+//!
+//! Handlers check the caller's scope first and read the body after, so a refused caller
+//! never makes us read, decompress or parse anything (and a body left unread closes the
+//! connection: see `connection.rs`).
 
+use std::io::Write;
+use std::time::Duration;
+
+use actix_web::HttpRequest;
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::StreamExt;
-use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
-use super::guard::AppState;
+use super::error::{ApiError, ErrorCode};
+use crate::config::Limits;
 
 /// How a body is encoded, from its `Content-Type` (parameters such as charset ignored).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,31 +55,146 @@ impl BodyFormat {
                     BodyFormat::NdJson => "application/x-ndjson",
                 })
                 .collect();
-            ApiError::UnsupportedMediaType(format!("Content-Type must be {}", names.join(" or ")))
+            ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!("Content-Type must be {}", names.join(" or ")),
+            )
         })
     }
 }
 
-/// Reads the body, refusing with 413 as soon as it passes `limit`.
-pub async fn read(mut payload: Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
-    let too_large = || {
-        ApiError::too_large(
-            "body_too_large",
-            format!("request body exceeds the limit of {limit} bytes"),
-        )
-    };
-    let mut body = web::BytesMut::new();
+/// Whether the body arrives compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+}
+
+impl Encoding {
+    fn of(request: &HttpRequest) -> Result<Encoding, ApiError> {
+        let mut encoding = Encoding::Identity;
+        for value in request.headers().get_all(header::CONTENT_ENCODING) {
+            let value = value.to_str().unwrap_or("?");
+            for coding in value.split(',').map(str::trim) {
+                match coding.to_ascii_lowercase().as_str() {
+                    "" | "identity" => {}
+                    "gzip" | "x-gzip" if encoding == Encoding::Identity => {
+                        encoding = Encoding::Gzip
+                    }
+                    _ => {
+                        return Err(ApiError::new(
+                            ErrorCode::UnsupportedMediaType,
+                            format!(
+                                "Content-Encoding {} is not supported: send the body as is, or gzip it once",
+                                crate::echo::quoted(value)
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(encoding)
+    }
+}
+
+/// Reads the whole body: refuses with 413 from `Content-Length` before reading, and as
+/// soon as the (decompressed) body passes `max_body_bytes`; with 408 when it has not
+/// arrived within the body timeout.
+pub async fn read(
+    request: &HttpRequest,
+    payload: Payload,
+    limits: &Limits,
+) -> Result<Vec<u8>, ApiError> {
+    let limit = limits.max_body_bytes;
+    let encoding = Encoding::of(request)?;
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let timeout = Duration::from_millis(limits.body_timeout_ms);
+    tokio::time::timeout(timeout, collect(payload, encoding, limit))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    limits.body_timeout_ms
+                ),
+            ))
+        })
+}
+
+async fn collect(
+    mut payload: Payload,
+    encoding: Encoding,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let mut gzip = (encoding == Encoding::Gzip)
+        .then(|| flate2::write::GzDecoder::new(Bounded(Vec::new(), limit)));
+    let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|err| match err {
-            actix_web::error::PayloadError::Overflow => too_large(),
-            err => ApiError::bad_request("invalid_body", format!("reading body: {err}")),
+            actix_web::error::PayloadError::Overflow => too_large(limit),
+            err => ApiError::new(ErrorCode::InvalidBody, format!("reading body: {err}")),
         })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
+        match &mut gzip {
+            Some(decoder) => decoder
+                .write_all(&chunk)
+                .map_err(|err| gzip_error(err, limit))?,
+            None if body.len() + chunk.len() > limit => return Err(too_large(limit)),
+            None => body.extend_from_slice(&chunk),
         }
-        body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    match gzip {
+        Some(decoder) => decoder
+            .finish()
+            .map(|bounded| bounded.0)
+            .map_err(|err| gzip_error(err, limit)),
+        None => Ok(body),
+    }
+}
+
+/// A writer that refuses to hold more than its limit, so a small compressed body cannot
+/// expand into unbounded memory.
+struct Bounded(Vec<u8>, usize);
+
+impl Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > self.1 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                "decompressed body over the limit",
+            ));
+        }
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn gzip_error(err: std::io::Error, limit: usize) -> ApiError {
+    if err.kind() == std::io::ErrorKind::FileTooLarge {
+        too_large(limit)
+    } else {
+        ApiError::new(
+            ErrorCode::InvalidBody,
+            format!("the body is not valid gzip: {err}"),
+        )
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::BodyTooLarge,
+        format!("request body exceeds the limit of {limit} bytes"),
+    )
 }
 
 /// Parses JSON, naming the path of the offending field (`records[2].partition: …`).
@@ -82,38 +204,38 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     serde_json::from_slice(bytes).map_err(|plain| {
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
         match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
-            Err(err) if err.path().to_string() != "." => {
+            Err(err) => {
                 let path = err.path().to_string();
-                format!("{path}: {}", err.into_inner())
+                match known_path(&path) {
+                    Some(path) => format!("{path}: {}", err.into_inner()),
+                    None => err.into_inner().to_string(),
+                }
             }
-            _ => plain.to_string(),
+            Ok(_) => plain.to_string(),
         }
     })
 }
 
-/// A JSON request body, limited to `--max-body-bytes`.
-pub struct JsonBody<T>(pub T);
+/// The path up to its last named segment: a key that failed to parse shows as `?`, and
+/// the error is then about the object holding it.
+fn known_path(path: &str) -> Option<&str> {
+    let known = match path.find('?') {
+        Some(unknown) => path[..unknown].trim_end_matches('.'),
+        None => path,
+    };
+    (!known.is_empty() && known != ".").then_some(known)
+}
 
-impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
-    type Error = ApiError;
-    type Future = LocalBoxFuture<'static, Result<JsonBody<T>, ApiError>>;
-
-    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let format = BodyFormat::of(request, &[BodyFormat::Json]);
-        let limit = request
-            .app_data::<web::Data<AppState>>()
-            .map(|state| state.limits.max_body_bytes);
-        let payload = payload.take();
-        Box::pin(async move {
-            format?;
-            let limit =
-                limit.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-            let bytes = read(payload, limit).await?;
-            parse_json(&bytes).map(JsonBody).map_err(|err| {
-                ApiError::bad_request("invalid_body", format!("invalid JSON body: {err}"))
-            })
-        })
-    }
+/// A JSON body, read after the caller's scope has been checked.
+pub async fn json<T: DeserializeOwned>(
+    request: &HttpRequest,
+    payload: Payload,
+    limits: &Limits,
+) -> Result<T, ApiError> {
+    BodyFormat::of(request, &[BodyFormat::Json])?;
+    let bytes = read(request, payload, limits).await?;
+    parse_json(&bytes)
+        .map_err(|err| ApiError::new(ErrorCode::InvalidBody, format!("invalid JSON body: {err}")))
 }
 
 #[cfg(test)]
@@ -130,6 +252,8 @@ mod tests {
     #[allow(dead_code)]
     struct Inner {
         n: u32,
+        #[serde(default)]
+        tags: std::collections::BTreeMap<String, String>,
     }
 
     #[test]
@@ -140,5 +264,16 @@ mod tests {
         assert!(err.contains("EOF"), "{err}");
         let err = parse_json::<Outer>(br#"{"items": []} x"#).unwrap_err();
         assert!(err.contains("trailing"), "{err}");
+    }
+
+    #[test]
+    fn unknown_segments_name_the_enclosing_field() {
+        let err =
+            parse_json::<Outer>(br#"{"items": [{"n": 1, "tags": {"\ud800": "x"}}]}"#).unwrap_err();
+        assert!(err.starts_with("items[0].tags: "), "{err}");
+        let err = parse_json::<Outer>(br#"{"\ud800": 1}"#).unwrap_err();
+        assert!(!err.contains('?'), "{err}");
+        assert_eq!(known_path("?"), None);
+        assert_eq!(known_path("a[0].?"), Some("a[0]"));
     }
 }

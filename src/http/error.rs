@@ -1,89 +1,189 @@
 //! The one place where errors become HTTP responses:
 //! `{"error": {"code": "snake_case", "message": "human text"}}` with the SPEC's statuses.
+//!
+//! Every message passes through [`crate::echo::sanitize`] on its way out (response body and
+//! log lines alike), so client text echoed in it can neither forge a log line nor grow the
+//! answer without bound. Server faults (500) never show their details: the body says
+//! "internal error" with the request id, and the log line carries the details.
+
+use std::fmt;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::AuthError;
+use crate::echo::{MAX_MESSAGE_CHARS, quoted, sanitize};
 use crate::log::LogError;
 
+/// Every error code the API answers with; the code decides the status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidBody,
+    InvalidQuery,
+    InvalidPath,
+    InvalidTopicName,
+    InvalidArgument,
+    InvalidIdempotencyKey,
+    MissingToken,
+    InvalidToken,
+    Forbidden,
+    NotFound,
+    TopicNotFound,
+    PartitionNotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    TopicExists,
+    BodyTooLarge,
+    RecordTooLarge,
+    TooManyRecords,
+    UnsupportedMediaType,
+    OffsetOutOfRange,
+    IdempotencyKeyReused,
+    InternalError,
+    ShuttingDown,
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> StatusCode {
+        use ErrorCode as C;
+        match self {
+            C::InvalidBody
+            | C::InvalidQuery
+            | C::InvalidPath
+            | C::InvalidTopicName
+            | C::InvalidArgument
+            | C::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            C::MissingToken | C::InvalidToken => StatusCode::UNAUTHORIZED,
+            C::Forbidden => StatusCode::FORBIDDEN,
+            C::NotFound | C::TopicNotFound | C::PartitionNotFound => StatusCode::NOT_FOUND,
+            C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            C::TopicExists => StatusCode::CONFLICT,
+            C::BodyTooLarge | C::RecordTooLarge | C::TooManyRecords => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            C::OffsetOutOfRange => StatusCode::RANGE_NOT_SATISFIABLE,
+            C::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            C::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            C::ShuttingDown | C::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
 /// Every error a handler can return.
-#[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error(transparent)]
-    Log(#[from] LogError),
-    /// Malformed or invalid input (400).
-    #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
-    /// A configured size limit was exceeded (413).
-    #[error("{message}")]
-    TooLarge { code: &'static str, message: String },
-    #[error("{0}")]
-    UnsupportedMediaType(String),
-    #[error("{0}")]
-    RouteNotFound(String),
+    Log(LogError),
     /// No usable token (401).
-    #[error(transparent)]
     Unauthorized(AuthError),
-    /// A valid token without the needed scope (403).
-    #[error("{0}")]
-    Forbidden(String),
-    /// A bug on our side (500); the message is logged and shown.
-    #[error("{0}")]
+    /// A request the adapter itself refuses: bad input, limits, scopes, routes.
+    Request {
+        code: ErrorCode,
+        message: String,
+    },
+    /// A bug on our side (500); the message is logged, never shown.
     Internal(String),
 }
 
 impl ApiError {
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::BadRequest {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError::Request {
             code,
             message: message.into(),
         }
     }
 
-    pub fn too_large(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::TooLarge {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             ApiError::Log(err) => match err {
-                LogError::InvalidTopicName(_) => "invalid_topic_name",
-                LogError::InvalidArgument(_) => "invalid_argument",
-                LogError::TopicExists(_) => "topic_exists",
-                LogError::TopicNotFound(_) => "topic_not_found",
-                LogError::PartitionNotFound { .. } => "partition_not_found",
-                LogError::OffsetOutOfRange { .. } => "offset_out_of_range",
-                LogError::ShuttingDown => "shutting_down",
-                LogError::Storage(_) => "storage_error",
+                LogError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
+                LogError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+                LogError::TopicExists(_) => ErrorCode::TopicExists,
+                LogError::TopicNotFound(_) => ErrorCode::TopicNotFound,
+                LogError::PartitionNotFound { .. } => ErrorCode::PartitionNotFound,
+                LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+                LogError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+                LogError::ShuttingDown => ErrorCode::ShuttingDown,
+                LogError::Unavailable(_) => ErrorCode::Unavailable,
+                LogError::Storage(_) => ErrorCode::InternalError,
             },
-            ApiError::BadRequest { code, .. } | ApiError::TooLarge { code, .. } => code,
-            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::RouteNotFound(_) => "not_found",
-            ApiError::Unauthorized(AuthError::Missing) => "missing_token",
-            ApiError::Unauthorized(_) => "invalid_token",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::Internal(_) => "internal_error",
+            ApiError::Unauthorized(AuthError::Missing) => ErrorCode::MissingToken,
+            ApiError::Unauthorized(_) => ErrorCode::InvalidToken,
+            ApiError::Request { code, .. } => *code,
+            ApiError::Internal(_) => ErrorCode::InternalError,
         }
+    }
+
+    /// What the client reads. Server faults say nothing about their cause.
+    fn public_message(&self) -> String {
+        match self {
+            _ if self.code() == ErrorCode::InternalError => "internal error".to_owned(),
+            ApiError::Log(err) => err.to_string(),
+            ApiError::Unauthorized(err) => err.to_string(),
+            ApiError::Request { message, .. } | ApiError::Internal(message) => message.clone(),
+        }
+    }
+
+    /// What the log gets: the whole story.
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Internal(message) => message.clone(),
+            ApiError::Log(err) => err.to_string(),
+            _ => self.public_message(),
+        }
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(err: LogError) -> Self {
+        ApiError::Log(err)
+    }
+}
+
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ApiError::Log(err) => Some(err),
+            ApiError::Unauthorized(err) => Some(err),
+            ApiError::Request { .. } | ApiError::Internal(_) => None,
+        }
+    }
+}
+
+// Both go into log lines (tracing-actix-web records the error with `%` and `?`), so both
+// are sanitized and capped.
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&sanitize(&self.public_message(), MAX_MESSAGE_CHARS))
+    }
+}
+
+impl fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?}: {}",
+            self.code(),
+            sanitize(&self.detail(), MAX_MESSAGE_CHARS)
+        )
     }
 }
 
 /// The error body of every non-2xx response.
-#[derive(Serialize, serde::Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Serialize, serde::Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable, machine-readable snake_case code.
-    pub code: String,
+    /// Stable, machine-readable code.
+    pub code: ErrorCode,
     /// Human-readable explanation.
     pub message: String,
     /// With `offset_out_of_range`: the first offset still stored.
@@ -94,35 +194,20 @@ pub struct ErrorDetail {
     pub high_watermark: Option<u64>,
 }
 
+/// Marks a 500 so the request-id middleware can name the request in its body.
+pub struct InternalErrorMarker;
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::Log(err) => match err {
-                LogError::InvalidTopicName(_) | LogError::InvalidArgument(_) => {
-                    StatusCode::BAD_REQUEST
-                }
-                LogError::TopicExists(_) => StatusCode::CONFLICT,
-                LogError::TopicNotFound(_) | LogError::PartitionNotFound { .. } => {
-                    StatusCode::NOT_FOUND
-                }
-                LogError::OffsetOutOfRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-                LogError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-                LogError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
+        let code = self.code();
+        let status = code.status();
         if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
+            // Inside the request span, so the line carries the request id.
+            tracing::error!(detail = ?self, "request failed");
         }
         let (log_start_offset, high_watermark) = match self {
             ApiError::Log(LogError::OffsetOutOfRange {
@@ -134,7 +219,7 @@ impl ResponseError for ApiError {
         };
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code().to_owned(),
+                code,
                 message: self.to_string(),
                 log_start_offset,
                 high_watermark,
@@ -150,24 +235,65 @@ impl ResponseError for ApiError {
             };
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
+        if code == ErrorCode::InternalError {
+            response.extensions_mut().insert(InternalErrorMarker);
+        }
         response.json(body)
     }
 }
 
 /// Turns actix's own extractor failures (query string, path) into our error shape.
 pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request("invalid_query", format!("invalid query string: {err}")).into()
+    ApiError::new(
+        ErrorCode::InvalidQuery,
+        format!("invalid query string: {err}"),
+    )
+    .into()
 }
 
 pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request("invalid_path", format!("invalid path parameter: {err}")).into()
+    ApiError::new(
+        ErrorCode::InvalidPath,
+        format!("invalid path parameter: {err}"),
+    )
+    .into()
 }
 
-/// The answer for any path or method no route serves.
-pub async fn route_not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::RouteNotFound(format!(
-        "no route for {} {}",
-        request.method(),
-        request.path()
-    )))
+/// The answer for any path no route serves.
+pub fn route_not_found(request: &HttpRequest) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!(
+            "no route for {} {}",
+            request.method(),
+            quoted(request.path())
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_in_snake_case() {
+        let code = serde_json::to_value(ErrorCode::IdempotencyKeyReused).unwrap();
+        assert_eq!(code, "idempotency_key_reused");
+    }
+
+    #[test]
+    fn internal_details_stay_in_the_log() {
+        let err = ApiError::from(LogError::panicked("entered unreachable code".into()));
+        assert_eq!(err.to_string(), "internal error");
+        assert!(format!("{err:?}").contains("unreachable"));
+        assert_eq!(err.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn echoed_text_is_sanitized() {
+        let err = ApiError::new(ErrorCode::InvalidBody, "unknown field `a\n2026 INFO x`");
+        assert_eq!(err.to_string(), "unknown field `a\\n2026 INFO x`");
+        let long = ApiError::new(ErrorCode::InvalidBody, "y".repeat(100_000));
+        assert!(long.to_string().len() < 600);
+    }
 }

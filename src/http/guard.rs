@@ -13,10 +13,11 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::auth::{Action, AuthError, Claims, Verifier};
 use crate::config::Limits;
-use crate::log::{EventLog, LogError, TopicDescription};
+use crate::echo::quoted;
+use crate::log::{EventLog, LogError, Readiness, TopicDescription};
 
 /// What every handler shares.
 pub struct AppState {
@@ -36,8 +37,8 @@ impl AppState {
     }
 
     /// For the unauthenticated readiness probe.
-    pub fn is_ready(&self) -> bool {
-        self.log.is_ready()
+    pub fn readiness(&self) -> Readiness {
+        self.log.readiness()
     }
 }
 
@@ -52,12 +53,14 @@ impl Caller {
     /// The log, if the caller's scopes allow `action` on `resource` (a topic or group name).
     pub fn may(&self, action: Action, resource: &str) -> Result<&dyn EventLog, ApiError> {
         match &self.claims {
-            Some(claims) if !claims.scopes.allows(action, resource) => {
-                Err(ApiError::Forbidden(format!(
-                    "the token has no scope allowing {} on '{resource}'",
-                    action.as_str()
-                )))
-            }
+            Some(claims) if !claims.scopes.allows(action, resource) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "the token has no scope allowing {} on {}",
+                    action.as_str(),
+                    quoted(resource)
+                ),
+            )),
             _ => Ok(&*self.state.log),
         }
     }
@@ -65,9 +68,10 @@ impl Caller {
     /// The log, for callers with the `admin` scope.
     pub fn admin(&self) -> Result<&dyn EventLog, ApiError> {
         match &self.claims {
-            Some(claims) if !claims.scopes.is_admin() => {
-                Err(ApiError::Forbidden("this needs the admin scope".into()))
-            }
+            Some(claims) if !claims.scopes.is_admin() => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this needs the admin scope",
+            )),
             _ => Ok(&*self.state.log),
         }
     }
@@ -77,9 +81,10 @@ impl Caller {
         if self.sees_topic(topic) {
             Ok(&*self.state.log)
         } else {
-            Err(ApiError::Forbidden(format!(
-                "the token has no scope on topic '{topic}'"
-            )))
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("the token has no scope on topic {}", quoted(topic)),
+            ))
         }
     }
 
@@ -136,13 +141,23 @@ fn bearer_token(request: &HttpRequest) -> Result<String, ApiError> {
         }
         return Ok(token.trim().to_owned());
     }
-    #[derive(serde::Deserialize)]
-    struct AccessToken {
-        access_token: Option<String>,
+    // Parsed as pairs, not into a struct: a repeated `access_token` must be refused, not
+    // resolved by whichever copy a parser happens to keep.
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(request.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    let mut tokens = pairs
+        .into_iter()
+        .filter(|(name, _)| name == "access_token")
+        .map(|(_, token)| token);
+    match (tokens.next(), tokens.next()) {
+        (Some(_), Some(_)) => Err(ApiError::Unauthorized(AuthError::invalid(
+            "`access_token` appears more than once in the query string; send one token",
+        ))),
+        (Some(token), None) if !token.is_empty() => Ok(token),
+        (Some(_), None) => Err(ApiError::Unauthorized(AuthError::invalid(
+            "`access_token` is empty",
+        ))),
+        (None, _) => Err(ApiError::Unauthorized(AuthError::Missing)),
     }
-    web::Query::<AccessToken>::from_query(request.query_string())
-        .ok()
-        .and_then(|query| query.into_inner().access_token)
-        .filter(|token| !token.is_empty())
-        .ok_or(ApiError::Unauthorized(AuthError::Missing))
 }

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::guard::AppState;
-use crate::log::LogError;
+use crate::log::{LogError, Readiness};
 
 #[derive(Serialize, ToSchema)]
 pub struct Status {
@@ -15,24 +15,25 @@ pub struct Status {
 }
 
 /// Liveness: the process answers HTTP.
-#[utoipa::path(tag = "operations", responses((status = 200, body = Status)))]
+#[utoipa::path(tag = "operations", responses((status = 200, description = "Alive", body = Status)))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Status { status: "ok" })
 }
 
-/// Readiness: storage is open and the server is not shutting down.
+/// Readiness: storage is open and takes writes, and the server is not shutting down.
 #[utoipa::path(
     tag = "operations",
     responses(
-        (status = 200, body = Status),
-        (status = 503, description = "Shutting down", body = ErrorBody),
+        (status = 200, description = "Ready", body = Status),
+        (status = 503, description = "Shutting down, or the log cannot take writes (the message says why)", body = ErrorBody),
     )
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if !state.is_ready() {
-        return Err(LogError::ShuttingDown.into());
+    match state.readiness() {
+        Readiness::Ready => Ok(HttpResponse::Ok().json(Status { status: "ready" })),
+        Readiness::ShuttingDown => Err(LogError::ShuttingDown.into()),
+        Readiness::Failed(reason) => Err(LogError::Unavailable(reason).into()),
     }
-    Ok(HttpResponse::Ok().json(Status { status: "ready" }))
 }

@@ -3,102 +3,32 @@
 //! route that touches data goes through the `guard::Caller` extractor.
 
 mod body;
+mod connection;
 mod error;
 mod guard;
 mod health;
+mod openapi;
 mod records;
 mod telemetry;
 mod topics;
 
+use std::cell::OnceCell;
+use std::rc::Rc;
+
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{App, HttpResponse, web};
+use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{App, HttpRequest, HttpResponse, web};
 use tracing_actix_web::TracingLogger;
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
+
+use openapi::{ApiDoc, BearerAuth, Constraints};
 
 pub use guard::AppState;
 
 use crate::log::TopicName;
 use error::ApiError;
 use telemetry::RequestSpan;
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "tidegate",
-        description = "HTTP/WebSocket gateway for durable, partitioned event streams with Kafka's model."
-    ),
-    tags(
-        (name = "topics", description = "Create, inspect, change and delete topics"),
-        (name = "records", description = "Publish and fetch records"),
-        (name = "operations", description = "Health and readiness"),
-    )
-)]
-struct ApiDoc;
-
-/// Paths that answer without a token.
-const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
-
-/// Declares the bearer scheme, and on every operation outside [`OPEN_PATHS`] the
-/// requirement and its 401/403 answers, mirroring what the [`Caller`] guard enforces.
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{
-            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
-        };
-        use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description(Some(
-                        "A JWT in `Authorization: Bearer`, or in `?access_token=` where headers cannot be set.",
-                    ))
-                    .build(),
-            ),
-        );
-        let error = |description: &str| {
-            RefOr::T(
-                ResponseBuilder::new()
-                    .description(description)
-                    .content(
-                        "application/json",
-                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
-                    )
-                    .build(),
-            )
-        };
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            if OPEN_PATHS.contains(&path.as_str()) {
-                continue;
-            }
-            for operation in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                operation.security = Some(vec![SecurityRequirement::new(
-                    "bearer",
-                    Vec::<String>::new(),
-                )]);
-                let responses = &mut operation.responses.responses;
-                responses.insert("401".into(), error("Missing, invalid or expired token"));
-                responses.insert("403".into(), error("The token lacks the scope this needs"));
-            }
-        }
-    }
-}
 
 fn topic_name(raw: &str) -> Result<TopicName, ApiError> {
     Ok(TopicName::parse(raw)?)
@@ -117,6 +47,10 @@ pub fn app(
         InitError = (),
     >,
 > {
+    // Filled once the routes are registered, from the OpenAPI document that lists them.
+    let routes: Rc<OnceCell<connection::RouteTable>> = Rc::default();
+    let fill_routes = routes.clone();
+    let limits = state.limits;
     App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
@@ -137,11 +71,20 @@ pub fn app(
             // After every route is registered: modifiers in `#[openapi]` run before
             // utoipa-actix-web adds the paths.
             BearerAuth.modify(&mut api);
+            Constraints(limits).modify(&mut api);
+            let _ = fill_routes.set(connection::RouteTable::from_openapi(&api));
             web::resource("/openapi.json").route(
                 web::get().to(move || std::future::ready(HttpResponse::Ok().json(api.clone()))),
             )
         })
         .into_app()
-        .default_service(web::to(error::route_not_found))
+        .default_service(web::to(move |request: HttpRequest| {
+            std::future::ready(connection::fallback(&request, routes.get()))
+        }))
+        .wrap_fn(|mut request, service| {
+            let body = connection::track_body(&mut request);
+            let response = service.call(request);
+            async move { Ok(connection::finish_response(response.await?, body)) }
+        })
         .wrap(TracingLogger::<RequestSpan>::new())
 }

@@ -10,12 +10,12 @@ use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::{self, BodyFormat};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::guard::{AppState, Caller};
 use super::topic_name;
 use crate::auth::Action;
-use crate::config::Limits;
 use crate::log::{AppendRequest, FetchRequest, NewRecord, PartitionChoice, RecordPosition};
+use crate::records::{self, PublishError};
 use crate::wire;
 
 /// Header that marks a publish answered from the idempotency store.
@@ -28,41 +28,16 @@ const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 pub struct PublishRecord {
     /// Records with the same key go to the same partition (Kafka's murmur2 partitioner).
     key: Option<String>,
-    /// Any JSON value; stored and served exactly as sent.
+    /// Any JSON value, stored and served exactly as sent (numbers keep every digit). Arrays
+    /// and objects may nest up to `--max-value-depth` levels (64 by default); escapes of
+    /// unpaired UTF-16 surrogates (`"\ud800"`) are refused.
     #[schema(value_type = Value)]
-    #[serde(deserialize_with = "unicode_json")]
     value: Box<RawValue>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     /// Explicit partition; overrides the key.
+    #[schema(minimum = 0, maximum = 1023)]
     partition: Option<u32>,
-}
-
-/// Takes the value's JSON text as is, refusing escapes of lone UTF-16 surrogates
-/// (`"\ud800"`): the JSON grammar allows them, but they encode no Unicode text and strict
-/// parsers (serde_json among them) would then fail on every fetch page holding the record.
-fn unicode_json<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Box<RawValue>, D::Error> {
-    let raw = Box::<RawValue>::deserialize(deserializer)?;
-    // Only text with a surrogate escape pays for a full parse, which checks the pairing.
-    if has_surrogate_escape(raw.get())
-        && let Err(err) = serde_json::from_str::<serde_json::Value>(raw.get())
-    {
-        return Err(serde::de::Error::custom(format!(
-            "value is not valid Unicode JSON ({err})"
-        )));
-    }
-    Ok(raw)
-}
-
-fn has_surrogate_escape(json: &str) -> bool {
-    json.as_bytes().windows(4).any(|w| {
-        w[0] == b'\\'
-            && w[1] == b'u'
-            && matches!(w[2], b'd' | b'D')
-            && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
-    })
 }
 
 impl From<PublishRecord> for NewRecord {
@@ -83,6 +58,7 @@ impl From<PublishRecord> for NewRecord {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
+    #[schema(min_items = 1)]
     records: Vec<PublishRecord>,
 }
 
@@ -112,7 +88,7 @@ impl From<&RecordPosition> for PublishedOffset {
     tag = "records",
     params(
         ("topic" = String, Path, description = "Topic name"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A repeat within the idempotency window returns the first response and appends nothing"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat within the idempotency window returns the first response and appends nothing; the same key with a different body is refused with 422. 1 to --max-idempotency-key-bytes (255) bytes of printable ASCII."),
     ),
     request_body(content(
         (PublishRequest = "application/json"),
@@ -120,10 +96,12 @@ impl From<&RecordPosition> for PublishedOffset {
     )),
     responses(
         (status = 200, description = "Committed; `Idempotency-Replayed: true` when this repeats an earlier request", body = PublishResponse),
-        (status = 400, description = "Malformed body or record", body = ErrorBody),
+        (status = 400, description = "Malformed body or record, value nested too deep", body = ErrorBody),
         (status = 404, description = "No such topic or partition", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = ErrorBody),
         (status = 413, description = "Body, record or record count over the limit", body = ErrorBody),
-        (status = 415, description = "Content-Type is not JSON or NDJSON", body = ErrorBody),
+        (status = 415, description = "Content-Type is not JSON or NDJSON, or Content-Encoding is not gzip", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used for a different request", body = ErrorBody),
     )
 )]
 #[post("/v1/topics/{topic}/records")]
@@ -136,22 +114,19 @@ pub async fn publish(
 ) -> Result<HttpResponse, ApiError> {
     let topic = topic_name(&path)?;
     let log = caller.may(Action::Publish, topic.as_str())?;
+    let limits = &state.limits;
     let format = BodyFormat::of(&request, &[BodyFormat::Json, BodyFormat::NdJson])?;
-    let idempotency_key = idempotency_key(&request, &state.limits)?;
-    let bytes = body::read(payload.into_inner(), state.limits.max_body_bytes).await?;
-    let records: Vec<NewRecord> = parse_records(format, &bytes)?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    check_records(&records, &state.limits)?;
+    let idempotency_key = request
+        .headers()
+        .get(IDEMPOTENCY_KEY)
+        .map(|value| records::idempotency_key(value.as_bytes(), limits))
+        .transpose()
+        .map_err(|err| ApiError::new(ErrorCode::InvalidIdempotencyKey, err.to_string()))?;
+    let bytes = body::read(&request, payload.into_inner(), limits).await?;
+    let (records, labels) = parse_records(format, &bytes)?;
+    records::validate(&records, limits).map_err(|err| publish_error(&err, &labels))?;
     let outcome = log
-        .append(
-            &topic,
-            AppendRequest {
-                records,
-                idempotency_key,
-            },
-        )
+        .append(&topic, AppendRequest::new(records, idempotency_key))
         .await?;
     let mut response = HttpResponse::Ok();
     if outcome.replayed {
@@ -162,75 +137,67 @@ pub async fn publish(
     }))
 }
 
-/// Parses a publish body: `{"records": [...]}` as JSON, or one record per NDJSON line.
-fn parse_records(format: BodyFormat, body: &[u8]) -> Result<Vec<PublishRecord>, ApiError> {
-    let invalid = |what: String| ApiError::bad_request("invalid_body", what);
-    match format {
-        BodyFormat::Json => body::parse_json::<PublishRequest>(body)
-            .map(|request| request.records)
-            .map_err(|err| invalid(format!("invalid JSON body: {err}"))),
-        BodyFormat::NdJson => body
-            .split(|b| *b == b'\n')
-            .enumerate()
-            .filter(|(_, line)| !line.trim_ascii().is_empty())
-            .map(|(i, line)| {
-                body::parse_json::<PublishRecord>(line)
-                    .map_err(|err| invalid(format!("line {}: {err}", i + 1)))
-            })
-            .collect(),
-    }
+/// How a body names its records in errors: `records[3]` in JSON, `line 4` in NDJSON.
+enum RecordLabels {
+    Json,
+    /// The line of each record (blank lines hold none).
+    Lines(Vec<usize>),
 }
 
-fn idempotency_key(request: &HttpRequest, limits: &Limits) -> Result<Option<String>, ApiError> {
-    let Some(value) = request.headers().get(IDEMPOTENCY_KEY) else {
-        return Ok(None);
-    };
-    let invalid = |why: &str| ApiError::bad_request("invalid_idempotency_key", why.to_owned());
-    let key = value
-        .to_str()
-        .map_err(|_| invalid("Idempotency-Key must be visible ASCII"))?;
-    if key.is_empty() {
-        return Err(invalid("Idempotency-Key must not be empty"));
-    }
-    if key.len() > limits.max_idempotency_key_bytes {
-        return Err(invalid(&format!(
-            "Idempotency-Key is longer than {} bytes",
-            limits.max_idempotency_key_bytes
-        )));
-    }
-    Ok(Some(key.to_owned()))
-}
-
-fn check_records(records: &[NewRecord], limits: &Limits) -> Result<(), ApiError> {
-    if records.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "a publish needs at least one record",
-        ));
-    }
-    if records.len() > limits.max_records_per_request {
-        return Err(ApiError::too_large(
-            "too_many_records",
-            format!(
-                "{} records in one request; the limit is {}",
-                records.len(),
-                limits.max_records_per_request
-            ),
-        ));
-    }
-    for (index, record) in records.iter().enumerate() {
-        let size = record.payload_len();
-        if size > limits.max_record_bytes {
-            return Err(ApiError::too_large(
-                "record_too_large",
-                format!(
-                    "record {index} has {size} bytes of key, value and headers; the limit is {}",
-                    limits.max_record_bytes
-                ),
-            ));
+impl RecordLabels {
+    fn label(&self, index: usize) -> String {
+        match self {
+            RecordLabels::Json => format!("records[{index}]"),
+            RecordLabels::Lines(lines) => {
+                format!("line {}", lines.get(index).copied().unwrap_or(index + 1))
+            }
         }
     }
-    Ok(())
+}
+
+fn publish_error(err: &PublishError, labels: &RecordLabels) -> ApiError {
+    let code = match err {
+        PublishError::NoRecords
+        | PublishError::ValueTooDeep { .. }
+        | PublishError::LoneSurrogate { .. } => ErrorCode::InvalidBody,
+        PublishError::TooManyRecords { .. } => ErrorCode::TooManyRecords,
+        PublishError::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
+    };
+    let message = match err.record_index() {
+        Some(index) => format!("{}: {err}", labels.label(index)),
+        None => err.to_string(),
+    };
+    ApiError::new(code, message)
+}
+
+/// Parses a publish body: `{"records": [...]}` as JSON, or one record per NDJSON line.
+fn parse_records(
+    format: BodyFormat,
+    body: &[u8],
+) -> Result<(Vec<NewRecord>, RecordLabels), ApiError> {
+    let invalid = |what: String| ApiError::new(ErrorCode::InvalidBody, what);
+    match format {
+        BodyFormat::Json => body::parse_json::<PublishRequest>(body)
+            .map(|request| {
+                let records = request.records.into_iter().map(Into::into).collect();
+                (records, RecordLabels::Json)
+            })
+            .map_err(|err| invalid(format!("invalid JSON body: {err}"))),
+        BodyFormat::NdJson => {
+            let mut records = Vec::new();
+            let mut lines = Vec::new();
+            for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+                if line.trim_ascii().is_empty() {
+                    continue;
+                }
+                let record = body::parse_json::<PublishRecord>(line)
+                    .map_err(|err| invalid(format!("line {}: {err}", i + 1)))?;
+                records.push(record.into());
+                lines.push(i + 1);
+            }
+            Ok((records, RecordLabels::Lines(lines)))
+        }
+    }
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -280,7 +247,7 @@ const DEFAULT_FETCH_BYTES: usize = 1 << 20;
         FetchParams,
     ),
     responses(
-        (status = 200, body = FetchResponse),
+        (status = 200, description = "Records from `offset` on, possibly none", body = FetchResponse),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
         (status = 404, description = "No such topic or partition", body = ErrorBody),
         (status = 416, description = "Offset below the log start or above the high watermark; the error carries both bounds", body = ErrorBody),
@@ -311,8 +278,8 @@ pub async fn fetch(
     )?;
     let wait_ms = params.wait_ms.unwrap_or(0);
     if wait_ms > limits.max_wait_ms {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
             format!("wait_ms must be at most {}", limits.max_wait_ms),
         ));
     }
@@ -341,8 +308,8 @@ fn bounded(
 ) -> Result<usize, ApiError> {
     match value.unwrap_or(default) {
         value @ 1.. if value <= max => Ok(value),
-        _ => Err(ApiError::bad_request(
-            "invalid_query",
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidQuery,
             format!("{name} must be between 1 and {max}"),
         )),
     }
@@ -374,7 +341,7 @@ pub struct TimestampOffsetResponse {
         OffsetParams,
     ),
     responses(
-        (status = 200, body = TimestampOffsetResponse),
+        (status = 200, description = "The offset", body = TimestampOffsetResponse),
         (status = 400, description = "Missing or invalid timestamp", body = ErrorBody),
         (status = 404, description = "No such topic or partition", body = ErrorBody),
     )

@@ -7,6 +7,9 @@ use actix_web::{Error, HttpMessage};
 use tracing::Span;
 use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder};
 
+/// Longest path written into a log line; request targets can be kilobytes long.
+const MAX_LOGGED_PATH_CHARS: usize = 256;
+
 /// Root span with method, path and a request id; logs one line when the request ends.
 pub struct RequestSpan;
 
@@ -20,7 +23,7 @@ impl RootSpanBuilder for RequestSpan {
         tracing::info_span!(
             "request",
             method = %request.method(),
-            path = %request.path(),
+            path = %crate::echo::sanitize(request.path(), MAX_LOGGED_PATH_CHARS),
             request_id = %request_id,
             http.status_code = tracing::field::Empty,
             exception.message = tracing::field::Empty,

@@ -1,12 +1,12 @@
 //! Topic administration: create, list, describe, change, delete.
 
-use actix_web::{HttpResponse, delete, get, patch, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::body::JsonBody;
+use super::body;
 use super::error::{ApiError, ErrorBody};
-use super::guard::Caller;
+use super::guard::{AppState, Caller};
 use super::topic_name;
 use crate::log::{
     DEFAULT_RETENTION_MS, PartitionOffsets, TopicConfig, TopicDescription, TopicUpdate,
@@ -23,8 +23,10 @@ pub struct CreateTopic {
     #[schema(minimum = 1, maximum = 1024, default = 1)]
     partitions: u32,
     /// Milliseconds records are kept; -1 keeps them forever. Defaults to 7 days.
+    #[schema(schema_with = super::openapi::retention)]
     retention_ms: Option<i64>,
     /// Bytes kept per partition; -1 (the default) means unlimited.
+    #[schema(schema_with = super::openapi::retention)]
     retention_bytes: Option<i64>,
 }
 
@@ -36,9 +38,14 @@ fn one() -> u32 {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTopic {
-    /// New partition count; partitions can only be added.
+    /// New partition count, 1–1024; partitions can only be added.
+    #[schema(minimum = 1, maximum = 1024)]
     partitions: Option<u32>,
+    /// Milliseconds records are kept; -1 keeps them forever.
+    #[schema(schema_with = super::openapi::retention)]
     retention_ms: Option<i64>,
+    /// Bytes kept per partition; -1 means unlimited.
+    #[schema(schema_with = super::openapi::retention)]
     retention_bytes: Option<i64>,
 }
 
@@ -102,28 +109,33 @@ impl From<TopicDescription> for TopicDetails {
     responses(
         (status = 201, description = "Created", body = TopicDetails),
         (status = 400, description = "Invalid name or settings", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = ErrorBody),
         (status = 409, description = "A topic with this name exists", body = ErrorBody),
         (status = 413, description = "Body over --max-body-bytes", body = ErrorBody),
-        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 415, description = "Body is not JSON, or Content-Encoding is not gzip", body = ErrorBody),
     )
 )]
 #[post("/v1/topics")]
 pub async fn create_topic(
     caller: Caller,
-    JsonBody(body): JsonBody<CreateTopic>,
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let log = caller.admin()?;
+    let body: CreateTopic = body::json(&request, payload.into_inner(), &state.limits).await?;
     let name = topic_name(&body.name)?;
     let config = TopicConfig {
         partitions: body.partitions,
         retention_ms: body.retention_ms.unwrap_or(DEFAULT_RETENTION_MS),
         retention_bytes: body.retention_bytes.unwrap_or(-1),
     };
-    let topic = caller.admin()?.create_topic(name, config).await?;
+    let topic = log.create_topic(name, config).await?;
     Ok(HttpResponse::Created().json(TopicDetails::from(topic)))
 }
 
 /// List topics with their partition counts.
-#[utoipa::path(tag = "topics", responses((status = 200, body = TopicList)))]
+#[utoipa::path(tag = "topics", responses((status = 200, description = "The topics the token may see", body = TopicList)))]
 #[get("/v1/topics")]
 pub async fn list_topics(caller: Caller) -> Result<HttpResponse, ApiError> {
     let topics = caller.visible_topics().await?;
@@ -145,7 +157,7 @@ pub async fn list_topics(caller: Caller) -> Result<HttpResponse, ApiError> {
     tag = "topics",
     params(("topic" = String, Path, description = "Topic name")),
     responses(
-        (status = 200, body = TopicDetails),
+        (status = 200, description = "The topic", body = TopicDetails),
         (status = 400, description = "Invalid topic name", body = ErrorBody),
         (status = 404, description = "No such topic", body = ErrorBody),
     )
@@ -169,28 +181,31 @@ pub async fn describe_topic(
     params(("topic" = String, Path, description = "Topic name")),
     request_body = UpdateTopic,
     responses(
-        (status = 200, body = TopicDetails),
+        (status = 200, description = "Changed", body = TopicDetails),
         (status = 400, description = "Invalid name, settings or fewer partitions", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = ErrorBody),
         (status = 404, description = "No such topic", body = ErrorBody),
         (status = 413, description = "Body over --max-body-bytes", body = ErrorBody),
-        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 415, description = "Body is not JSON, or Content-Encoding is not gzip", body = ErrorBody),
     )
 )]
 #[patch("/v1/topics/{topic}")]
 pub async fn update_topic(
     caller: Caller,
+    state: web::Data<AppState>,
     path: web::Path<String>,
-    JsonBody(body): JsonBody<UpdateTopic>,
+    request: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let log = caller.admin()?;
+    let name = topic_name(&path)?;
+    let body: UpdateTopic = body::json(&request, payload.into_inner(), &state.limits).await?;
     let update = TopicUpdate {
         partitions: body.partitions,
         retention_ms: body.retention_ms,
         retention_bytes: body.retention_bytes,
     };
-    let topic = caller
-        .admin()?
-        .update_topic(&topic_name(&path)?, update)
-        .await?;
+    let topic = log.update_topic(&name, update).await?;
     Ok(HttpResponse::Ok().json(TopicDetails::from(topic)))
 }
 

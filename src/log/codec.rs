@@ -164,7 +164,7 @@ impl<'a> Cursor<'a> {
 }
 
 fn corrupt() -> LogError {
-    LogError::Storage("corrupt record batch".into())
+    LogError::corrupt("record batch does not decode")
 }
 
 #[cfg(test)]

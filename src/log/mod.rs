@@ -30,12 +30,14 @@ mod writer;
 use async_trait::async_trait;
 
 pub use error::LogError;
+pub use error::StorageFault;
 pub use partitioner::{kafka_murmur2, partition_for_key};
-pub use redb_log::{LogOptions, RedbLog};
+pub use redb_log::{DATABASE_FILE, LogOptions, OpenError, RedbLog};
 pub use types::{
-    AppendOutcome, AppendRequest, DEFAULT_RETENTION_MS, FetchRequest, FetchResult, MAX_PARTITIONS,
-    NewRecord, PartitionChoice, PartitionOffsets, RecordPosition, StoredRecord, TimestampOffset,
-    TopicConfig, TopicDescription, TopicName, TopicUpdate,
+    AppendOutcome, AppendRequest, DEFAULT_RETENTION_MS, FetchRequest, FetchResult, IdempotencyKey,
+    MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, NewRecord, PartitionChoice, PartitionOffsets,
+    RecordPosition, StoredRecord, TimestampOffset, TopicConfig, TopicDescription, TopicName,
+    TopicUpdate,
 };
 
 /// When an append is acknowledged relative to the disk.
@@ -45,6 +47,15 @@ pub enum Fsync {
     Always,
     /// Acknowledge after the commit reaches the OS; a crash can lose about the last second.
     Never,
+}
+
+/// Whether a log can serve, for the readiness probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    ShuttingDown,
+    /// It cannot take writes any more; the reason is for the operator.
+    Failed(String),
 }
 
 /// Everything the gateway needs from a log. The embedded redb log implements it today; a
@@ -92,8 +103,8 @@ pub trait EventLog: Send + Sync + 'static {
         timestamp: i64,
     ) -> Result<TimestampOffset, LogError>;
 
-    /// False once shutdown began; the readiness probe reports it.
-    fn is_ready(&self) -> bool;
+    /// Whether the log takes requests; the readiness probe reports it.
+    fn readiness(&self) -> Readiness;
 
     /// Commits everything already accepted, refuses the rest and syncs to disk.
     async fn shutdown(&self);

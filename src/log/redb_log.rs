@@ -1,4 +1,6 @@
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -13,8 +15,9 @@ use super::types::{
     AppendOutcome, AppendRequest, FetchRequest, FetchResult, PartitionOffsets, TimestampOffset,
     TopicConfig, TopicDescription, TopicName, TopicUpdate,
 };
-use super::writer::{Command, TopicChange, Writer};
-use super::{EventLog, Fsync, LogError};
+use super::writer::{Append, Change, Health, Message, TopicAdmin, TopicChange, Writer};
+use super::{EventLog, Fsync, LogError, Readiness};
+use crate::{panics, private_fs};
 
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "tidegate.redb";
@@ -32,78 +35,139 @@ pub struct LogOptions {
     pub idempotency_window: Duration,
 }
 
+/// Why the log could not be opened; one line for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OpenError(String);
+
 /// The embedded log: one redb file, one writer thread, lock-free reads.
 pub struct RedbLog {
     /// Taken at shutdown so the file lock is released before `shutdown` returns.
     db: RwLock<Option<Arc<Database>>>,
     catalog: Arc<Catalog>,
-    commands: mpsc::Sender<Command>,
+    messages: mpsc::Sender<Message>,
     /// Ends long polls at shutdown so the server can drain quickly.
     shutdown: CancellationToken,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    health: Arc<Health>,
 }
 
 impl RedbLog {
-    /// Opens (or creates) the log in `options.data_dir` and starts the writer thread.
-    pub fn open(options: &LogOptions, shutdown: CancellationToken) -> Result<RedbLog, LogError> {
-        std::fs::create_dir_all(&options.data_dir).map_err(|err| {
-            LogError::Storage(format!(
+    /// Opens the log in `options.data_dir`, creating the directory (mode 0700) and a new
+    /// database (mode 0600) when there is none, and starts the writer thread.
+    ///
+    /// Only a missing file means a new database: an empty or damaged one is refused, so a
+    /// truncated file is never silently replaced by an empty log.
+    pub fn open(options: &LogOptions, shutdown: CancellationToken) -> Result<RedbLog, OpenError> {
+        let dir = &options.data_dir;
+        private_fs::create_dir(dir).map_err(|err| {
+            OpenError(format!(
                 "cannot create data directory {}: {err}",
-                options.data_dir.display()
+                dir.display()
             ))
         })?;
-        let path = options.data_dir.join(DATABASE_FILE);
-        let db = Database::create(&path).map_err(|err| match err {
-            redb::DatabaseError::DatabaseAlreadyOpen => LogError::Storage(format!(
-                "{} is already in use by another tidegate process",
-                path.display()
-            )),
-            err => LogError::Storage(format!("cannot open {}: {err}", path.display())),
-        })?;
-        let db = Arc::new(db);
+        let path = dir.join(DATABASE_FILE);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == 0 => {
+                return Err(OpenError(format!(
+                    "{} is empty (0 bytes) where a database is expected; refusing to start \
+                     rather than replace it with an empty log. Restore it from a backup, or \
+                     delete it to start with no data",
+                    path.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => create_database(&path)
+                .map_err(|err| OpenError(format!("cannot create {}: {err}", path.display())))?,
+            Err(err) => return Err(OpenError(format!("cannot read {}: {err}", path.display()))),
+        }
+        let damaged = |what: String| {
+            OpenError(format!(
+                "{} cannot be opened: {what}; run `tidegate check --data-dir {}` to inspect it",
+                path.display(),
+                dir.display()
+            ))
+        };
+        let db = match panics::catch(|| Database::open(&path)) {
+            Ok(Ok(db)) => Arc::new(db),
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+                return Err(OpenError(format!(
+                    "{} is already in use by another tidegate process",
+                    path.display()
+                )));
+            }
+            Ok(Err(err)) => return Err(damaged(err.to_string())),
+            Err(panic) => return Err(damaged(format!("redb panicked ({panic})"))),
+        };
         let catalog = Arc::new(Catalog::default());
-        let writer = Writer::open(
-            db.clone(),
-            catalog.clone(),
-            options.fsync,
-            options.idempotency_window,
-        )?;
-        let (commands, receiver) = mpsc::channel(WRITER_QUEUE);
+        let health = Arc::new(Health::default());
+        let writer = panics::catch_mut(|| {
+            Writer::open(
+                db.clone(),
+                catalog.clone(),
+                options.fsync,
+                options.idempotency_window,
+                health.clone(),
+            )
+        })
+        .map_err(|panic| damaged(format!("redb panicked while loading it ({panic})")))?
+        .map_err(|err| damaged(err.to_string()))?;
+        let (messages, receiver) = mpsc::channel(WRITER_QUEUE);
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || writer.run(receiver))?;
+            .spawn(move || writer.run(receiver))
+            .map_err(|err| OpenError(format!("cannot start the log writer thread: {err}")))?;
         Ok(RedbLog {
             db: RwLock::new(Some(db)),
             catalog,
-            commands,
+            messages,
             shutdown,
             writer: Mutex::new(Some(thread)),
+            health,
         })
     }
 
+    /// Sends a change to the writer and waits for its answer.
     async fn submit<T>(
         &self,
-        command: impl FnOnce(oneshot::Sender<Result<T, LogError>>) -> Command,
+        change: impl FnOnce(oneshot::Sender<Result<T, LogError>>) -> Box<dyn Change>,
     ) -> Result<T, LogError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(command(reply))
+        if self
+            .messages
+            .send(Message::Change(change(reply)))
             .await
-            .map_err(|_| LogError::ShuttingDown)?;
-        answer.await.map_err(|_| LogError::ShuttingDown)?
+            .is_err()
+        {
+            return Err(self.writer_gone());
+        }
+        answer.await.map_err(|_| self.writer_gone())?
+    }
+
+    /// Why the writer no longer answers.
+    fn writer_gone(&self) -> LogError {
+        match self.health.failure() {
+            Some(reason) => LogError::Unavailable(reason.to_owned()),
+            None if self.shutdown.is_cancelled() => LogError::ShuttingDown,
+            None => LogError::Unavailable("the log writer stopped".into()),
+        }
     }
 
     async fn change_topic(&self, topic: &TopicName, change: TopicChange) -> Result<(), LogError> {
         let topic = topic.clone();
-        self.submit(|reply| Command::Admin {
-            topic,
-            change,
-            reply,
+        self.submit(|reply| {
+            Box::new(TopicAdmin {
+                topic,
+                change,
+                reply,
+                staged: false,
+            })
         })
         .await
     }
 
-    /// Runs blocking redb reads off the async workers.
+    /// Runs blocking redb reads off the async workers. A panic in redb (a damaged file)
+    /// becomes a storage error for this read only.
     async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&redb::ReadTransaction) -> Result<T, LogError> + Send + 'static,
@@ -114,9 +178,12 @@ impl RedbLog {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .ok_or(LogError::ShuttingDown)?;
-        tokio::task::spawn_blocking(move || read(&db.begin_read()?))
-            .await
-            .map_err(|err| LogError::Storage(format!("read task failed: {err}")))?
+        tokio::task::spawn_blocking(move || {
+            panics::catch_mut(|| read(&db.begin_read()?))
+                .unwrap_or_else(|panic| Err(LogError::panicked(panic)))
+        })
+        .await
+        .map_err(|err| LogError::panicked(format!("read task failed: {err}")))?
     }
 
     fn bounds(&self, topic: &TopicName, partition: u32) -> Result<PartitionOffsets, LogError> {
@@ -125,6 +192,31 @@ impl RedbLog {
             .partition(topic.as_str(), partition)?
             .offsets(partition))
     }
+}
+
+/// Creates a new, empty database at `path`, readable by its owner only. It is built under a
+/// temporary name and renamed into place, so a crash midway never leaves an empty file
+/// where the database belongs (which the next start would refuse).
+fn create_database(path: &Path) -> std::io::Result<()> {
+    let temp = path.with_extension("redb.new");
+    match std::fs::remove_file(&temp) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)?;
+    Database::create(&temp)
+        .and_then(|db| db.close())
+        .map_err(std::io::Error::other)?;
+    std::fs::rename(&temp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn describe(name: &str, entry: &TopicEntry) -> Result<TopicDescription, LogError> {
@@ -183,10 +275,13 @@ impl EventLog for RedbLog {
         // Fail fast without queueing behind other writes.
         self.catalog.topic(topic.as_str())?;
         let topic = topic.clone();
-        self.submit(|reply| Command::Append {
-            topic,
-            request,
-            reply,
+        self.submit(|reply| {
+            Box::new(Append {
+                topic,
+                request,
+                reply,
+                outcome: None,
+            })
         })
         .await
     }
@@ -279,26 +374,40 @@ impl EventLog for RedbLog {
         })
     }
 
-    fn is_ready(&self) -> bool {
-        !self.shutdown.is_cancelled()
+    fn readiness(&self) -> Readiness {
+        match self.health.failure() {
+            Some(reason) => Readiness::Failed(reason.to_owned()),
+            None if self.shutdown.is_cancelled() => Readiness::ShuttingDown,
+            None => Readiness::Ready,
+        }
     }
 
     async fn shutdown(&self) {
         let (done, stopped) = oneshot::channel();
-        if self.commands.send(Command::Stop { done }).await.is_ok() {
+        if self.messages.send(Message::Stop { done }).await.is_ok() {
             let _ = stopped.await;
         }
         let thread = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
-        // The writer dropped its handle; wait out reads still running so the database is
-        // closed (and its lock released) when this returns, whoever else still holds us.
         let taken = self.db.write().unwrap_or_else(|e| e.into_inner()).take();
         let mut db = match taken {
             Some(db) => db,
             None => return,
         };
+        if self.health.failure().is_some() {
+            // A clean close writes the allocator state and a shutdown header, computed from
+            // memory that a panic inside redb may have left inconsistent. Leave the file as
+            // the last successful commit left it; the next start recovers from that.
+            std::mem::forget(db);
+            tracing::warn!(
+                "the log writer had failed: the database was left without a clean close"
+            );
+            return;
+        }
+        // The writer dropped its handle; wait out reads still running so the database is
+        // closed (and its lock released) when this returns, whoever else still holds us.
         for _ in 0..READ_DRAIN_ATTEMPTS {
             match Arc::try_unwrap(db) {
                 Ok(db) => return drop(db),

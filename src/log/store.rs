@@ -28,6 +28,10 @@ pub(super) const IDEMPOTENCY_EXPIRY: TableDefinition<(i64, &str, &str), ()> =
 pub(super) struct IdempotentReply {
     pub created_ms: i64,
     pub positions: Vec<RecordPosition>,
+    /// Hex SHA-256 of the request ([`super::types::IdempotencyKey`]); absent in entries
+    /// written before digests were kept, which replay without comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// What a partition looks like on disk when the server starts.
@@ -46,8 +50,7 @@ pub(super) struct LoadedTopic {
 }
 
 pub(super) fn decode_config(bytes: &[u8]) -> Result<TopicConfig, LogError> {
-    serde_json::from_slice(bytes)
-        .map_err(|err| LogError::Storage(format!("corrupt topic config: {err}")))
+    serde_json::from_slice(bytes).map_err(|err| LogError::corrupt(format!("topic config: {err}")))
 }
 
 /// Reads every topic and the tail of each partition: O(topics × partitions) lookups,
@@ -182,7 +185,7 @@ pub(super) fn offset_for_timestamp(
         let entry = batches
             .range((topic, partition, 0)..=(topic, partition, offset))?
             .next_back()
-            .ok_or_else(|| LogError::Storage(format!("no batch holds offset {offset}")))?;
+            .ok_or_else(|| LogError::corrupt(format!("no batch holds offset {offset}")))?;
         let (key, batch) = entry?;
         let records = codec::decode(batch.value())?;
         let index = usize::try_from(offset - key.value().2).map_err(|_| missing(offset))?;
@@ -208,5 +211,5 @@ pub(super) fn offset_for_timestamp(
 }
 
 fn missing(offset: u64) -> LogError {
-    LogError::Storage(format!("offset {offset} missing from its batch"))
+    LogError::corrupt(format!("offset {offset} missing from its batch"))
 }

@@ -20,7 +20,10 @@ pub struct TopicName(String);
 
 impl TopicName {
     pub fn parse(name: &str) -> Result<TopicName, LogError> {
-        let invalid = |why: &str| LogError::InvalidTopicName(format!("{name:?}: {why}"));
+        let invalid = |reason| LogError::InvalidTopicName {
+            name: name.to_owned(),
+            reason,
+        };
         if name.is_empty() || name.len() > MAX_TOPIC_NAME_LEN {
             return Err(invalid("must be 1 to 249 characters"));
         }
@@ -142,7 +145,61 @@ impl NewRecord {
 pub struct AppendRequest {
     pub records: Vec<NewRecord>,
     /// A repeat of a key seen within the idempotency window appends nothing.
-    pub idempotency_key: Option<String>,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+impl AppendRequest {
+    /// A request; with a key, the digest that tells a repeat from a reuse is computed here,
+    /// on the caller's thread, not on the writer's.
+    pub fn new(records: Vec<NewRecord>, idempotency_key: Option<String>) -> AppendRequest {
+        let idempotency = idempotency_key.map(|key| IdempotencyKey {
+            digest: digest(&records),
+            key,
+        });
+        AppendRequest {
+            records,
+            idempotency,
+        }
+    }
+}
+
+/// An `Idempotency-Key` and the digest of the request it came with.
+#[derive(Clone, Debug)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// SHA-256 over every record's partition choice, key, value text and headers, framed
+    /// with lengths so that no two different requests hash the same input.
+    pub digest: [u8; 32],
+}
+
+fn digest(records: &[NewRecord]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    fn field(hasher: &mut Sha256, bytes: &[u8]) {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    }
+    let mut h = Sha256::new();
+    h.update((records.len() as u64).to_le_bytes());
+    for record in records {
+        match record.partition {
+            PartitionChoice::Explicit(p) => field(&mut h, &p.to_le_bytes()),
+            PartitionChoice::Default => field(&mut h, &[]),
+        }
+        match &record.key {
+            Some(key) => {
+                h.update([1]);
+                field(&mut h, key.as_bytes());
+            }
+            None => h.update([0]),
+        }
+        field(&mut h, record.value.get().as_bytes());
+        h.update((record.headers.len() as u64).to_le_bytes());
+        for (name, value) in &record.headers {
+            field(&mut h, name.as_bytes());
+            field(&mut h, value.as_bytes());
+        }
+    }
+    h.finalize().into()
 }
 
 /// Where one appended record landed.

@@ -483,7 +483,7 @@ async fn delete_leaves_topics_with_similar_names_alone() {
         );
         // Their idempotency keys still replay.
         let response = app
-            .publish_with_key(name, "same-key", json!([{"value": name}]))
+            .publish_with_key(name, "same-key", json!([{"value": name}, {"value": name}]))
             .await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["idempotency-replayed"], "true", "{name}");

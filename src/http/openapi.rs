@@ -1,0 +1,191 @@
+//! The OpenAPI document: what utoipa derives from the handlers, plus what only the running
+//! configuration knows. Every constraint the server enforces is stated here, so a request
+//! that is valid by the schema is one the server accepts.
+
+use utoipa::openapi::schema::{Object, Schema, Type};
+use utoipa::openapi::{OpenApi as Document, RefOr};
+use utoipa::{Modify, OpenApi};
+
+use crate::config::Limits;
+use crate::log::{MAX_PARTITIONS, MAX_TOPIC_NAME_LEN};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tidegate",
+        description = "HTTP/WebSocket gateway for durable, partitioned event streams with Kafka's model."
+    ),
+    tags(
+        (name = "topics", description = "Create, inspect, change and delete topics"),
+        (name = "records", description = "Publish and fetch records"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Paths that answer without a token.
+const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
+
+/// Declares the bearer scheme, and on every operation outside [`OPEN_PATHS`] the
+/// requirement and its 401/403 answers, mirroring what the `Caller` guard enforces.
+pub struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT in `Authorization: Bearer`, or in `?access_token=` where headers cannot be set.",
+                    ))
+                    .build(),
+            ),
+        );
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if OPEN_PATHS.contains(&path.as_str()) {
+                continue;
+            }
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation.security = Some(vec![SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
+                let responses = &mut operation.responses.responses;
+                responses.insert("401".into(), error("Missing, invalid or expired token"));
+                responses.insert("403".into(), error("The token lacks the scope this needs"));
+            }
+        }
+    }
+}
+
+/// The constraints only the running configuration knows (fetch and publish limits), and
+/// the grammar of topic names wherever one is sent (path parameters and `CreateTopic`).
+pub struct Constraints(pub Limits);
+
+impl Modify for Constraints {
+    fn modify(&self, api: &mut Document) {
+        let limits = &self.0;
+        for item in api.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    let RefOr::T(parameter) = parameter else {
+                        continue;
+                    };
+                    let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema else {
+                        continue;
+                    };
+                    match parameter.name.as_str() {
+                        "topic" => topic_name(schema),
+                        "partition" => range(schema, 0, MAX_PARTITIONS as u64 - 1),
+                        "limit" => range(schema, 1, limits.max_fetch_records as u64),
+                        "max_bytes" => range(schema, 1, limits.max_fetch_bytes as u64),
+                        "wait_ms" => range(schema, 0, limits.max_wait_ms),
+                        "Idempotency-Key" => {
+                            // A header is a string or absent, never null.
+                            schema.schema_type = Type::String.into();
+                            schema.min_length = Some(1);
+                            schema.max_length = Some(limits.max_idempotency_key_bytes);
+                            schema.pattern = Some("^[ -~]+$".into());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let Some(components) = api.components.as_mut() else {
+            return;
+        };
+        if let Some(RefOr::T(Schema::Object(create))) = components.schemas.get_mut("CreateTopic")
+            && let Some(RefOr::T(Schema::Object(name))) = create.properties.get_mut("name")
+        {
+            topic_name(name);
+        }
+        if let Some(RefOr::T(Schema::Object(publish))) =
+            components.schemas.get_mut("PublishRequest")
+            && let Some(RefOr::T(Schema::Array(records))) = publish.properties.get_mut("records")
+        {
+            records.min_items = Some(1);
+            records.max_items = Some(limits.max_records_per_request);
+        }
+    }
+}
+
+/// 1–249 characters of `[A-Za-z0-9._-]`, not `.` or `..`, without look-ahead (which not
+/// every schema tool supports): a name starts with a non-dot, or with one dot and a
+/// non-dot, or with two dots and at least one more character.
+fn topic_name(schema: &mut Object) {
+    let max = MAX_TOPIC_NAME_LEN;
+    schema.min_length = Some(1);
+    schema.max_length = Some(max);
+    schema.pattern = Some(format!(
+        "^(?:[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{}}}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{}}}|\\.\\.[A-Za-z0-9._-]{{1,{}}})$",
+        max - 1,
+        max - 2,
+        max - 2
+    ));
+}
+
+fn range(schema: &mut Object, minimum: u64, maximum: u64) {
+    schema.minimum = Some(utoipa::Number::UInt(minimum as usize));
+    schema.maximum = Some(utoipa::Number::UInt(maximum as usize));
+}
+
+/// `retention_ms` / `retention_bytes`: -1 for unlimited or a positive number; null or
+/// absent keeps the default (on create) or the current value (on change).
+pub fn retention() -> Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder};
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .enum_values(Some([-1]))
+                    .description(Some("unlimited")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                        utoipa::openapi::KnownFormat::Int64,
+                    )))
+                    .minimum(Some(1)),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .build(),
+    )
+}

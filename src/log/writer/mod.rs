@@ -1,0 +1,553 @@
+//! The single writer: owns every redb write transaction and group-commits.
+//!
+//! Requests arrive over a bounded channel. The writer takes what is waiting (up to a
+//! bound), stages all of it into one write transaction, commits once (one fsync with
+//! `--fsync always`), then publishes the new high watermarks and answers every request.
+//! Each request is validated completely before any of its rows is staged, so a refused
+//! request leaves nothing behind and an accepted one commits whole or not at all.
+//!
+//! # Kinds of change
+//! Each kind of change is a type implementing [`Change`] in a module of its own: `topics`
+//! (create, change, delete), `append` (records with idempotency keys). A change validates
+//! against [`LogState`], stages its rows into the shared [`Tables`] and keeps its answer
+//! until the commit settles. The loop below (batching, durability, failure) never looks
+//! inside a change, so a new kind is one new module and the method that sends it.
+//!
+//! # Failure
+//! A commit that fails answers its whole group with the error and reloads the writer's
+//! state from disk. A panic inside redb (it may panic on a damaged file), or a reload that
+//! fails, leaves the writer *failed*: [`Health`] says why (the readiness probe reports it),
+//! the reason is logged once, and every later change is refused as unavailable. A failed
+//! writer never writes again, not even at shutdown, so it cannot make a damaged file worse.
+
+mod append;
+mod topics;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, Durability, ReadableDatabase, Table, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+pub(super) use append::Append;
+pub(super) use topics::{TopicAdmin, TopicChange};
+
+use super::catalog::{Catalog, PartitionEntry, TopicEntry};
+use super::codec::BatchBuilder;
+use super::store::{self, BATCHES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, PARTITIONS, TOPICS};
+use super::types::TopicConfig;
+use super::{Fsync, LogError};
+use crate::panics;
+
+/// Most requests staged into one transaction; bounds a commit's latency and memory.
+const MAX_COMMANDS_PER_COMMIT: usize = 4096;
+/// Most record payload bytes staged into one transaction.
+const MAX_BYTES_PER_COMMIT: usize = 64 << 20;
+/// With `--fsync never`, how long non-durable commits may pile up before one is synced.
+const NON_DURABLE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, LogError>>;
+
+/// One kind of change to the log, staged by the writer into a group commit.
+pub(super) trait Change: Send {
+    /// Record payload bytes, to bound the size of one commit.
+    fn payload_len(&self) -> usize {
+        0
+    }
+
+    /// Validates against the writer's state, then stages rows into the transaction.
+    ///
+    /// Any error but [`LogError::Storage`] is a refusal and must leave the transaction and
+    /// the state as they were; the rest of the group goes on. A storage error fails the
+    /// whole transaction.
+    fn stage(&mut self, staging: &mut Staging<'_, '_>) -> Result<(), LogError>;
+
+    /// Answers the requester once the outcome is known: `Ok` after its commit (the change
+    /// then sends what it staged), the error otherwise.
+    fn answer(self: Box<Self>, result: Result<(), LogError>);
+}
+
+/// What travels over the writer's channel.
+pub(super) enum Message {
+    Change(Box<dyn Change>),
+    /// Commit what came before, refuse what comes after, make everything durable, exit.
+    Stop {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Whether the writer still takes changes; shared with the log's readers and the probes.
+#[derive(Default)]
+pub(super) struct Health {
+    failure: OnceLock<String>,
+}
+
+impl Health {
+    /// Why the writer failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    /// Records the first failure; later ones do not replace it.
+    fn fail(&self, reason: String) -> bool {
+        self.failure.set(reason).is_ok()
+    }
+}
+
+/// The tables every change stages into, opened once per transaction.
+pub(super) struct Tables<'txn> {
+    pub topics: Table<'txn, &'static str, &'static [u8]>,
+    pub partitions: Table<'txn, (&'static str, u32), u64>,
+    pub batches: Table<'txn, (&'static str, u32, u64), &'static [u8]>,
+    pub idempotency: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    pub idempotency_expiry: Table<'txn, (i64, &'static str, &'static str), ()>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Tables<'txn>, LogError> {
+        Ok(Tables {
+            topics: txn.open_table(TOPICS)?,
+            partitions: txn.open_table(PARTITIONS)?,
+            batches: txn.open_table(BATCHES)?,
+            idempotency: txn.open_table(IDEMPOTENCY)?,
+            idempotency_expiry: txn.open_table(IDEMPOTENCY_EXPIRY)?,
+        })
+    }
+}
+
+/// One partition as the writer tracks it.
+pub(super) struct WriterPartition {
+    pub next_offset: u64,
+    pub last_timestamp: i64,
+}
+
+impl WriterPartition {
+    pub const EMPTY: WriterPartition = WriterPartition {
+        next_offset: 0,
+        last_timestamp: i64::MIN,
+    };
+}
+
+/// One topic as the writer tracks it.
+pub(super) struct WriterTopic {
+    pub incarnation: u64,
+    pub config: TopicConfig,
+    pub partitions: Vec<WriterPartition>,
+    /// Keyless requests rotate over partitions, one partition per request.
+    pub next_keyless: u32,
+}
+
+/// The writer's view of the log, including changes staged but not yet committed.
+pub(super) struct LogState {
+    pub topics: HashMap<String, WriterTopic>,
+    next_incarnation: u64,
+    pub idempotency_window_ms: i64,
+}
+
+impl LogState {
+    pub fn new_incarnation(&mut self) -> u64 {
+        self.next_incarnation += 1;
+        self.next_incarnation
+    }
+}
+
+/// Everything a change may touch while it is staged.
+pub(super) struct Staging<'a, 'txn> {
+    pub tables: &'a mut Tables<'txn>,
+    pub batches: &'a mut OpenBatches,
+    pub state: &'a mut LogState,
+    /// Milliseconds since the epoch, one reading for the whole commit.
+    pub now: i64,
+    /// Topics created, changed or deleted: the catalog is updated after the commit.
+    pub reshaped: &'a mut Vec<String>,
+    /// Partitions that got records: their high watermarks move after the commit.
+    pub appended: &'a mut Vec<(String, u32)>,
+}
+
+/// Batches being built in the current transaction, one per partition touched, keyed by
+/// topic then partition so lookups need no allocation.
+#[derive(Default)]
+pub(super) struct OpenBatches(BTreeMap<String, BTreeMap<u32, (u64, BatchBuilder)>>);
+
+impl OpenBatches {
+    /// The batch of `partition`, started at `offset` if this commit has none yet.
+    pub fn for_partition(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timestamp: i64,
+    ) -> &mut BatchBuilder {
+        if !self.0.contains_key(topic) {
+            self.0.insert(topic.to_owned(), BTreeMap::new());
+        }
+        let partitions = self.0.get_mut(topic).expect("inserted above");
+        &mut partitions
+            .entry(partition)
+            .or_insert_with(|| (offset, BatchBuilder::new(timestamp)))
+            .1
+    }
+
+    /// Writes every open batch into the table; admin changes call it first so they see
+    /// the appends staged before them in the same commit.
+    pub fn flush(&mut self, tables: &mut Tables<'_>) -> Result<(), LogError> {
+        for (topic, partitions) in std::mem::take(&mut self.0) {
+            for (partition, (base_offset, builder)) in partitions {
+                tables.batches.insert(
+                    (topic.as_str(), partition, base_offset),
+                    builder.finish().as_slice(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) struct Writer {
+    db: Arc<Database>,
+    catalog: Arc<Catalog>,
+    state: LogState,
+    fsync: Fsync,
+    /// Set while commits exist that `--fsync never` has not synced yet.
+    unsynced_since: Option<Instant>,
+    health: Arc<Health>,
+}
+
+impl Writer {
+    /// Loads committed state from disk and publishes it to the catalog.
+    pub fn open(
+        db: Arc<Database>,
+        catalog: Arc<Catalog>,
+        fsync: Fsync,
+        idempotency_window: Duration,
+        health: Arc<Health>,
+    ) -> Result<Writer, LogError> {
+        let txn = db.begin_write()?;
+        // Create every table up front so read transactions never find one missing.
+        drop(Tables::open(&txn)?);
+        txn.commit()?;
+        let mut writer = Writer {
+            db,
+            catalog,
+            state: LogState {
+                topics: HashMap::new(),
+                next_incarnation: 0,
+                idempotency_window_ms: i64::try_from(idempotency_window.as_millis())
+                    .unwrap_or(i64::MAX),
+            },
+            fsync,
+            unsynced_since: None,
+            health,
+        };
+        writer.reload()?;
+        Ok(writer)
+    }
+
+    /// Rebuilds the writer's state from disk: at start, and after a failed commit.
+    fn reload(&mut self) -> Result<(), LogError> {
+        let loaded = store::load_topics(&self.db.begin_read()?)?;
+        self.state.topics.clear();
+        for topic in loaded {
+            let incarnation = match self.catalog.topic(&topic.name) {
+                Ok(entry) => entry.incarnation,
+                Err(_) => self.state.new_incarnation(),
+            };
+            let entry = TopicEntry {
+                incarnation,
+                config: topic.config,
+                partitions: topic
+                    .partitions
+                    .iter()
+                    .map(|t| PartitionEntry::new(t.log_start_offset, t.high_watermark))
+                    .collect(),
+            };
+            self.catalog.insert(topic.name.clone(), Arc::new(entry));
+            self.state.topics.insert(
+                topic.name,
+                WriterTopic {
+                    incarnation,
+                    config: topic.config,
+                    partitions: topic
+                        .partitions
+                        .iter()
+                        .map(|t| WriterPartition {
+                            next_offset: t.high_watermark,
+                            last_timestamp: t.last_timestamp,
+                        })
+                        .collect(),
+                    next_keyless: 0,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The writer loop; runs on its own thread until `Stop` or until every sender is gone.
+    pub fn run(mut self, mut messages: mpsc::Receiver<Message>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                self.fail(format!("the log writer could not start its timer: {err}"));
+                return;
+            }
+        };
+        loop {
+            let flush_after = self
+                .unsynced_since
+                .map(|since| NON_DURABLE_FLUSH_INTERVAL.saturating_sub(since.elapsed()));
+            let first = runtime.block_on(async {
+                match flush_after {
+                    Some(delay) => tokio::time::timeout(delay, messages.recv()).await.ok(),
+                    None => Some(messages.recv().await),
+                }
+            });
+            let first = match first {
+                None => {
+                    self.sync();
+                    continue;
+                }
+                Some(None) => break,
+                Some(Some(message)) => message,
+            };
+            let mut group = Vec::new();
+            let mut bytes = 0;
+            let mut stop = None;
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Stop { done } => stop = Some(done),
+                    Message::Change(change) => {
+                        bytes += change.payload_len();
+                        group.push(change);
+                    }
+                }
+                if stop.is_none()
+                    && group.len() < MAX_COMMANDS_PER_COMMIT
+                    && bytes < MAX_BYTES_PER_COMMIT
+                {
+                    next = messages.try_recv().ok();
+                }
+            }
+            if !group.is_empty() {
+                self.commit_group(group);
+            }
+            if let Some(done) = stop {
+                messages.close();
+                while let Ok(message) = messages.try_recv() {
+                    match message {
+                        Message::Change(change) => change.answer(Err(LogError::ShuttingDown)),
+                        Message::Stop { done } => drop(done.send(())),
+                    }
+                }
+                self.sync();
+                let _ = done.send(());
+                return;
+            }
+        }
+        self.sync();
+    }
+
+    fn commit_group(&mut self, group: Vec<Box<dyn Change>>) {
+        if let Some(reason) = self.health.failure() {
+            let refusal = LogError::Unavailable(reason.to_owned());
+            for change in group {
+                change.answer(Err(refusal.clone()));
+            }
+            return;
+        }
+        let started = Instant::now();
+        let count = group.len();
+        let mut queue = VecDeque::from(group);
+        let mut staged = Vec::with_capacity(count);
+        let mut reshaped = Vec::new();
+        let mut appended = Vec::new();
+        // redb may panic on a damaged file. The change being staged at that moment is lost
+        // with its reply (its requester sees the writer gone); every other one is answered.
+        let outcome = panics::catch_mut(|| {
+            self.stage_and_commit(&mut queue, &mut staged, &mut reshaped, &mut appended)
+        });
+        let failure = match outcome {
+            Ok(Ok(())) => {
+                self.publish(&reshaped, &appended);
+                for change in staged {
+                    change.answer(Ok(()));
+                }
+                tracing::debug!(
+                    requests = count,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "group commit"
+                );
+                return;
+            }
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, source = ?std::error::Error::source(&err), "log commit failed; reloading state from disk");
+                let reloaded = match panics::catch_mut(|| self.reload()) {
+                    Ok(result) => result.map_err(|reload| reload.to_string()),
+                    Err(panic) => Err(format!("panicked: {panic}")),
+                };
+                if let Err(reload) = reloaded {
+                    self.fail(format!(
+                        "a commit failed ({err}) and the state could not be reloaded ({reload})"
+                    ));
+                }
+                err
+            }
+            Err(panic) => {
+                let reason = format!("the log writer panicked: {panic}");
+                self.fail(reason.clone());
+                LogError::Unavailable(reason)
+            }
+        };
+        for change in staged.into_iter().chain(queue) {
+            change.answer(Err(failure.clone()));
+        }
+    }
+
+    fn stage_and_commit(
+        &mut self,
+        queue: &mut VecDeque<Box<dyn Change>>,
+        staged: &mut Vec<Box<dyn Change>>,
+        reshaped: &mut Vec<String>,
+        appended: &mut Vec<(String, u32)>,
+    ) -> Result<(), LogError> {
+        let now = now_ms();
+        let mut txn = self.db.begin_write()?;
+        let durable = match self.fsync {
+            Fsync::Always => true,
+            Fsync::Never => self
+                .unsynced_since
+                .is_some_and(|since| since.elapsed() >= NON_DURABLE_FLUSH_INTERVAL),
+        };
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        {
+            let mut tables = Tables::open(&txn)?;
+            let mut batches = OpenBatches::default();
+            let mut staging = Staging {
+                tables: &mut tables,
+                batches: &mut batches,
+                state: &mut self.state,
+                now,
+                reshaped,
+                appended,
+            };
+            while let Some(mut change) = queue.pop_front() {
+                match change.stage(&mut staging) {
+                    Ok(()) => staged.push(change),
+                    Err(err @ LogError::Storage(_)) => {
+                        change.answer(Err(err.clone()));
+                        return Err(err);
+                    }
+                    Err(refusal) => change.answer(Err(refusal)),
+                }
+            }
+            staging.batches.flush(staging.tables)?;
+            append::prune_idempotency(&mut staging)?;
+        }
+        txn.commit()?;
+        self.unsynced_since = match (durable, self.unsynced_since) {
+            (true, _) => None,
+            (false, Some(since)) => Some(since),
+            (false, None) => Some(Instant::now()),
+        };
+        Ok(())
+    }
+
+    /// Makes committed changes visible to readers: reshaped topics first, then new high
+    /// watermarks, which wake every waiter of those partitions.
+    fn publish(&self, reshaped: &[String], appended: &[(String, u32)]) {
+        for name in reshaped {
+            let Some(topic) = self.state.topics.get(name) else {
+                self.catalog.remove(name);
+                continue;
+            };
+            let existing = self
+                .catalog
+                .topic(name)
+                .ok()
+                .filter(|entry| entry.incarnation == topic.incarnation);
+            let partitions = (0..topic.partitions.len())
+                .map(
+                    |p| match existing.as_ref().and_then(|e| e.partitions.get(p)) {
+                        Some(entry) => entry.clone(),
+                        None => PartitionEntry::new(0, 0),
+                    },
+                )
+                .collect();
+            self.catalog.insert(
+                name.clone(),
+                Arc::new(TopicEntry {
+                    incarnation: topic.incarnation,
+                    config: topic.config,
+                    partitions,
+                }),
+            );
+        }
+        for (name, partition) in appended {
+            let (Some(topic), Ok(entry)) = (
+                self.state.topics.get(name),
+                self.catalog.partition(name, *partition),
+            ) else {
+                continue;
+            };
+            let next = topic.partitions[*partition as usize].next_offset;
+            entry.high_watermark.send_if_modified(|hwm| {
+                let advanced = *hwm < next;
+                *hwm = next.max(*hwm);
+                advanced
+            });
+        }
+    }
+
+    /// Makes every earlier non-durable commit durable (`--fsync never`). A failed writer
+    /// does not touch the file again.
+    fn sync(&mut self) {
+        if self.unsynced_since.is_none() || self.health.failure().is_some() {
+            return;
+        }
+        let result = panics::catch_mut(|| -> Result<(), LogError> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.commit()?;
+            Ok(())
+        });
+        match result {
+            Ok(Ok(())) => self.unsynced_since = None,
+            Ok(Err(err)) => tracing::error!(%err, "syncing the log failed"),
+            Err(panic) => self.fail(format!("the log writer panicked while syncing: {panic}")),
+        }
+    }
+
+    /// Stops taking changes for good; the reason is logged once and served by readiness.
+    fn fail(&self, reason: String) {
+        if self.health.fail(reason.clone()) {
+            tracing::error!(
+                %reason,
+                "the log writer failed: writes are refused until a restart; check the data \
+                 directory with `tidegate check --data-dir DIR` first"
+            );
+        }
+    }
+}
+
+/// Answers a reply-holding change: its staged value once committed, or the error.
+pub(super) fn settle<T>(reply: Reply<T>, staged: Option<T>, result: Result<(), LogError>) {
+    let answer = result.and_then(|()| {
+        staged.ok_or_else(|| LogError::Unavailable("the change was never staged".into()))
+    });
+    // A requester that gave up (client disconnected) is not an error for the writer.
+    let _ = reply.send(answer);
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
