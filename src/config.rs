@@ -30,6 +30,17 @@ pub enum Command {
     Serve(Config),
     /// Print a token signed with the configured HS secret (or the data directory's).
     Token(TokenArgs),
+    /// Check the database for damage without changing it (stop the server first).
+    /// Exits 0 when intact, 1 when damaged.
+    Check(CheckArgs),
+}
+
+/// Arguments of `tidegate check`.
+#[derive(Clone, Debug, Args)]
+pub struct CheckArgs {
+    /// Directory holding the database file.
+    #[arg(long, env = "TIDEGATE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
 }
 
 /// Arguments of `tidegate token`.

@@ -55,6 +55,17 @@ pub fn run() -> ExitCode {
         Some(Command::Token(args)) => auth_setup::mint_token(&args)
             .map(|token| println!("{token}"))
             .map_err(|err| err.to_string()),
+        Some(Command::Check(args)) => match log::check(&args.data_dir) {
+            Ok(report) => {
+                println!("{report}");
+                return if report.intact {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                };
+            }
+            Err(err) => Err(err.to_string()),
+        },
         None => serve(cli.serve),
     };
     match result {

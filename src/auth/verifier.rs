@@ -207,6 +207,8 @@ impl Verifier {
             .claims;
         let exp = raw
             .exp
+            .as_ref()
+            .and_then(serde_json::Value::as_f64)
             .ok_or_else(|| AuthError::invalid("missing required claim `exp`"))?;
         let mut items = Vec::new();
         for claim in [&raw.scope, &raw.scp].into_iter().flatten() {
@@ -245,8 +247,9 @@ impl Verifier {
 #[derive(Deserialize)]
 struct RawClaims {
     sub: Option<String>,
-    // A float: JWT NumericDate may have a fraction, and `decode` has checked it already.
-    exp: Option<f64>,
+    // Any JSON: `decode` has validated it as a timestamp already, and a value of another
+    // shape must reach its check (and its precise message) instead of failing here.
+    exp: Option<serde_json::Value>,
     scope: Option<ScopeClaim>,
     scp: Option<ScopeClaim>,
 }

@@ -7,16 +7,16 @@
 //! some routes never read one. actix-http then drains what is left of a chunked body to
 //! keep the connection alive, however slowly it trickles in; a client could hold the
 //! connection (and a file descriptor) for as long as it likes. actix closes instead when
-//! the request's payload is still alive at the moment the response goes out, after a
-//! linger of `client_disconnect_timeout` (1 s). So the payload is shared here, and kept in
-//! the response while it was not read to the end.
+//! the request's payload is still alive when the response has been sent, after a linger of
+//! `client_disconnect_timeout` (1 s). So the payload is shared here, and a response whose
+//! request body was not read to the end carries it in its body until the last byte is out.
 
 use std::cell::RefCell;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Payload, ResourceDef, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderValue};
@@ -51,10 +51,39 @@ impl Stream for TrackedPayload {
     }
 }
 
-/// Held by a response whose request body was not read to the end; only its lifetime
-/// matters.
-struct UnreadBody {
-    _payload: Rc<RefCell<SharedPayload>>,
+pin_project_lite::pin_project! {
+    /// A response body that holds the request's unread payload until the body has been
+    /// sent, so that actix closes the connection instead of draining the payload.
+    pub struct HoldingBody<B> {
+        #[pin]
+        body: B,
+        unread: Option<Rc<RefCell<SharedPayload>>>,
+    }
+}
+
+impl<B: MessageBody> MessageBody for HoldingBody<B> {
+    type Error = B::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        self.project().body.poll_next(cx)
+    }
+
+    fn try_into_bytes(self) -> Result<Bytes, Self> {
+        // Handing out the bytes would drop the payload before the response is sent.
+        if self.unread.is_some() {
+            return Err(self);
+        }
+        self.body
+            .try_into_bytes()
+            .map_err(|body| HoldingBody { body, unread: None })
+    }
 }
 
 /// Before the handler: shares the payload so that it can outlive the handler.
@@ -80,15 +109,8 @@ pub fn track_body(request: &mut ServiceRequest) -> Option<Rc<RefCell<SharedPaylo
 pub fn finish_response<B: MessageBody>(
     mut response: ServiceResponse<B>,
     body: Option<Rc<RefCell<SharedPayload>>>,
-) -> ServiceResponse<EitherBody<B>> {
-    if let Some(shared) = body
-        && !shared.borrow().finished
-    {
-        response
-            .response_mut()
-            .extensions_mut()
-            .insert(UnreadBody { _payload: shared });
-    }
+) -> ServiceResponse<HoldingBody<EitherBody<B>>> {
+    let unread = body.filter(|shared| !shared.borrow().finished);
     let request_id = response
         .request()
         .extensions()
@@ -105,26 +127,30 @@ pub fn finish_response<B: MessageBody>(
         .response()
         .extensions()
         .contains::<InternalErrorMarker>();
-    if !internal {
-        return response.map_into_left_body();
-    }
-    let id = request_id.unwrap_or_else(|| "unknown".to_owned());
-    let body = ErrorBody {
-        error: ErrorDetail {
-            code: ErrorCode::InternalError,
-            message: format!("internal error (request id {id}); the server log has the details"),
-            log_start_offset: None,
-            high_watermark: None,
-        },
+    let response = if internal {
+        let id = request_id.unwrap_or_else(|| "unknown".to_owned());
+        let error = ErrorBody {
+            error: ErrorDetail {
+                code: ErrorCode::InternalError,
+                message: format!(
+                    "internal error (request id {id}); the server log has the details"
+                ),
+                log_start_offset: None,
+                high_watermark: None,
+            },
+        };
+        response.map_body(|head, _| {
+            head.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            let json = serde_json::to_vec(&error).unwrap_or_default();
+            EitherBody::right(BoxBody::new(json))
+        })
+    } else {
+        response.map_into_left_body()
     };
-    response.map_body(|head, _| {
-        let json = serde_json::to_vec(&body).unwrap_or_default();
-        head.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        EitherBody::right(actix_web::body::BoxBody::new(json))
-    })
+    response.map_body(|_, body| HoldingBody { body, unread })
 }
 
 /// Every path template we serve, with its methods, to tell 404 from 405.
@@ -166,10 +192,15 @@ impl RouteTable {
 /// The answer when no route took the request: 405 with `Allow` when the path is served
 /// with other methods (HEAD and OPTIONS included, which we do not serve), else 404.
 pub fn fallback(request: &HttpRequest, routes: Option<&RouteTable>) -> HttpResponse {
-    let Some(methods) = routes.and_then(|routes| routes.allowed(request.path())) else {
-        return route_not_found(request).error_response();
-    };
-    let allow = methods.join(", ");
+    match routes.and_then(|routes| routes.allowed(request.path())) {
+        Some(methods) => method_not_allowed(request, methods),
+        None => route_not_found(request).error_response(),
+    }
+}
+
+/// 405 in the SPEC's error shape, with `Allow`.
+pub fn method_not_allowed(request: &HttpRequest, allowed: &[&str]) -> HttpResponse {
+    let allow = allowed.join(", ");
     let mut response = ApiError::new(
         ErrorCode::MethodNotAllowed,
         format!(

@@ -73,9 +73,13 @@ pub fn app(
             BearerAuth.modify(&mut api);
             Constraints(limits).modify(&mut api);
             let _ = fill_routes.set(connection::RouteTable::from_openapi(&api));
-            web::resource("/openapi.json").route(
-                web::get().to(move || std::future::ready(HttpResponse::Ok().json(api.clone()))),
-            )
+            web::resource("/openapi.json")
+                .route(
+                    web::get().to(move || std::future::ready(HttpResponse::Ok().json(api.clone()))),
+                )
+                .default_service(web::to(|request: HttpRequest| {
+                    std::future::ready(connection::method_not_allowed(&request, &["GET"]))
+                }))
         })
         .into_app()
         .default_service(web::to(move |request: HttpRequest| {

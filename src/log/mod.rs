@@ -9,6 +9,7 @@
 //! - `writer`: the single writer thread that group-commits every change.
 //! - `catalog`: committed topic state in memory, with a `watch` channel per partition.
 //! - `redb_log`: [`RedbLog`], the embedded implementation of [`EventLog`].
+//! - `check`: [`check`], the read-only integrity check behind `tidegate check`.
 //!
 //! # Invariants
 //! - Only the writer thread opens write transactions; reads use redb snapshots and never
@@ -19,6 +20,7 @@
 //!   batch's base offset plus its record count.
 
 mod catalog;
+mod check;
 mod codec;
 mod error;
 mod partitioner;
@@ -29,6 +31,7 @@ mod writer;
 
 use async_trait::async_trait;
 
+pub use check::{CheckError, CheckReport, check};
 pub use error::LogError;
 pub use error::StorageFault;
 pub use partitioner::{kafka_murmur2, partition_for_key};

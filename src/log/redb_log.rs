@@ -15,8 +15,8 @@ use super::types::{
     AppendOutcome, AppendRequest, FetchRequest, FetchResult, PartitionOffsets, TimestampOffset,
     TopicConfig, TopicDescription, TopicName, TopicUpdate,
 };
-use super::writer::{Append, Change, Health, Message, TopicAdmin, TopicChange, Writer};
-use super::{EventLog, Fsync, LogError, Readiness};
+use super::writer::{Append, Change, DAMAGED, Health, Message, TopicAdmin, TopicChange, Writer};
+use super::{EventLog, Fsync, LogError, Readiness, StorageFault};
 use crate::{panics, private_fs};
 
 /// Name of the database file inside the data directory.
@@ -166,8 +166,8 @@ impl RedbLog {
         .await
     }
 
-    /// Runs blocking redb reads off the async workers. A panic in redb (a damaged file)
-    /// becomes a storage error for this read only.
+    /// Runs blocking redb reads off the async workers. A panic in redb or bytes that do not
+    /// decode (a damaged file) become a storage error, and the log stops taking writes.
     async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&redb::ReadTransaction) -> Result<T, LogError> + Send + 'static,
@@ -178,12 +178,25 @@ impl RedbLog {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .ok_or(LogError::ShuttingDown)?;
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             panics::catch_mut(|| read(&db.begin_read()?))
                 .unwrap_or_else(|panic| Err(LogError::panicked(panic)))
         })
         .await
-        .map_err(|err| LogError::panicked(format!("read task failed: {err}")))?
+        .unwrap_or_else(|err| Err(LogError::panicked(format!("read task failed: {err}"))));
+        if let Err(LogError::Storage(fault)) = &result
+            && matches!(
+                **fault,
+                StorageFault::Panicked(_) | StorageFault::Corrupt(_)
+            )
+        {
+            // Writing on into a file that reads back damaged could only make it worse.
+            self.health.fail(
+                DAMAGED,
+                &format!("a read found the database damaged: {fault}"),
+            );
+        }
+        result
     }
 
     fn bounds(&self, topic: &TopicName, partition: u32) -> Result<PartitionOffsets, LogError> {
@@ -396,16 +409,6 @@ impl EventLog for RedbLog {
             Some(db) => db,
             None => return,
         };
-        if self.health.failure().is_some() {
-            // A clean close writes the allocator state and a shutdown header, computed from
-            // memory that a panic inside redb may have left inconsistent. Leave the file as
-            // the last successful commit left it; the next start recovers from that.
-            std::mem::forget(db);
-            tracing::warn!(
-                "the log writer had failed: the database was left without a clean close"
-            );
-            return;
-        }
         // The writer dropped its handle; wait out reads still running so the database is
         // closed (and its lock released) when this returns, whoever else still holds us.
         for _ in 0..READ_DRAIN_ATTEMPTS {

@@ -6,10 +6,11 @@
 //! Tokens are minted here with `jsonwebtoken` (or by hand for `alg: none`), never through
 //! the server's own minting code, so a bug there cannot hide a bug in verification.
 
-mod support;
+pub(crate) mod support;
 
 mod binary;
 mod claims;
+mod grammar;
 mod keys;
 mod matrix;
 mod scopes;

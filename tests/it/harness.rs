@@ -389,3 +389,54 @@ pub fn replayed(response: &Response) -> bool {
         .get("Idempotency-Replayed")
         .is_some_and(|v| v == "true")
 }
+
+/// What came back on a raw connection.
+pub struct RawReply {
+    /// Everything the server sent, lossily decoded.
+    pub text: String,
+    /// Whether the server closed the connection (as opposed to the wait running out).
+    pub closed: bool,
+    /// From the end of sending to the close, or to the end of the wait.
+    pub elapsed: std::time::Duration,
+}
+
+impl RawReply {
+    /// The status line, e.g. `HTTP/1.1 413 Payload Too Large`.
+    pub fn status_line(&self) -> &str {
+        self.text.lines().next().unwrap_or("")
+    }
+
+    /// The JSON body after the head.
+    pub fn json(&self) -> Value {
+        let body = self
+            .text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body);
+        serde_json::from_str(body).unwrap_or_else(|err| panic!("not JSON ({err}): {body}"))
+    }
+}
+
+/// Opens a connection to `base_url`, sends `request` as is, then reads until the server
+/// closes the connection or `wait` passes.
+pub async fn raw_exchange(base_url: &str, request: &[u8], wait: std::time::Duration) -> RawReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("send");
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 8192];
+    let closed = loop {
+        let left = wait.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+            Err(_) => break false,
+        }
+    };
+    RawReply {
+        text: String::from_utf8_lossy(&received).into_owned(),
+        closed,
+        elapsed: started.elapsed(),
+    }
+}

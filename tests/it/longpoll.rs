@@ -347,3 +347,71 @@ async fn concurrent_long_pollers_follow_every_record_in_order() {
         assert_eq!(sequence, (0..PER_PUBLISHER as u64).collect::<Vec<_>>());
     }
 }
+
+/// Open file descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .count()
+}
+
+#[tokio::test]
+async fn abandoned_long_polls_release_their_sockets_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let data = dir.path().to_str().expect("utf-8");
+    let server = crate::process::Process::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+            "--auth",
+            "none",
+        ],
+        "warn",
+    );
+    let created = reqwest::Client::new()
+        .post(server.url("/v1/topics"))
+        .json(&json!({"name": "quiet", "partitions": 1}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    let idle = open_fds(server.pid());
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let mut polls = Vec::new();
+    for _ in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        stream
+            .write_all(
+                b"GET /v1/topics/quiet/partitions/0/records?offset=0&wait_ms=60000 HTTP/1.1\r\nHost: t\r\n\r\n",
+            )
+            .await
+            .expect("send");
+        polls.push(stream);
+    }
+    let deadline = Instant::now() + PROMPT;
+    // The client that created the topic may have closed its connection meanwhile.
+    while open_fds(server.pid()) < idle + 190 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held = open_fds(server.pid());
+    assert!(
+        held >= idle + 190,
+        "{held} descriptors, idle {idle}: the polls are not held"
+    );
+    drop(polls);
+    let released = Instant::now();
+    while open_fds(server.pid()) > idle + 10 && released.elapsed() < PROMPT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = open_fds(server.pid());
+    assert!(
+        left <= idle + 10,
+        "{left} descriptors open {:?} after the clients left (idle: {idle})",
+        released.elapsed()
+    );
+}

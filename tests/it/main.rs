@@ -2,13 +2,17 @@
 //! One test binary (ripgrep's layout) so the suite links once.
 
 mod harness;
+mod process;
 
 mod auth;
+mod bodies;
 mod concurrency;
 mod config;
 mod crash;
 mod longpoll;
 mod openapi;
+mod protocol;
 mod publish_fetch;
 mod restart;
+mod storage;
 mod topics;

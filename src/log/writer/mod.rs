@@ -16,9 +16,12 @@
 //! # Failure
 //! A commit that fails answers its whole group with the error and reloads the writer's
 //! state from disk. A panic inside redb (it may panic on a damaged file), or a reload that
-//! fails, leaves the writer *failed*: [`Health`] says why (the readiness probe reports it),
-//! the reason is logged once, and every later change is refused as unavailable. A failed
-//! writer never writes again, not even at shutdown, so it cannot make a damaged file worse.
+//! fails, leaves the log *failed*, and so does a read that finds the file damaged:
+//! [`Health`] says why (the readiness probe reports it), the reason is logged once, and
+//! every later change is refused as unavailable. A failed writer never writes again, not
+//! even its shutdown sync, so it cannot make a damaged file worse. (After a panic inside a
+//! write, redb itself records nothing at close, and the next start recovers from the last
+//! commit.)
 
 mod append;
 mod topics;
@@ -77,21 +80,33 @@ pub(super) enum Message {
     },
 }
 
-/// Whether the writer still takes changes; shared with the log's readers and the probes.
+/// Whether the log still takes changes; shared by the writer, the readers and the probes.
 #[derive(Default)]
 pub(super) struct Health {
-    failure: OnceLock<String>,
+    failure: OnceLock<&'static str>,
 }
 
+/// Why the log stopped taking writes, in words fit for clients; the details (paths, panic
+/// messages, redb errors) go to the log only.
+pub(super) const DAMAGED: &str =
+    "the database file is damaged; writes are refused until the server is restarted";
+pub(super) const WRITER_STOPPED: &str = "the log writer stopped after a storage failure; writes are refused until the server is restarted";
+
 impl Health {
-    /// Why the writer failed, if it did.
-    pub fn failure(&self) -> Option<&str> {
-        self.failure.get().map(String::as_str)
+    /// Why the log failed, if it did.
+    pub fn failure(&self) -> Option<&'static str> {
+        self.failure.get().copied()
     }
 
-    /// Records the first failure; later ones do not replace it.
-    fn fail(&self, reason: String) -> bool {
-        self.failure.set(reason).is_ok()
+    /// Stops all writes for good. The first failure is kept, logged once with its
+    /// `detail`, and served by readiness; later ones are dropped.
+    pub fn fail(&self, summary: &'static str, detail: &str) {
+        if self.failure.set(summary).is_ok() {
+            tracing::error!(
+                detail = %crate::echo::sanitize(detail, 2048),
+                "{summary}; check the data directory with `tidegate check --data-dir DIR` first"
+            );
+        }
     }
 }
 
@@ -291,7 +306,10 @@ impl Writer {
         {
             Ok(runtime) => runtime,
             Err(err) => {
-                self.fail(format!("the log writer could not start its timer: {err}"));
+                self.health.fail(
+                    WRITER_STOPPED,
+                    &format!("the log writer could not start its timer: {err}"),
+                );
                 return;
             }
         };
@@ -390,16 +408,19 @@ impl Writer {
                     Err(panic) => Err(format!("panicked: {panic}")),
                 };
                 if let Err(reload) = reloaded {
-                    self.fail(format!(
-                        "a commit failed ({err}) and the state could not be reloaded ({reload})"
-                    ));
+                    self.health.fail(
+                        WRITER_STOPPED,
+                        &format!(
+                            "a commit failed ({err}) and the state could not be reloaded ({reload})"
+                        ),
+                    );
                 }
                 err
             }
             Err(panic) => {
-                let reason = format!("the log writer panicked: {panic}");
-                self.fail(reason.clone());
-                LogError::Unavailable(reason)
+                self.health
+                    .fail(DAMAGED, &format!("the log writer panicked: {panic}"));
+                LogError::Unavailable(DAMAGED.into())
             }
         };
         for change in staged.into_iter().chain(queue) {
@@ -521,18 +542,10 @@ impl Writer {
         match result {
             Ok(Ok(())) => self.unsynced_since = None,
             Ok(Err(err)) => tracing::error!(%err, "syncing the log failed"),
-            Err(panic) => self.fail(format!("the log writer panicked while syncing: {panic}")),
-        }
-    }
-
-    /// Stops taking changes for good; the reason is logged once and served by readiness.
-    fn fail(&self, reason: String) {
-        if self.health.fail(reason.clone()) {
-            tracing::error!(
-                %reason,
-                "the log writer failed: writes are refused until a restart; check the data \
-                 directory with `tidegate check --data-dir DIR` first"
-            );
+            Err(panic) => self.health.fail(
+                DAMAGED,
+                &format!("the log writer panicked while syncing: {panic}"),
+            ),
         }
     }
 }

@@ -7,7 +7,8 @@ use reqwest::{RequestBuilder, Response};
 use serde_json::json;
 use tempfile::TempDir;
 
-use super::support::{Process, claims, command, hs256};
+use super::support::{claims, hs256};
+use crate::process::{Process, command};
 
 const SECRET: &str = "binary-test-secret-0123456789abcdefgh";
 

@@ -1,13 +1,11 @@
 //! Shared helpers: minting tokens, in-process servers with any auth flags, the 401 checks,
-//! the real binary as a child process, and `openssl` key generation.
+//! and `openssl` key generation.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, RequestBuilder, Response};
@@ -304,166 +302,6 @@ pub fn check_error_shape(body: &str) -> Result<(), String> {
         return Err(format!("error.message is not a non-empty string in {body}"));
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// The real binary
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
-
-/// `tidegate` with no `TIDEGATE_*` variables inherited, so only the given flags count.
-pub fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
-    command.args(args);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("TIDEGATE_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
-
-/// What a child printed; grows while it runs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<String>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        self.0.lock().expect("capture lock").clone()
-    }
-}
-
-/// A `tidegate serve` child process, killed on drop.
-pub struct Process {
-    child: Child,
-    pub base_url: String,
-    stdout: Captured,
-    stderr: Captured,
-    lines: Receiver<String>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-/// Everything a stopped process wrote.
-pub struct Output {
-    pub stdout: String,
-    pub stderr: String,
-}
-
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-impl Process {
-    /// Starts `tidegate <args>` with `RUST_LOG=<rust_log>` and waits for its
-    /// `tidegate listening on http://ADDR` line.
-    pub fn spawn(args: &[&str], rust_log: &str) -> Process {
-        let mut child = command(args)
-            .env("RUST_LOG", rust_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tidegate");
-        let (stdout, stderr) = (Captured::default(), Captured::default());
-        let (sender, lines) = mpsc::channel();
-        let out_pipe = child.stdout.take().expect("stdout pipe");
-        let err_pipe = child.stderr.take().expect("stderr pipe");
-        let readers = vec![
-            {
-                let stdout = stdout.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(out_pipe).lines() {
-                        let Ok(line) = line else { break };
-                        let mut text = stdout.0.lock().expect("capture lock");
-                        text.push_str(&line);
-                        text.push('\n');
-                        drop(text);
-                        let _ = sender.send(line);
-                    }
-                })
-            },
-            {
-                let stderr = stderr.clone();
-                std::thread::spawn(move || {
-                    let mut pipe = BufReader::new(err_pipe);
-                    let mut buffer = [0; 4096];
-                    while let Ok(n @ 1..) = pipe.read(&mut buffer) {
-                        stderr
-                            .0
-                            .lock()
-                            .expect("capture lock")
-                            .push_str(&String::from_utf8_lossy(&buffer[..n]));
-                    }
-                })
-            },
-        ];
-        let mut process = Process {
-            child,
-            base_url: String::new(),
-            stdout,
-            stderr,
-            lines,
-            readers,
-        };
-        let line = process
-            .wait_for_line(|line| line.starts_with("tidegate listening on http://"))
-            .unwrap_or_else(|| {
-                panic!(
-                    "tidegate {args:?} did not report its address; stderr:\n{}",
-                    process.stderr.text()
-                )
-            });
-        process.base_url = line["tidegate listening on ".len()..].trim().to_owned();
-        process
-    }
-
-    /// The next stdout line matching `wanted`, skipping others; `None` on exit or time-out.
-    pub fn wait_for_line(&self, wanted: impl Fn(&str) -> bool) -> Option<String> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if wanted(&line) => return Some(line),
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
-            }
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base_url, path)
-    }
-
-    pub fn stderr_so_far(&self) -> String {
-        self.stderr.text()
-    }
-
-    /// SIGTERM (graceful shutdown), then SIGKILL if it takes too long; returns the output.
-    pub fn stop(&mut self) -> Output {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        Output {
-            stdout: self.stdout.text(),
-            stderr: self.stderr.text(),
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------------------
