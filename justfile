@@ -14,8 +14,9 @@ fmt:
 clippy:
     cargo clippy --release --all-targets -- -D warnings
 
+# The README's test command: Rust tests, then the Python checks (venv set up on first use)
 test:
-    cargo test --release
+    scripts/test
 
 # Regenerate openapi/openapi.json from the running server's document
 openapi:

@@ -197,8 +197,14 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Parses JSON, naming the path of the offending field (`records[2].partition: …`).
+/// Parses a JSON object, naming the path of the offending field (`records[2].partition: …`).
+///
+/// Every body of this API is an object. serde would also build a struct from an array of
+/// its fields in order (`["orders", 3]`), which no client means; that is refused here.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err("expected a JSON object".into());
+    }
     // Tracking the path costs on every field, so only a failed parse is parsed again
     // to say where it failed.
     serde_json::from_slice(bytes).map_err(|plain| {
@@ -224,6 +230,28 @@ fn known_path(path: &str) -> Option<&str> {
         None => path,
     };
     (!known.is_empty() && known != ".").then_some(known)
+}
+
+/// `T` read from a JSON object only. serde builds a struct from an array of its fields in
+/// order too (`[null, 1]` as a record), which no client means and the schema forbids.
+pub struct Object<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OnlyMaps<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for OnlyMaps<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(OnlyMaps(std::marker::PhantomData))
+            .map(Object)
+    }
 }
 
 /// A JSON body, read after the caller's scope has been checked.
@@ -262,6 +290,10 @@ mod tests {
         assert!(err.starts_with("items[1].n: invalid value"), "{err}");
         let err = parse_json::<Outer>(b"{").unwrap_err();
         assert!(err.contains("EOF"), "{err}");
+        for not_an_object in [&b""[..], b"null", b"[[]]", b" 1"] {
+            let err = parse_json::<Outer>(not_an_object).unwrap_err();
+            assert_eq!(err, "expected a JSON object");
+        }
         let err = parse_json::<Outer>(br#"{"items": []} x"#).unwrap_err();
         assert!(err.contains("trailing"), "{err}");
     }

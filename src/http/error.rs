@@ -37,6 +37,7 @@ pub enum ErrorCode {
     MethodNotAllowed,
     RequestTimeout,
     TopicExists,
+    PartitionsCannotShrink,
     BodyTooLarge,
     RecordTooLarge,
     TooManyRecords,
@@ -63,7 +64,7 @@ impl ErrorCode {
             C::NotFound | C::TopicNotFound | C::PartitionNotFound => StatusCode::NOT_FOUND,
             C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            C::TopicExists => StatusCode::CONFLICT,
+            C::TopicExists | C::PartitionsCannotShrink => StatusCode::CONFLICT,
             C::BodyTooLarge | C::RecordTooLarge | C::TooManyRecords => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -104,6 +105,7 @@ impl ApiError {
                 LogError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
                 LogError::InvalidArgument(_) => ErrorCode::InvalidArgument,
                 LogError::TopicExists(_) => ErrorCode::TopicExists,
+                LogError::PartitionsCannotShrink { .. } => ErrorCode::PartitionsCannotShrink,
                 LogError::TopicNotFound(_) => ErrorCode::TopicNotFound,
                 LogError::PartitionNotFound { .. } => ErrorCode::PartitionNotFound,
                 LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,

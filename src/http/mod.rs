@@ -11,6 +11,7 @@ mod openapi;
 mod records;
 mod telemetry;
 mod topics;
+mod whole;
 
 use std::cell::OnceCell;
 use std::rc::Rc;

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
-use super::body::{self, BodyFormat};
+use super::body::{self, BodyFormat, Object};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::guard::{AppState, Caller};
-use super::topic_name;
+use super::{topic_name, whole};
 use crate::auth::Action;
 use crate::log::{AppendRequest, FetchRequest, NewRecord, PartitionChoice, RecordPosition};
 use crate::records::{self, PublishError};
@@ -36,6 +36,7 @@ pub struct PublishRecord {
     #[serde(default)]
     headers: BTreeMap<String, String>,
     /// Explicit partition; overrides the key.
+    #[serde(default, deserialize_with = "whole::optional")]
     #[schema(minimum = 0, maximum = 1023)]
     partition: Option<u32>,
 }
@@ -58,8 +59,8 @@ impl From<PublishRecord> for NewRecord {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
-    #[schema(min_items = 1)]
-    records: Vec<PublishRecord>,
+    #[schema(value_type = Vec<PublishRecord>, min_items = 1)]
+    records: Vec<Object<PublishRecord>>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -179,7 +180,11 @@ fn parse_records(
     match format {
         BodyFormat::Json => body::parse_json::<PublishRequest>(body)
             .map(|request| {
-                let records = request.records.into_iter().map(Into::into).collect();
+                let records = request
+                    .records
+                    .into_iter()
+                    .map(|Object(record)| record.into())
+                    .collect();
                 (records, RecordLabels::Json)
             })
             .map_err(|err| invalid(format!("invalid JSON body: {err}"))),
@@ -236,6 +241,8 @@ pub struct RecordJson {
 }
 
 const DEFAULT_FETCH_LIMIT: usize = 100;
+/// Offsets are Kafka's int64, never negative.
+pub const MAX_OFFSET: u64 = i64::MAX as u64;
 const DEFAULT_FETCH_BYTES: usize = 1 << 20;
 
 /// Read records of one partition.
@@ -276,6 +283,12 @@ pub async fn fetch(
         DEFAULT_FETCH_BYTES.min(limits.max_fetch_bytes),
         limits.max_fetch_bytes,
     )?;
+    if params.offset.is_some_and(|offset| offset > MAX_OFFSET) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("offset must be between 0 and {MAX_OFFSET}"),
+        ));
+    }
     let wait_ms = params.wait_ms.unwrap_or(0);
     if wait_ms > limits.max_wait_ms {
         return Err(ApiError::new(

@@ -4,10 +4,10 @@ use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::body;
 use super::error::{ApiError, ErrorBody};
 use super::guard::{AppState, Caller};
 use super::topic_name;
+use super::{body, whole};
 use crate::log::{
     DEFAULT_RETENTION_MS, PartitionOffsets, TopicConfig, TopicDescription, TopicUpdate,
 };
@@ -19,13 +19,15 @@ pub struct CreateTopic {
     #[schema(example = "orders")]
     name: String,
     /// 1–1024; defaults to 1.
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "whole::number")]
     #[schema(minimum = 1, maximum = 1024, default = 1)]
     partitions: u32,
     /// Milliseconds records are kept; -1 keeps them forever. Defaults to 7 days.
+    #[serde(default, deserialize_with = "whole::optional")]
     #[schema(schema_with = super::openapi::retention)]
     retention_ms: Option<i64>,
     /// Bytes kept per partition; -1 (the default) means unlimited.
+    #[serde(default, deserialize_with = "whole::optional")]
     #[schema(schema_with = super::openapi::retention)]
     retention_bytes: Option<i64>,
 }
@@ -39,12 +41,15 @@ fn one() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct UpdateTopic {
     /// New partition count, 1–1024; partitions can only be added.
+    #[serde(default, deserialize_with = "whole::optional")]
     #[schema(minimum = 1, maximum = 1024)]
     partitions: Option<u32>,
     /// Milliseconds records are kept; -1 keeps them forever.
+    #[serde(default, deserialize_with = "whole::optional")]
     #[schema(schema_with = super::openapi::retention)]
     retention_ms: Option<i64>,
     /// Bytes kept per partition; -1 means unlimited.
+    #[serde(default, deserialize_with = "whole::optional")]
     #[schema(schema_with = super::openapi::retention)]
     retention_bytes: Option<i64>,
 }
@@ -182,9 +187,10 @@ pub async fn describe_topic(
     request_body = UpdateTopic,
     responses(
         (status = 200, description = "Changed", body = TopicDetails),
-        (status = 400, description = "Invalid name, settings or fewer partitions", body = ErrorBody),
-        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = ErrorBody),
+        (status = 400, description = "Invalid name or settings", body = ErrorBody),
         (status = 404, description = "No such topic", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = ErrorBody),
+        (status = 409, description = "Fewer partitions than the topic has: partitions can only be added", body = ErrorBody),
         (status = 413, description = "Body over --max-body-bytes", body = ErrorBody),
         (status = 415, description = "Body is not JSON, or Content-Encoding is not gzip", body = ErrorBody),
     )

@@ -17,6 +17,9 @@ pub enum LogError {
     InvalidArgument(String),
     #[error("topic '{0}' already exists")]
     TopicExists(String),
+    /// Kafka cannot take partitions away either: keys would move between partitions.
+    #[error("partitions can only be raised (the topic has {current}, asked for {requested})")]
+    PartitionsCannotShrink { current: u32, requested: u32 },
     #[error("topic {} does not exist", quoted(.0))]
     TopicNotFound(String),
     #[error("topic '{topic}' has no partition {partition}")]

@@ -1008,12 +1008,17 @@ async fn fetch_beyond_the_high_watermark_is_416_with_bounds() {
     assert_eq!(page["next_offset"], 3);
     assert_eq!(page["high_watermark"], 3);
 
-    for offset in [4u64, 1000, u64::MAX] {
+    for offset in [4u64, 1000, i64::MAX as u64] {
         let response = app.fetch("orders", 0, &format!("offset={offset}")).await;
         let error = expect_error(response, 416, "offset_out_of_range").await;
         assert_eq!(error["log_start_offset"], 0, "{error}");
         assert_eq!(error["high_watermark"], 3, "{error}");
     }
+    // Offsets are Kafka's int64: beyond it is not an offset at all.
+    let response = app
+        .fetch("orders", 0, &format!("offset={}", u64::MAX))
+        .await;
+    expect_error(response, 400, "invalid_query").await;
     // An empty partition: offset 1 is already out of range.
     app.create_topic("empty", 1).await;
     let error = expect_error(

@@ -89,10 +89,10 @@ fn update_config(
     };
     config.validate()?;
     if config.partitions < old.partitions {
-        return Err(LogError::InvalidArgument(format!(
-            "partitions can only be raised (topic has {}, asked for {})",
-            old.partitions, config.partitions
-        )));
+        return Err(LogError::PartitionsCannotShrink {
+            current: old.partitions,
+            requested: config.partitions,
+        });
     }
     write_config(staging.tables, name, &config)?;
     for partition in old.partitions..config.partitions {
