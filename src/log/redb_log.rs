@@ -15,7 +15,9 @@ use super::types::{
     AppendOutcome, AppendRequest, FetchRequest, FetchResult, PartitionOffsets, TimestampOffset,
     TopicConfig, TopicDescription, TopicName, TopicUpdate,
 };
-use super::writer::{Append, Change, DAMAGED, Health, Message, TopicAdmin, TopicChange, Writer};
+use super::writer::{
+    Append, Change, DAMAGED, Health, Message, TopicAdmin, TopicChange, WRITER_STOPPED, Writer,
+};
 use super::{EventLog, Fsync, LogError, Readiness, StorageFault};
 use crate::{panics, private_fs};
 
@@ -113,9 +115,16 @@ impl RedbLog {
         .map_err(|panic| damaged(format!("redb panicked while loading it ({panic})")))?
         .map_err(|err| damaged(err.to_string()))?;
         let (messages, receiver) = mpsc::channel(WRITER_QUEUE);
+        let writer_health = health.clone();
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || {
+                // Panics inside a commit are handled there; this catches the loop itself.
+                if let Err(panic) = panics::catch_mut(|| writer.run(receiver)) {
+                    writer_health
+                        .fail(WRITER_STOPPED, &format!("the log writer panicked: {panic}"));
+                }
+            })
             .map_err(|err| OpenError(format!("cannot start the log writer thread: {err}")))?;
         Ok(RedbLog {
             db: RwLock::new(Some(db)),
@@ -388,9 +397,16 @@ impl EventLog for RedbLog {
     }
 
     fn readiness(&self) -> Readiness {
+        let writer_ended = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_none_or(|thread| thread.is_finished());
         match self.health.failure() {
             Some(reason) => Readiness::Failed(reason.to_owned()),
             None if self.shutdown.is_cancelled() => Readiness::ShuttingDown,
+            None if writer_ended => Readiness::Failed(WRITER_STOPPED.to_owned()),
             None => Readiness::Ready,
         }
     }
