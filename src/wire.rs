@@ -57,12 +57,13 @@ pub fn fetch_response(result: &FetchResult) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::{Offset, PartitionId};
 
     #[test]
     fn records_are_valid_json_with_values_verbatim() {
         let record = StoredRecord {
-            partition: 2,
-            offset: 7,
+            partition: PartitionId::new(2),
+            offset: Offset::new(7),
             timestamp: 1_700_000_000_000,
             key: Some("k\"ey\u{e9}".into()),
             value: r#"{"a": [1, 2.50, "x\u00e9"], "b": null}"#.into(),
@@ -76,9 +77,9 @@ mod tests {
                     ..record
                 },
             ],
-            next_offset: 8,
-            high_watermark: 9,
-            log_start_offset: 0,
+            next_offset: Offset::new(8),
+            high_watermark: Offset::new(9),
+            log_start_offset: Offset::ZERO,
         });
         let text = std::str::from_utf8(&body).unwrap();
         assert!(text.contains(r#""value":{"a": [1, 2.50, "x\u00e9"], "b": null}"#));

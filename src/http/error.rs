@@ -26,6 +26,7 @@ pub enum ErrorCode {
     InvalidQuery,
     InvalidPath,
     InvalidTopicName,
+    InvalidGroupName,
     InvalidArgument,
     InvalidIdempotencyKey,
     MissingToken,
@@ -57,6 +58,7 @@ impl ErrorCode {
             | C::InvalidQuery
             | C::InvalidPath
             | C::InvalidTopicName
+            | C::InvalidGroupName
             | C::InvalidArgument
             | C::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
             C::MissingToken | C::InvalidToken => StatusCode::UNAUTHORIZED,
@@ -103,6 +105,7 @@ impl ApiError {
         match self {
             ApiError::Log(err) => match err {
                 LogError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
+                LogError::InvalidGroupId { .. } => ErrorCode::InvalidGroupName,
                 LogError::InvalidArgument(_) => ErrorCode::InvalidArgument,
                 LogError::TopicExists(_) => ErrorCode::TopicExists,
                 LogError::PartitionsCannotShrink { .. } => ErrorCode::PartitionsCannotShrink,

@@ -7,7 +7,7 @@ use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::config::Limits;
-use crate::log::{MAX_PARTITIONS, MAX_TOPIC_NAME_LEN};
+use crate::log::{MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, Offset};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -112,7 +112,7 @@ impl Modify for Constraints {
                     match parameter.name.as_str() {
                         "topic" => topic_name(schema),
                         "partition" => range(schema, 0, MAX_PARTITIONS as u64 - 1),
-                        "offset" => range(schema, 0, super::records::MAX_OFFSET),
+                        "offset" => range(schema, 0, Offset::MAX.get()),
                         "limit" => range(schema, 1, limits.max_fetch_records as u64),
                         "max_bytes" => range(schema, 1, limits.max_fetch_bytes as u64),
                         "wait_ms" => range(schema, 0, limits.max_wait_ms),

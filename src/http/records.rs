@@ -14,7 +14,9 @@ use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::guard::{AppState, Caller};
 use super::{topic_name, whole};
 use crate::auth::Action;
-use crate::log::{AppendRequest, FetchRequest, NewRecord, PartitionChoice, RecordPosition};
+use crate::log::{
+    AppendRequest, FetchRequest, NewRecord, Offset, PartitionChoice, PartitionId, RecordPosition,
+};
 use crate::records::{self, PublishError};
 use crate::wire;
 
@@ -44,9 +46,9 @@ pub struct PublishRecord {
 impl From<PublishRecord> for NewRecord {
     fn from(record: PublishRecord) -> Self {
         NewRecord {
-            partition: record
-                .partition
-                .map_or(PartitionChoice::Default, PartitionChoice::Explicit),
+            partition: record.partition.map_or(PartitionChoice::Default, |p| {
+                PartitionChoice::Explicit(PartitionId::new(p))
+            }),
             key: record.key,
             value: record.value,
             headers: record.headers.into_iter().collect(),
@@ -78,8 +80,8 @@ pub struct PublishResponse {
 impl From<&RecordPosition> for PublishedOffset {
     fn from(p: &RecordPosition) -> Self {
         PublishedOffset {
-            partition: p.partition,
-            offset: p.offset,
+            partition: p.partition.get(),
+            offset: p.offset.get(),
         }
     }
 }
@@ -241,8 +243,6 @@ pub struct RecordJson {
 }
 
 const DEFAULT_FETCH_LIMIT: usize = 100;
-/// Offsets are Kafka's int64, never negative.
-pub const MAX_OFFSET: u64 = i64::MAX as u64;
 const DEFAULT_FETCH_BYTES: usize = 1 << 20;
 
 /// Read records of one partition.
@@ -268,7 +268,7 @@ pub async fn fetch(
     params: web::Query<FetchParams>,
 ) -> Result<HttpResponse, ApiError> {
     let (topic, partition) = path.into_inner();
-    let topic = topic_name(&topic)?;
+    let (topic, partition) = (topic_name(&topic)?, PartitionId::new(partition));
     let log = caller.may(Action::Subscribe, topic.as_str())?;
     let limits = &state.limits;
     let max_records = bounded(
@@ -283,12 +283,11 @@ pub async fn fetch(
         DEFAULT_FETCH_BYTES.min(limits.max_fetch_bytes),
         limits.max_fetch_bytes,
     )?;
-    if params.offset.is_some_and(|offset| offset > MAX_OFFSET) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!("offset must be between 0 and {MAX_OFFSET}"),
-        ));
-    }
+    let offset = params
+        .offset
+        .map(Offset::parse)
+        .transpose()
+        .map_err(|err| ApiError::new(ErrorCode::InvalidQuery, err.to_string()))?;
     let wait_ms = params.wait_ms.unwrap_or(0);
     if wait_ms > limits.max_wait_ms {
         return Err(ApiError::new(
@@ -301,7 +300,7 @@ pub async fn fetch(
             &topic,
             partition,
             FetchRequest {
-                offset: params.offset,
+                offset,
                 max_records,
                 max_bytes,
                 wait: Duration::from_millis(wait_ms),
@@ -366,14 +365,14 @@ pub async fn offset_for_timestamp(
     params: web::Query<OffsetParams>,
 ) -> Result<HttpResponse, ApiError> {
     let (topic, partition) = path.into_inner();
-    let topic = topic_name(&topic)?;
+    let (topic, partition) = (topic_name(&topic)?, PartitionId::new(partition));
     let found = caller
         .may(Action::Subscribe, topic.as_str())?
         .offset_for_timestamp(&topic, partition, params.timestamp)
         .await?;
     Ok(HttpResponse::Ok().json(TimestampOffsetResponse {
-        partition: found.partition,
-        offset: found.offset,
+        partition: found.partition.get(),
+        offset: found.offset.get(),
         timestamp: found.timestamp,
     }))
 }

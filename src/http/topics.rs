@@ -79,9 +79,9 @@ pub struct PartitionBounds {
 impl From<PartitionOffsets> for PartitionBounds {
     fn from(p: PartitionOffsets) -> Self {
         PartitionBounds {
-            partition: p.partition,
-            log_start_offset: p.log_start_offset,
-            high_watermark: p.high_watermark,
+            partition: p.partition.get(),
+            log_start_offset: p.log_start_offset.get(),
+            high_watermark: p.high_watermark.get(),
         }
     }
 }

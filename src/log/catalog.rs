@@ -10,28 +10,35 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 use super::LogError;
-use super::types::{PartitionOffsets, TopicConfig};
+use super::types::{Offset, PartitionId, PartitionOffsets, TopicConfig};
 
 /// One partition's committed bounds.
 pub(super) struct PartitionEntry {
-    /// Waiters (long polls, later WebSocket/SSE) subscribe here and read the log themselves.
-    pub high_watermark: watch::Sender<u64>,
+    /// Waiters (long polls, group polls, later WebSocket/SSE) subscribe here and read the
+    /// log themselves.
+    pub high_watermark: watch::Sender<Offset>,
     pub log_start_offset: AtomicU64,
 }
 
 impl PartitionEntry {
-    pub fn new(log_start_offset: u64, high_watermark: u64) -> Arc<PartitionEntry> {
+    pub fn new(log_start_offset: Offset, high_watermark: Offset) -> Arc<PartitionEntry> {
         Arc::new(PartitionEntry {
             high_watermark: watch::Sender::new(high_watermark),
-            log_start_offset: AtomicU64::new(log_start_offset),
+            log_start_offset: AtomicU64::new(log_start_offset.get()),
         })
     }
 
-    pub fn offsets(&self, partition: u32) -> PartitionOffsets {
+    pub fn high_watermark(&self) -> Offset {
+        *self.high_watermark.borrow()
+    }
+
+    /// The bounds as the catalog knows them; readers that also read data take the log
+    /// start from their snapshot instead (`store::read_partition`).
+    pub fn offsets(&self, partition: PartitionId) -> PartitionOffsets {
         PartitionOffsets {
             partition,
-            log_start_offset: self.log_start_offset.load(Ordering::Acquire),
-            high_watermark: *self.high_watermark.borrow(),
+            log_start_offset: Offset::new(self.log_start_offset.load(Ordering::Acquire)),
+            high_watermark: self.high_watermark(),
         }
     }
 }
@@ -57,14 +64,18 @@ impl Catalog {
             .ok_or_else(|| LogError::TopicNotFound(name.to_owned()))
     }
 
-    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<PartitionEntry>, LogError> {
+    pub fn partition(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<Arc<PartitionEntry>, LogError> {
         self.topic(topic)?
             .partitions
-            .get(partition as usize)
+            .get(partition.get() as usize)
             .cloned()
             .ok_or_else(|| LogError::PartitionNotFound {
                 topic: topic.to_owned(),
-                partition,
+                partition: partition.get(),
             })
     }
 

@@ -13,6 +13,8 @@ use crate::echo::quoted;
 pub enum LogError {
     #[error("invalid topic name {}: {reason}", quoted(.name))]
     InvalidTopicName { name: String, reason: &'static str },
+    #[error("invalid consumer group name {}: {reason}", quoted(.name))]
+    InvalidGroupId { name: String, reason: &'static str },
     #[error("{0}")]
     InvalidArgument(String),
     #[error("topic '{0}' already exists")]

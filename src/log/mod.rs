@@ -30,6 +30,7 @@ mod types;
 mod writer;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 pub use check::{CheckError, CheckReport, check};
 pub use error::LogError;
@@ -37,10 +38,10 @@ pub use error::StorageFault;
 pub use partitioner::{kafka_murmur2, partition_for_key};
 pub use redb_log::{DATABASE_FILE, LogOptions, OpenError, RedbLog};
 pub use types::{
-    AppendOutcome, AppendRequest, DEFAULT_RETENTION_MS, FetchRequest, FetchResult, IdempotencyKey,
-    MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, NewRecord, PartitionChoice, PartitionOffsets,
-    RecordPosition, StoredRecord, TimestampOffset, TopicConfig, TopicDescription, TopicName,
-    TopicUpdate,
+    AppendOutcome, AppendRequest, CommittedOffset, DEFAULT_RETENTION_MS, FetchRequest, FetchResult,
+    GroupId, IdempotencyKey, MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, NewRecord, Offset,
+    PartitionChoice, PartitionId, PartitionOffsets, RecordPosition, StoredRecord, TimestampOffset,
+    TopicConfig, TopicDescription, TopicName, TopicUpdate,
 };
 
 /// When an append is acknowledged relative to the disk.
@@ -50,6 +51,29 @@ pub enum Fsync {
     Always,
     /// Acknowledge after the commit reaches the OS; a crash can lose about the last second.
     Never,
+}
+
+/// Consumer groups' committed offsets, kept by the log beside its records (a Kafka backend
+/// keeps them in Kafka's group offsets). Fencing (generations, assignment) is the group
+/// coordinator's job; a store only keeps what it is told, all or none per call.
+#[async_trait]
+pub trait OffsetStore: Send + Sync + 'static {
+    /// Stores `offsets` for `group` durably (as durable as a publish), all or none. Each
+    /// offset must lie within `[0, high watermark]` of its partition.
+    async fn commit_offsets(
+        &self,
+        group: &GroupId,
+        offsets: Vec<CommittedOffset>,
+    ) -> Result<(), LogError>;
+
+    /// Every committed offset of `group`, in (topic, partition) order.
+    async fn committed_offsets(&self, group: &GroupId) -> Result<Vec<CommittedOffset>, LogError>;
+
+    /// Every group with at least one committed offset, sorted.
+    async fn offset_groups(&self) -> Result<Vec<GroupId>, LogError>;
+
+    /// Forgets every committed offset of `group`; false when it had none.
+    async fn delete_offsets(&self, group: &GroupId) -> Result<bool, LogError>;
 }
 
 /// Whether a log can serve, for the readiness probe.
@@ -91,20 +115,30 @@ pub trait EventLog: Send + Sync + 'static {
         request: AppendRequest,
     ) -> Result<AppendOutcome, LogError>;
 
-    /// Reads committed records, waiting up to `request.wait` when none is there yet.
+    /// Reads committed records, waiting up to `request.wait` when none is there yet. The
+    /// bounds in the result come from the same snapshot as the records.
     async fn fetch(
         &self,
         topic: &TopicName,
-        partition: u32,
+        partition: PartitionId,
         request: FetchRequest,
     ) -> Result<FetchResult, LogError>;
 
     async fn offset_for_timestamp(
         &self,
         topic: &TopicName,
-        partition: u32,
+        partition: PartitionId,
         timestamp: i64,
     ) -> Result<TimestampOffset, LogError>;
+
+    /// The partition's high watermark, as it moves: the receiver sees each commit that
+    /// appends to the partition (readers then read the log themselves), and closes when
+    /// the topic is deleted.
+    fn watch_high_watermark(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+    ) -> Result<watch::Receiver<Offset>, LogError>;
 
     /// Whether the log takes requests; the readiness probe reports it.
     fn readiness(&self) -> Readiness;

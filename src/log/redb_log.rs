@@ -6,19 +6,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::{Catalog, TopicEntry};
 use super::store;
 use super::types::{
-    AppendOutcome, AppendRequest, FetchRequest, FetchResult, PartitionOffsets, TimestampOffset,
-    TopicConfig, TopicDescription, TopicName, TopicUpdate,
+    AppendOutcome, AppendRequest, CommittedOffset, FetchRequest, FetchResult, GroupId, Offset,
+    PartitionId, TimestampOffset, TopicConfig, TopicDescription, TopicName, TopicUpdate,
 };
 use super::writer::{
-    Append, Change, DAMAGED, Health, Message, TopicAdmin, TopicChange, WRITER_STOPPED, Writer,
+    Append, Change, CommitOffsets, DAMAGED, DeleteOffsets, Health, Message, TopicAdmin,
+    TopicChange, WRITER_STOPPED, Writer,
 };
-use super::{EventLog, Fsync, LogError, Readiness, StorageFault};
+use super::{EventLog, Fsync, LogError, OffsetStore, Readiness, StorageFault};
 use crate::{panics, private_fs};
 
 /// Name of the database file inside the data directory.
@@ -207,13 +208,6 @@ impl RedbLog {
         }
         result
     }
-
-    fn bounds(&self, topic: &TopicName, partition: u32) -> Result<PartitionOffsets, LogError> {
-        Ok(self
-            .catalog
-            .partition(topic.as_str(), partition)?
-            .offsets(partition))
-    }
 }
 
 /// Creates a new, empty database at `path`, readable by its owner only. It is built under a
@@ -247,7 +241,7 @@ fn describe(name: &str, entry: &TopicEntry) -> Result<TopicDescription, LogError
         config: entry.config,
         partitions: (0u32..)
             .zip(&entry.partitions)
-            .map(|(p, partition)| partition.offsets(p))
+            .map(|(p, partition)| partition.offsets(PartitionId::new(p)))
             .collect(),
     })
 }
@@ -311,73 +305,64 @@ impl EventLog for RedbLog {
     async fn fetch(
         &self,
         topic: &TopicName,
-        partition: u32,
+        partition: PartitionId,
         request: FetchRequest,
     ) -> Result<FetchResult, LogError> {
-        let bounds = self.bounds(topic, partition)?;
-        let offset = request.offset.unwrap_or(bounds.log_start_offset);
-        if offset < bounds.log_start_offset || offset > bounds.high_watermark {
-            return Err(LogError::OffsetOutOfRange {
-                offset,
-                log_start_offset: bounds.log_start_offset,
-                high_watermark: bounds.high_watermark,
-            });
-        }
-        if offset == bounds.high_watermark && !request.wait.is_zero() {
+        let entry = self.catalog.partition(topic.as_str(), partition)?;
+        let offset = request
+            .offset
+            .unwrap_or_else(|| entry.offsets(partition).log_start_offset);
+        if offset == entry.high_watermark() && !request.wait.is_zero() {
             // Hold only a receiver while waiting: a deleted topic drops its sender, which
             // wakes the wait instead of keeping the partition alive.
-            let mut high_watermark = self
-                .catalog
-                .partition(topic.as_str(), partition)?
-                .high_watermark
-                .subscribe();
+            let mut high_watermark = entry.high_watermark.subscribe();
+            drop(entry);
             tokio::select! {
                 _ = tokio::time::timeout(request.wait, high_watermark.wait_for(|hwm| *hwm > offset)) => {}
                 _ = self.shutdown.cancelled() => {}
             }
         }
-        let bounds = self.bounds(topic, partition)?;
-        let records = if offset >= bounds.high_watermark {
-            Vec::new()
-        } else {
-            let topic = topic.as_str().to_owned();
-            self.read(move |txn| {
-                store::read_records(
-                    txn,
-                    &topic,
-                    partition,
-                    offset,
-                    bounds.high_watermark,
-                    request.max_records,
-                    request.max_bytes,
-                )
-            })
-            .await?
-        };
-        Ok(FetchResult {
-            next_offset: records.last().map_or(offset, |r| r.offset + 1),
-            records,
-            high_watermark: bounds.high_watermark,
-            log_start_offset: bounds.log_start_offset,
+        // Published before the snapshot opens, so the snapshot holds every offset below it.
+        let high_watermark = self
+            .catalog
+            .partition(topic.as_str(), partition)?
+            .high_watermark()
+            .get();
+        let topic = topic.as_str().to_owned();
+        self.read(move |txn| {
+            store::read_partition(
+                txn,
+                &store::ReadRequest {
+                    topic: &topic,
+                    partition: partition.get(),
+                    from: request.offset.map(Offset::get),
+                    high_watermark,
+                    max_records: request.max_records,
+                    max_bytes: request.max_bytes,
+                },
+            )
         })
+        .await
     }
 
     async fn offset_for_timestamp(
         &self,
         topic: &TopicName,
-        partition: u32,
+        partition: PartitionId,
         timestamp: i64,
     ) -> Result<TimestampOffset, LogError> {
-        let bounds = self.bounds(topic, partition)?;
+        let high_watermark = self
+            .catalog
+            .partition(topic.as_str(), partition)?
+            .high_watermark();
         let topic = topic.as_str().to_owned();
         let found = self
             .read(move |txn| {
                 store::offset_for_timestamp(
                     txn,
                     &topic,
-                    partition,
-                    bounds.log_start_offset,
-                    bounds.high_watermark,
+                    partition.get(),
+                    high_watermark.get(),
                     timestamp,
                 )
             })
@@ -385,15 +370,27 @@ impl EventLog for RedbLog {
         Ok(match found {
             Some((offset, timestamp)) => TimestampOffset {
                 partition,
-                offset,
+                offset: Offset::new(offset),
                 timestamp: Some(timestamp),
             },
             None => TimestampOffset {
                 partition,
-                offset: bounds.high_watermark,
+                offset: high_watermark,
                 timestamp: None,
             },
         })
+    }
+
+    fn watch_high_watermark(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+    ) -> Result<watch::Receiver<Offset>, LogError> {
+        Ok(self
+            .catalog
+            .partition(topic.as_str(), partition)?
+            .high_watermark
+            .subscribe())
     }
 
     fn readiness(&self) -> Readiness {
@@ -435,5 +432,47 @@ impl EventLog for RedbLog {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tracing::warn!("reads still running at shutdown; the database closes when they end");
+    }
+}
+
+#[async_trait]
+impl OffsetStore for RedbLog {
+    async fn commit_offsets(
+        &self,
+        group: &GroupId,
+        offsets: Vec<CommittedOffset>,
+    ) -> Result<(), LogError> {
+        let group = group.clone();
+        self.submit(|reply| {
+            Box::new(CommitOffsets {
+                group,
+                offsets,
+                reply,
+                staged: false,
+            })
+        })
+        .await
+    }
+
+    async fn committed_offsets(&self, group: &GroupId) -> Result<Vec<CommittedOffset>, LogError> {
+        let group = group.as_str().to_owned();
+        self.read(move |txn| store::committed_offsets(txn, &group))
+            .await
+    }
+
+    async fn offset_groups(&self) -> Result<Vec<GroupId>, LogError> {
+        self.read(store::offset_groups).await
+    }
+
+    async fn delete_offsets(&self, group: &GroupId) -> Result<bool, LogError> {
+        let group = group.clone();
+        self.submit(|reply| {
+            Box::new(DeleteOffsets {
+                group,
+                reply,
+                deleted: None,
+            })
+        })
+        .await
     }
 }

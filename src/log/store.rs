@@ -7,12 +7,21 @@
 //! - `batches`: (topic, partition, base offset) → encoded batch (`codec`).
 //! - `idempotency`: (topic, key) → JSON `IdempotentReply`; `idempotency_expiry`:
 //!   (created ms, topic, key) → () orders the keys by age so expiry never scans.
+//! - `offsets`: (group, topic, partition) → (committed offset, commit time in ms): consumer
+//!   groups' committed offsets, written by the same writer in the same group commits.
+//!
+//! Reads that return data take the partition's bounds from the same snapshot as the data
+//! (the log start from `partitions`, the high watermark as published before the snapshot
+//! was opened), so a read never skips records that retention removed meanwhile.
 
 use redb::{ReadTransaction, ReadableTable, TableDefinition};
 
 use super::LogError;
 use super::codec::{self, DecodedRecord};
-use super::types::{RecordPosition, StoredRecord, TopicConfig};
+use super::types::{
+    CommittedOffset, FetchResult, GroupId, Offset, PartitionId, RecordPosition, StoredRecord,
+    TopicConfig, TopicName,
+};
 
 pub(super) const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 pub(super) const PARTITIONS: TableDefinition<(&str, u32), u64> = TableDefinition::new("partitions");
@@ -22,6 +31,8 @@ pub(super) const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("idempotency");
 pub(super) const IDEMPOTENCY_EXPIRY: TableDefinition<(i64, &str, &str), ()> =
     TableDefinition::new("idempotency_expiry");
+pub(super) const OFFSETS: TableDefinition<(&str, &str, u32), (u64, i64)> =
+    TableDefinition::new("offsets");
 
 /// The stored answer to a publish that carried an `Idempotency-Key`.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -98,50 +109,106 @@ pub(super) fn load_topics(txn: &ReadTransaction) -> Result<Vec<LoadedTopic>, Log
     Ok(loaded)
 }
 
+/// The log start of a partition as of this snapshot; `None` when the snapshot has no such
+/// partition (the topic was deleted meanwhile).
+fn log_start(txn: &ReadTransaction, topic: &str, partition: u32) -> Result<Option<u64>, LogError> {
+    let starts = txn.open_table(PARTITIONS)?;
+    Ok(starts.get((topic, partition))?.map(|start| start.value()))
+}
+
+fn missing_partition(topic: &str, partition: u32) -> LogError {
+    LogError::PartitionNotFound {
+        topic: topic.to_owned(),
+        partition,
+    }
+}
+
+/// What a fetch wants from one partition.
+pub(super) struct ReadRequest<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    /// First offset wanted; `None` is the log start.
+    pub from: Option<u64>,
+    /// The high watermark published before the snapshot was opened: every offset below it
+    /// is committed and in the snapshot.
+    pub high_watermark: u64,
+    pub max_records: usize,
+    pub max_bytes: usize,
+}
+
 /// Reads committed records of one partition in `[from, high_watermark)`, stopping at
 /// `max_records` or once `max_bytes` of payload is collected (the first record is always
-/// returned so an oversized record cannot stall a reader).
-pub(super) fn read_records(
+/// returned so an oversized record cannot stall a reader). `from` outside
+/// `[log start, high watermark]` is [`LogError::OffsetOutOfRange`], with the log start of
+/// this very snapshot.
+pub(super) fn read_partition(
     txn: &ReadTransaction,
-    topic: &str,
-    partition: u32,
-    from: u64,
-    high_watermark: u64,
-    max_records: usize,
-    max_bytes: usize,
-) -> Result<Vec<StoredRecord>, LogError> {
-    let batches = txn.open_table(BATCHES)?;
+    request: &ReadRequest<'_>,
+) -> Result<FetchResult, LogError> {
+    let ReadRequest {
+        topic,
+        partition,
+        high_watermark,
+        ..
+    } = *request;
+    let log_start =
+        log_start(txn, topic, partition)?.ok_or_else(|| missing_partition(topic, partition))?;
+    let from = request.from.unwrap_or(log_start);
+    if from < log_start || from > high_watermark {
+        return Err(LogError::OffsetOutOfRange {
+            offset: from,
+            log_start_offset: log_start,
+            high_watermark,
+        });
+    }
     let mut records = Vec::new();
-    let mut bytes = 0usize;
-    // The batch holding `from` is the last one whose base offset is at or below it.
-    let first_base = match batches
-        .range((topic, partition, 0)..=(topic, partition, from))?
-        .next_back()
-    {
-        Some(entry) => entry?.0.value().2,
-        None => from,
-    };
-    'batches: for entry in
-        batches.range((topic, partition, first_base)..(topic, partition, high_watermark))?
-    {
-        let (key, batch) = entry?;
-        let base = key.value().2;
-        for (offset, record) in (base..).zip(codec::decode(batch.value())?) {
-            if offset < from {
-                continue;
+    if from < high_watermark {
+        let batches = txn.open_table(BATCHES)?;
+        let mut bytes = 0usize;
+        // The batch holding `from` is the last one whose base offset is at or below it.
+        let first_base = match batches
+            .range((topic, partition, 0)..=(topic, partition, from))?
+            .next_back()
+        {
+            Some(entry) => entry?.0.value().2,
+            None => from,
+        };
+        'batches: for entry in
+            batches.range((topic, partition, first_base)..(topic, partition, high_watermark))?
+        {
+            let (key, batch) = entry?;
+            let base = key.value().2;
+            for (offset, record) in (base..).zip(codec::decode(batch.value())?) {
+                if offset < from {
+                    continue;
+                }
+                if offset >= high_watermark || records.len() >= request.max_records {
+                    break 'batches;
+                }
+                let size = payload_len(&record);
+                if !records.is_empty() && bytes + size > request.max_bytes {
+                    break 'batches;
+                }
+                bytes += size;
+                records.push(to_stored(partition, offset, record));
             }
-            if offset >= high_watermark || records.len() >= max_records {
-                break 'batches;
-            }
-            let size = payload_len(&record);
-            if !records.is_empty() && bytes + size > max_bytes {
-                break 'batches;
-            }
-            bytes += size;
-            records.push(to_stored(partition, offset, record));
+        }
+        // Dense offsets: a gap means the snapshot lost batches the bounds promise.
+        if let Some(first) = records.first()
+            && first.offset.get() != from
+        {
+            return Err(LogError::corrupt(format!(
+                "{topic}/{partition}: offset {from} missing, next stored is {}",
+                first.offset
+            )));
         }
     }
-    Ok(records)
+    Ok(FetchResult {
+        next_offset: Offset::new(records.last().map_or(from, |r| r.offset.get() + 1)),
+        records,
+        high_watermark: Offset::new(high_watermark),
+        log_start_offset: Offset::new(log_start),
+    })
 }
 
 fn payload_len(record: &DecodedRecord<'_>) -> usize {
@@ -156,8 +223,8 @@ fn payload_len(record: &DecodedRecord<'_>) -> usize {
 
 fn to_stored(partition: u32, offset: u64, record: DecodedRecord<'_>) -> StoredRecord {
     StoredRecord {
-        partition,
-        offset,
+        partition: PartitionId::new(partition),
+        offset: Offset::new(offset),
         timestamp: record.timestamp,
         key: record.key.map(str::to_owned),
         value: record.value.into(),
@@ -169,17 +236,19 @@ fn to_stored(partition: u32, offset: u64, record: DecodedRecord<'_>) -> StoredRe
     }
 }
 
-/// The first offset in `[log_start, high_watermark)` whose record timestamp is at or after
-/// `timestamp`, with that timestamp. Timestamps never decrease within a partition (the
-/// writer clamps them), so a binary search over offsets finds it in O(log n) lookups.
+/// The first offset in `[log start, high_watermark)` whose record timestamp is at or after
+/// `timestamp`, with that timestamp; the log start is this snapshot's. Timestamps never
+/// decrease within a partition (the writer clamps them), so a binary search over offsets
+/// finds it in O(log n) lookups.
 pub(super) fn offset_for_timestamp(
     txn: &ReadTransaction,
     topic: &str,
     partition: u32,
-    log_start: u64,
     high_watermark: u64,
     timestamp: i64,
 ) -> Result<Option<(u64, i64)>, LogError> {
+    let log_start =
+        log_start(txn, topic, partition)?.ok_or_else(|| missing_partition(topic, partition))?;
     let batches = txn.open_table(BATCHES)?;
     let timestamp_at = |offset: u64| -> Result<i64, LogError> {
         let entry = batches
@@ -204,10 +273,51 @@ pub(super) fn offset_for_timestamp(
             low = mid + 1;
         }
     }
-    if low == high_watermark {
+    if low >= high_watermark {
         return Ok(None);
     }
     Ok(Some((low, timestamp_at(low)?)))
+}
+
+/// Every committed offset of `group`, in (topic, partition) order.
+pub(super) fn committed_offsets(
+    txn: &ReadTransaction,
+    group: &str,
+) -> Result<Vec<CommittedOffset>, LogError> {
+    let offsets = txn.open_table(OFFSETS)?;
+    let mut committed = Vec::new();
+    for entry in offsets.range((group, "", 0)..=(group, "\u{10ffff}", u32::MAX))? {
+        let (key, value) = entry?;
+        let (_, topic, partition) = key.value();
+        let (offset, committed_at_ms) = value.value();
+        committed.push(CommittedOffset {
+            topic: TopicName::parse(topic)
+                .map_err(|_| LogError::corrupt(format!("offsets of {group}: topic name")))?,
+            partition: PartitionId::new(partition),
+            offset: Offset::new(offset),
+            committed_at_ms,
+        });
+    }
+    Ok(committed)
+}
+
+/// Every group with a committed offset: one seek per group, not one step per offset.
+pub(super) fn offset_groups(txn: &ReadTransaction) -> Result<Vec<GroupId>, LogError> {
+    let offsets = txn.open_table(OFFSETS)?;
+    let mut groups = Vec::new();
+    let mut after = String::new();
+    loop {
+        // Group names never hold NUL, so `name\0` sorts right after every key of `name`.
+        let next = offsets.range((after.as_str(), "", 0)..)?.next();
+        let Some(entry) = next else {
+            return Ok(groups);
+        };
+        let (key, _) = entry?;
+        let group = key.value().0.to_owned();
+        groups
+            .push(GroupId::parse(&group).map_err(|_| LogError::corrupt("offsets: a group name"))?);
+        after = format!("{group}\0");
+    }
 }
 
 fn missing(offset: u64) -> LogError {

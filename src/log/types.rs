@@ -20,22 +20,10 @@ pub struct TopicName(String);
 
 impl TopicName {
     pub fn parse(name: &str) -> Result<TopicName, LogError> {
-        let invalid = |reason| LogError::InvalidTopicName {
+        check_name(name).map_err(|reason| LogError::InvalidTopicName {
             name: name.to_owned(),
             reason,
-        };
-        if name.is_empty() || name.len() > MAX_TOPIC_NAME_LEN {
-            return Err(invalid("must be 1 to 249 characters"));
-        }
-        if name == "." || name == ".." {
-            return Err(invalid("'.' and '..' are reserved"));
-        }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        {
-            return Err(invalid("only A-Z, a-z, 0-9, '.', '_' and '-' are allowed"));
-        }
+        })?;
         Ok(TopicName(name.to_owned()))
     }
 
@@ -47,6 +35,122 @@ impl TopicName {
 impl fmt::Display for TopicName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Kafka's rule for topic names, which consumer group names follow here too (so both fit
+/// in a URL path segment and a scope pattern unescaped).
+fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > MAX_TOPIC_NAME_LEN {
+        return Err("must be 1 to 249 characters");
+    }
+    if name == "." || name == ".." {
+        return Err("'.' and '..' are reserved");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err("only A-Z, a-z, 0-9, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// A consumer group's name: the same rules as a topic name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct GroupId(String);
+
+impl GroupId {
+    pub fn parse(name: &str) -> Result<GroupId, LogError> {
+        check_name(name).map_err(|reason| LogError::InvalidGroupId {
+            name: name.to_owned(),
+            reason,
+        })?;
+        Ok(GroupId(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A partition's number within its topic. Any number is well formed; whether the topic
+/// has it is the log's question.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct PartitionId(u32);
+
+impl PartitionId {
+    pub const fn new(partition: u32) -> PartitionId {
+        PartitionId(partition)
+    }
+
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A record's position in its partition, Kafka's int64: 0 to 2^63-1, never negative.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct Offset(u64);
+
+impl Offset {
+    /// The largest offset: Kafka's offsets are signed 64-bit.
+    pub const MAX: Offset = Offset(i64::MAX as u64);
+    pub const ZERO: Offset = Offset(0);
+
+    /// An offset a client sent; beyond [`Offset::MAX`] it is no offset at all.
+    pub fn parse(offset: u64) -> Result<Offset, LogError> {
+        if offset > Self::MAX.0 {
+            return Err(LogError::InvalidArgument(format!(
+                "offset {offset} is beyond the largest offset, {}",
+                Self::MAX.0
+            )));
+        }
+        Ok(Offset(offset))
+    }
+
+    /// An offset the log itself produced or stored.
+    pub(crate) const fn new(offset: u64) -> Offset {
+        Offset(offset)
+    }
+
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The offset after this one.
+    pub const fn next(self) -> Offset {
+        Offset(self.0 + 1)
+    }
+
+    /// How many offsets lie between `earlier` and this one (0 if `earlier` is later).
+    pub fn distance_from(self, earlier: Offset) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl fmt::Display for Offset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -94,11 +198,11 @@ pub struct TopicUpdate {
 /// The bounds of one partition's log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct PartitionOffsets {
-    pub partition: u32,
+    pub partition: PartitionId,
     /// First offset still stored.
-    pub log_start_offset: u64,
+    pub log_start_offset: Offset,
     /// Offset the next record will get; every offset below it is committed.
-    pub high_watermark: u64,
+    pub high_watermark: Offset,
 }
 
 /// A topic's configuration and the bounds of each partition.
@@ -112,7 +216,7 @@ pub struct TopicDescription {
 /// Where a record should go, as the producer asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PartitionChoice {
-    Explicit(u32),
+    Explicit(PartitionId),
     /// No partition given: keyed records hash, keyless ones rotate per request.
     Default,
 }
@@ -182,7 +286,7 @@ fn digest(records: &[NewRecord]) -> [u8; 32] {
     h.update((records.len() as u64).to_le_bytes());
     for record in records {
         match record.partition {
-            PartitionChoice::Explicit(p) => field(&mut h, &p.to_le_bytes()),
+            PartitionChoice::Explicit(p) => field(&mut h, &p.get().to_le_bytes()),
             PartitionChoice::Default => field(&mut h, &[]),
         }
         match &record.key {
@@ -205,8 +309,8 @@ fn digest(records: &[NewRecord]) -> [u8; 32] {
 /// Where one appended record landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RecordPosition {
-    pub partition: u32,
-    pub offset: u64,
+    pub partition: PartitionId,
+    pub offset: Offset,
 }
 
 /// The answer to an append: positions in request order.
@@ -220,8 +324,8 @@ pub struct AppendOutcome {
 /// A committed record read back from the log.
 #[derive(Clone, Debug)]
 pub struct StoredRecord {
-    pub partition: u32,
-    pub offset: u64,
+    pub partition: PartitionId,
+    pub offset: Offset,
     pub timestamp: i64,
     pub key: Option<String>,
     /// The producer's JSON text, validated at publish and never parsed again.
@@ -233,7 +337,7 @@ pub struct StoredRecord {
 #[derive(Clone, Copy, Debug)]
 pub struct FetchRequest {
     /// First offset wanted; `None` starts at the log start.
-    pub offset: Option<u64>,
+    pub offset: Option<Offset>,
     pub max_records: usize,
     /// Soft cap on payload bytes; the first record is returned even when larger.
     pub max_bytes: usize,
@@ -245,16 +349,26 @@ pub struct FetchRequest {
 #[derive(Clone, Debug)]
 pub struct FetchResult {
     pub records: Vec<StoredRecord>,
-    pub next_offset: u64,
-    pub high_watermark: u64,
-    pub log_start_offset: u64,
+    pub next_offset: Offset,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
+}
+
+/// A consumer group's committed offset for one partition: the next offset to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub topic: TopicName,
+    pub partition: PartitionId,
+    pub offset: Offset,
+    /// When it was committed, in milliseconds since the epoch (0 when being committed).
+    pub committed_at_ms: i64,
 }
 
 /// The first offset whose timestamp is at or after a given time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimestampOffset {
-    pub partition: u32,
-    pub offset: u64,
+    pub partition: PartitionId,
+    pub offset: Offset,
     /// Timestamp of the record at `offset`; `None` when no record is that recent yet and
     /// `offset` is the high watermark.
     pub timestamp: Option<i64>,

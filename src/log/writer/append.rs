@@ -7,7 +7,8 @@ use crate::log::LogError;
 use crate::log::partitioner::partition_for_key;
 use crate::log::store::IdempotentReply;
 use crate::log::types::{
-    AppendOutcome, AppendRequest, IdempotencyKey, PartitionChoice, RecordPosition, TopicName,
+    AppendOutcome, AppendRequest, IdempotencyKey, Offset, PartitionChoice, PartitionId,
+    RecordPosition, TopicName,
 };
 
 /// Expired idempotency keys removed per commit, so expiry never makes one commit slow.
@@ -32,7 +33,11 @@ impl Change for Append {
             None => stage_records(staging, &self.topic, &self.request)?,
         };
         if !outcome.replayed {
-            let mut touched: Vec<u32> = outcome.positions.iter().map(|p| p.partition).collect();
+            let mut touched: Vec<u32> = outcome
+                .positions
+                .iter()
+                .map(|p| p.partition.get())
+                .collect();
             touched.sort_unstable();
             touched.dedup();
             staging.appended.extend(
@@ -107,10 +112,10 @@ fn stage_records(
         .records
         .iter()
         .map(|record| match (record.partition, &record.key) {
-            (PartitionChoice::Explicit(p), _) if p < partitions => Ok(p),
+            (PartitionChoice::Explicit(p), _) if p.get() < partitions => Ok(p.get()),
             (PartitionChoice::Explicit(p), _) => Err(LogError::PartitionNotFound {
                 topic: name.to_owned(),
-                partition: p,
+                partition: p.get(),
             }),
             (PartitionChoice::Default, Some(key)) => {
                 Ok(partition_for_key(key.as_bytes(), partitions))
@@ -143,7 +148,10 @@ fn stage_records(
                 record.value.get(),
                 &record.headers,
             );
-        positions.push(RecordPosition { partition, offset });
+        positions.push(RecordPosition {
+            partition: PartitionId::new(partition),
+            offset: Offset::new(offset),
+        });
     }
 
     if let Some(key) = &request.idempotency {

@@ -8,7 +8,8 @@
 //!
 //! # Kinds of change
 //! Each kind of change is a type implementing [`Change`] in a module of its own: `topics`
-//! (create, change, delete), `append` (records with idempotency keys). A change validates
+//! (create, change, delete), `append` (records with idempotency keys), `offsets` (consumer
+//! group commits and deletions). A change validates
 //! against [`LogState`], stages its rows into the shared [`Tables`] and keeps its answer
 //! until the commit settles. The loop below (batching, durability, failure) never looks
 //! inside a change, so a new kind is one new module and the method that sends it.
@@ -24,6 +25,7 @@
 //! commit.)
 
 mod append;
+mod offsets;
 mod topics;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -34,12 +36,13 @@ use redb::{Database, Durability, ReadableDatabase, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 pub(super) use append::Append;
+pub(super) use offsets::{CommitOffsets, DeleteOffsets};
 pub(super) use topics::{TopicAdmin, TopicChange};
 
 use super::catalog::{Catalog, PartitionEntry, TopicEntry};
 use super::codec::BatchBuilder;
-use super::store::{self, BATCHES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, PARTITIONS, TOPICS};
-use super::types::TopicConfig;
+use super::store::{self, BATCHES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, OFFSETS, PARTITIONS, TOPICS};
+use super::types::{Offset, PartitionId, TopicConfig};
 use super::{Fsync, LogError};
 use crate::panics;
 
@@ -117,6 +120,7 @@ pub(super) struct Tables<'txn> {
     pub batches: Table<'txn, (&'static str, u32, u64), &'static [u8]>,
     pub idempotency: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     pub idempotency_expiry: Table<'txn, (i64, &'static str, &'static str), ()>,
+    pub offsets: Table<'txn, (&'static str, &'static str, u32), (u64, i64)>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -127,6 +131,7 @@ impl<'txn> Tables<'txn> {
             batches: txn.open_table(BATCHES)?,
             idempotency: txn.open_table(IDEMPOTENCY)?,
             idempotency_expiry: txn.open_table(IDEMPOTENCY_EXPIRY)?,
+            offsets: txn.open_table(OFFSETS)?,
         })
     }
 }
@@ -274,7 +279,12 @@ impl Writer {
                 partitions: topic
                     .partitions
                     .iter()
-                    .map(|t| PartitionEntry::new(t.log_start_offset, t.high_watermark))
+                    .map(|t| {
+                        PartitionEntry::new(
+                            Offset::new(t.log_start_offset),
+                            Offset::new(t.high_watermark),
+                        )
+                    })
                     .collect(),
             };
             self.catalog.insert(topic.name.clone(), Arc::new(entry));
@@ -498,7 +508,7 @@ impl Writer {
                 .map(
                     |p| match existing.as_ref().and_then(|e| e.partitions.get(p)) {
                         Some(entry) => entry.clone(),
-                        None => PartitionEntry::new(0, 0),
+                        None => PartitionEntry::new(Offset::ZERO, Offset::ZERO),
                     },
                 )
                 .collect();
@@ -514,11 +524,11 @@ impl Writer {
         for (name, partition) in appended {
             let (Some(topic), Ok(entry)) = (
                 self.state.topics.get(name),
-                self.catalog.partition(name, *partition),
+                self.catalog.partition(name, PartitionId::new(*partition)),
             ) else {
                 continue;
             };
-            let next = topic.partitions[*partition as usize].next_offset;
+            let next = Offset::new(topic.partitions[*partition as usize].next_offset);
             entry.high_watermark.send_if_modified(|hwm| {
                 let advanced = *hwm < next;
                 *hwm = next.max(*hwm);

@@ -135,6 +135,9 @@ fn delete(staging: &mut Staging<'_, '_>, name: &TopicName) -> Result<(), LogErro
     for key in keys {
         tables.idempotency.remove((name, key.as_str()))?;
     }
+    // Committed offsets go with the topic, in the same transaction. Keys lead with the
+    // group, so this visits every committed offset; there are groups × partitions of them.
+    tables.offsets.retain(|(_, topic, _), _| topic != name)?;
     Ok(())
 }
 
