@@ -40,7 +40,6 @@ pub fn setup(args: &AuthArgs, data_dir: &Path) -> Result<AuthSetup, AuthError> {
         issuer: args.jwt_issuer.clone(),
         audience: args.jwt_audience.clone(),
         leeway_secs: args.jwt_leeway_secs,
-        hs_algorithm: None,
     })?;
     let first_run_token = generated_secret
         .map(|secret| mint(args, &secret, "admin", "admin", args.admin_token_ttl))

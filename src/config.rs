@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::log::{Fsync, LogOptions};
@@ -130,7 +131,8 @@ pub struct Config {
 
     /// `always`: acknowledge after fsync. `never`: acknowledge before; a crash may lose
     /// about the last second of acknowledged records.
-    #[arg(long, env = "TIDEGATE_FSYNC", value_enum, default_value = "always")]
+    #[arg(long, env = "TIDEGATE_FSYNC", default_value = "always",
+          value_parser = PossibleValuesParser::new(Fsync::NAMES).try_map(|name| name.parse::<Fsync>()))]
     pub fsync: Fsync,
 
     /// How long an Idempotency-Key is remembered per topic, in milliseconds.

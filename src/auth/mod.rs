@@ -10,8 +10,7 @@
 //!
 //! # Algorithms come from the key, never from the token
 //! Each key is paired with the algorithms it may verify, fixed at startup:
-//! - [`KeySource::Secret`]: HS256/384/512, or the one chosen with
-//!   [`VerifierConfig::hs_algorithm`];
+//! - [`KeySource::Secret`] accepts HS256/384/512;
 //! - [`KeySource::PublicKeyPem`]: RS256 for RSA, ES256 for EC P-256 (ES384 for P-384),
 //!   EdDSA for Ed25519; the type is read from the PEM itself;
 //! - [`KeySource::Jwks`]: per key, its `alg` when present (which must fit the key type; RSA
@@ -63,4 +62,4 @@ pub use error::AuthError;
 pub use mint::mint_hs256;
 pub use scope::{Action, Scope, Scopes};
 pub use secret::{SECRET_FILE_NAME, load_or_create_secret};
-pub use verifier::{Claims, DEFAULT_LEEWAY_SECS, HsAlgorithm, KeySource, Verifier, VerifierConfig};
+pub use verifier::{Claims, DEFAULT_LEEWAY_SECS, KeySource, Verifier, VerifierConfig};

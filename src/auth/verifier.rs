@@ -1,7 +1,6 @@
 //! Token verification: keys and accepted algorithms fixed at startup, checked per request.
 
 use std::fmt;
-use std::str::FromStr;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
@@ -16,7 +15,7 @@ pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 
 /// Where the verification keys come from. The key decides the accepted algorithms.
 pub enum KeySource {
-    /// A shared HMAC secret: HS256, HS384 and HS512 (see [`VerifierConfig::hs_algorithm`]).
+    /// A shared HMAC secret: HS256, HS384 and HS512.
     Secret(Vec<u8>),
     /// One public key in PEM (`-----BEGIN PUBLIC KEY-----`, or PKCS#1 `RSA PUBLIC KEY`):
     /// RSA accepts RS256, EC P-256 ES256 (P-384 ES384), Ed25519 EdDSA.
@@ -36,43 +35,6 @@ impl fmt::Debug for KeySource {
     }
 }
 
-/// One HMAC variant, to restrict a shared secret to a single algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HsAlgorithm {
-    /// HMAC with SHA-256.
-    Hs256,
-    /// HMAC with SHA-384.
-    Hs384,
-    /// HMAC with SHA-512.
-    Hs512,
-}
-
-impl HsAlgorithm {
-    fn algorithm(self) -> Algorithm {
-        match self {
-            Self::Hs256 => Algorithm::HS256,
-            Self::Hs384 => Algorithm::HS384,
-            Self::Hs512 => Algorithm::HS512,
-        }
-    }
-}
-
-impl FromStr for HsAlgorithm {
-    type Err = AuthError;
-
-    /// Accepts `HS256`, `HS384` or `HS512`, in any case.
-    fn from_str(text: &str) -> Result<Self, AuthError> {
-        match text.to_ascii_uppercase().as_str() {
-            "HS256" => Ok(Self::Hs256),
-            "HS384" => Ok(Self::Hs384),
-            "HS512" => Ok(Self::Hs512),
-            _ => Err(AuthError::Config(format!(
-                "unknown HMAC algorithm `{text}` (expected HS256, HS384 or HS512)"
-            ))),
-        }
-    }
-}
-
 /// Everything [`Verifier::new`] needs.
 #[derive(Debug)]
 pub struct VerifierConfig {
@@ -85,9 +47,6 @@ pub struct VerifierConfig {
     pub audience: Option<String>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
-    /// With [`KeySource::Secret`], accept only this HMAC variant; `None` accepts all three.
-    /// Must be `None` with the other key sources.
-    pub hs_algorithm: Option<HsAlgorithm>,
 }
 
 impl VerifierConfig {
@@ -98,7 +57,6 @@ impl VerifierConfig {
             issuer: None,
             audience: None,
             leeway_secs: DEFAULT_LEEWAY_SECS,
-            hs_algorithm: None,
         }
     }
 }
@@ -145,11 +103,6 @@ impl Verifier {
     /// [`AuthError::Config`] with a one-line reason when the secret is empty, the PEM is not a
     /// supported public key, or the JWKS is not JSON or holds no usable signature key.
     pub fn new(config: VerifierConfig) -> Result<Self, AuthError> {
-        if config.hs_algorithm.is_some() && !matches!(config.keys, KeySource::Secret(_)) {
-            return Err(AuthError::Config(
-                "an HMAC algorithm was chosen but the key is not a shared secret".into(),
-            ));
-        }
         let verifying = |key, algorithms: &[Algorithm]| VerifyingKey {
             key,
             validation: validation(&config, algorithms),
@@ -165,10 +118,7 @@ impl Verifier {
                         "HMAC secret is shorter than 32 bytes; it can be brute-forced"
                     );
                 }
-                let algorithms = match config.hs_algorithm {
-                    Some(only) => vec![only.algorithm()],
-                    None => AlgorithmFamily::Hmac.algorithms().to_vec(),
-                };
+                let algorithms = AlgorithmFamily::Hmac.algorithms().to_vec();
                 Keys::Single(Box::new(verifying(
                     DecodingKey::from_secret(secret),
                     &algorithms,
@@ -540,15 +490,11 @@ mod tests {
     }
 
     #[test]
-    fn hs384_and_hs512_accepted_unless_restricted() {
+    fn a_secret_accepts_hs256_hs384_and_hs512() {
         let key = EncodingKey::from_secret(SECRET);
-        let mut only_256 = VerifierConfig::new(KeySource::Secret(SECRET.to_vec()));
-        only_256.hs_algorithm = Some("hs256".parse().expect("alg"));
-        let only_256 = verifier(only_256);
-        for alg in [Algorithm::HS384, Algorithm::HS512] {
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
             let token = sign(alg, &key, None, &claims(json!({})));
             secret_verifier().verify(&token).expect("verify");
-            assert_invalid(only_256.verify(&token), &token, "algorithm not allowed");
         }
     }
 
@@ -741,14 +687,7 @@ mod tests {
         assert_config_error(pem(
             b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
         ));
-        let mut hs_with_pem = pem(RSA_PUBLIC);
-        hs_with_pem.hs_algorithm = Some(HsAlgorithm::Hs512);
-        assert_config_error(hs_with_pem);
         assert_config_error(VerifierConfig::new(KeySource::Secret(Vec::new())));
-        assert!(matches!(
-            "HS1".parse::<HsAlgorithm>(),
-            Err(AuthError::Config(_))
-        ));
 
         let jwks = |json: &str| VerifierConfig::new(KeySource::Jwks(json.to_owned()));
         assert_config_error(jwks("{"));

@@ -220,8 +220,12 @@ pub struct FetchParams {
     wait_ms: Option<u64>,
 }
 
-/// The JSON body of a fetch (written without re-encoding the stored values).
-#[derive(Serialize, Deserialize, ToSchema)]
+/// The JSON body of a fetch. `wire::fetch_response` writes it without re-encoding the
+/// stored values; this type only describes it (for the OpenAPI document), and a test
+/// reads what `wire` writes into it, unknown fields refused, so the two cannot drift.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Only the schema and the agreement test look at the fields.
 pub struct FetchResponse {
     records: Vec<RecordJson>,
     /// Offset to ask for next.
@@ -230,7 +234,10 @@ pub struct FetchResponse {
     log_start_offset: u64,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+/// One record as every transport writes it (`wire::write_record`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Only the schema and the agreement test look at the fields.
 pub struct RecordJson {
     partition: u32,
     offset: u64,
@@ -375,4 +382,44 @@ pub async fn offset_for_timestamp(
         offset: found.offset.get(),
         timestamp: found.timestamp,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{FetchResult, StoredRecord};
+
+    /// The schema types describe exactly what `wire` writes: every field, nothing more.
+    #[test]
+    fn fetch_schema_matches_the_bytes_wire_writes() {
+        let record = StoredRecord {
+            partition: PartitionId::new(3),
+            offset: Offset::new(41),
+            timestamp: 1_700_000_000_123,
+            key: Some("k".into()),
+            value: r#"{"n": [1, 2.5]}"#.into(),
+            headers: vec![("h".into(), "v".into())],
+        };
+        let body = crate::wire::fetch_response(&FetchResult {
+            records: vec![record],
+            next_offset: Offset::new(42),
+            high_watermark: Offset::new(50),
+            log_start_offset: Offset::new(7),
+        });
+        let parsed: FetchResponse = serde_json::from_slice(&body).expect("wire matches schema");
+        assert_eq!(
+            (
+                parsed.next_offset,
+                parsed.high_watermark,
+                parsed.log_start_offset
+            ),
+            (42, 50, 7)
+        );
+        let record = &parsed.records[0];
+        assert_eq!((record.partition, record.offset), (3, 41));
+        assert_eq!(record.timestamp, 1_700_000_000_123);
+        assert_eq!(record.key.as_deref(), Some("k"));
+        assert_eq!(record.value, serde_json::json!({"n": [1, 2.5]}));
+        assert_eq!(record.headers["h"], "v");
+    }
 }

@@ -45,12 +45,29 @@ pub use types::{
 };
 
 /// When an append is acknowledged relative to the disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fsync {
     /// Acknowledge after the commit is synced to disk (the default).
     Always,
     /// Acknowledge after the commit reaches the OS; a crash can lose about the last second.
     Never,
+}
+
+impl Fsync {
+    /// The names `--fsync` takes.
+    pub const NAMES: [&str; 2] = ["always", "never"];
+}
+
+impl std::str::FromStr for Fsync {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Fsync, String> {
+        match name {
+            "always" => Ok(Fsync::Always),
+            "never" => Ok(Fsync::Never),
+            other => Err(format!("unknown fsync mode {other:?} (always or never)")),
+        }
+    }
 }
 
 /// Consumer groups' committed offsets, kept by the log beside its records (a Kafka backend
