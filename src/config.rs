@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::groups::GroupSettings;
 use crate::log::{Fsync, LogOptions};
 
 #[derive(Debug, Parser)]
@@ -155,6 +156,53 @@ pub struct Config {
 
     #[command(flatten)]
     pub limits: Limits,
+
+    #[command(flatten)]
+    pub groups: GroupLimits,
+}
+
+/// Bounds on consumer groups.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct GroupLimits {
+    /// Shortest `session_timeout_ms` a member may ask for (400 below).
+    #[arg(long, env = "TIDEGATE_MIN_SESSION_TIMEOUT_MS", default_value_t = 1_000)]
+    pub min_session_timeout_ms: u64,
+
+    /// Longest `session_timeout_ms` a member may ask for (400 above). A member that asks
+    /// for none gets 30 s, kept within these bounds.
+    #[arg(
+        long,
+        env = "TIDEGATE_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 1_800_000
+    )]
+    pub max_session_timeout_ms: u64,
+
+    /// Most live members one group may have (409 for one more).
+    #[arg(long, env = "TIDEGATE_MAX_GROUP_MEMBERS", default_value_t = 1_000)]
+    pub max_group_members: usize,
+
+    /// Most topics one member may subscribe to (400 above).
+    #[arg(long, env = "TIDEGATE_MAX_GROUP_TOPICS", default_value_t = 100)]
+    pub max_group_topics: usize,
+}
+
+/// A member's session when it asks for none (Kafka's `session.timeout.ms` default is 45 s;
+/// the SPEC says 30 s).
+const DEFAULT_SESSION_TIMEOUT_MS: u64 = 30_000;
+
+impl GroupLimits {
+    pub fn settings(&self) -> GroupSettings {
+        GroupSettings {
+            default_session_timeout: Duration::from_millis(
+                DEFAULT_SESSION_TIMEOUT_MS
+                    .clamp(self.min_session_timeout_ms, self.max_session_timeout_ms),
+            ),
+            min_session_timeout: Duration::from_millis(self.min_session_timeout_ms),
+            max_session_timeout: Duration::from_millis(self.max_session_timeout_ms),
+            max_members: self.max_group_members,
+            max_topics: self.max_group_topics,
+        }
+    }
 }
 
 /// Request limits; each is enforced with a 4xx, never by failing later.
@@ -252,6 +300,18 @@ impl Config {
                 "--max-record-bytes ({}) cannot exceed --max-body-bytes ({})",
                 limits.max_record_bytes, limits.max_body_bytes
             ));
+        }
+        let groups = &self.groups;
+        if groups.min_session_timeout_ms == 0
+            || groups.min_session_timeout_ms > groups.max_session_timeout_ms
+        {
+            return Err(format!(
+                "--min-session-timeout-ms ({}) must be positive and at most --max-session-timeout-ms ({})",
+                groups.min_session_timeout_ms, groups.max_session_timeout_ms
+            ));
+        }
+        if groups.max_group_members == 0 || groups.max_group_topics == 0 {
+            return Err("--max-group-members and --max-group-topics must be greater than 0".into());
         }
         if self.idempotency_window_ms == 0 {
             return Err("--idempotency-window-ms must be greater than 0".into());

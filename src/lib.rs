@@ -7,7 +7,10 @@
 //!   and by the tests.
 //! - [`auth`]: JWT verification, scopes, token minting (no HTTP here); [`auth_setup`]
 //!   turns the configuration into a verifier and keeps the first-run secret.
-//! - [`log`]: the partitioned log behind the [`log::EventLog`] trait (no HTTP here).
+//! - [`log`]: the partitioned log behind the [`log::EventLog`] trait, committed group offsets
+//!   behind [`log::OffsetStore`] (no HTTP here).
+//! - [`groups`]: consumer groups: membership, sticky assignment, generations, positions.
+//! - [`records`]: what a producer may publish, whatever the transport.
 //! - [`http`]: actix handlers, error mapping and the OpenAPI document.
 //! - [`wire`]: JSON encoding of stored records shared by every transport.
 //! - [`telemetry`]: tracing subscriber setup.
@@ -18,6 +21,7 @@ pub mod auth;
 pub mod auth_setup;
 pub mod config;
 pub mod echo;
+pub mod groups;
 pub mod http;
 pub mod log;
 pub mod panics;

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::AuthError;
 use crate::auth_setup;
 use crate::config::Config;
+use crate::groups::Coordinator;
 use crate::http::{self, AppState};
 use crate::log::{EventLog, OpenError, RedbLog};
 
@@ -34,6 +35,7 @@ pub struct Application {
     local_addr: SocketAddr,
     server: Server,
     log: Arc<dyn EventLog>,
+    groups: Arc<Coordinator>,
     shutdown: CancellationToken,
     first_run_token: Option<String>,
 }
@@ -44,10 +46,21 @@ impl Application {
         config.validate().map_err(StartupError::Config)?;
         let auth = auth_setup::setup(&config.auth, &config.data_dir)?;
         let shutdown = CancellationToken::new();
-        let log: Arc<dyn EventLog> =
-            Arc::new(RedbLog::open(&config.log_options(), shutdown.clone())?);
+        let redb = Arc::new(RedbLog::open(&config.log_options(), shutdown.clone())?);
+        let log: Arc<dyn EventLog> = redb.clone();
+        let groups = Arc::new(Coordinator::new(
+            log.clone(),
+            redb,
+            config.groups.settings(),
+            shutdown.clone(),
+        ));
         let auth_off = auth.verifier.is_none();
-        let state = web::Data::new(AppState::new(log.clone(), auth.verifier, config.limits));
+        let state = web::Data::new(AppState::new(
+            log.clone(),
+            groups.clone(),
+            auth.verifier,
+            config.limits,
+        ));
         let mut server = HttpServer::new(move || http::app(state.clone()))
             // We handle signals ourselves so long polls are released before draining.
             .disable_signals()
@@ -77,6 +90,7 @@ impl Application {
             local_addr,
             server: server.run(),
             log,
+            groups,
             shutdown,
             first_run_token: auth.first_run_token,
         })
@@ -100,6 +114,7 @@ impl Application {
     /// Serves until the shutdown token is cancelled, then stops accepting, lets in-flight
     /// requests finish, commits what the log accepted and syncs it to disk.
     pub async fn run(self) -> std::io::Result<()> {
+        let maintenance = tokio::spawn(self.groups.clone().run_maintenance());
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
         let served = tokio::select! {
@@ -112,6 +127,7 @@ impl Application {
         };
         // Releases long polls if the server stopped on its own.
         self.shutdown.cancel();
+        let _ = maintenance.await;
         self.log.shutdown().await;
         tracing::info!("log closed");
         served.map_err(std::io::Error::other)?

@@ -5,14 +5,22 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use crate::log::{FetchResult, StoredRecord};
+use crate::groups::Polled;
+use crate::log::{FetchResult, StoredRecord, TopicName};
 
-/// Appends `{"partition","offset","timestamp","key","value","headers"}`.
-pub fn write_record(out: &mut Vec<u8>, record: &StoredRecord) {
+/// Appends `{"partition","offset","timestamp","key","value","headers"}`, with `"topic"`
+/// first when given (group polls read several topics).
+pub fn write_record(out: &mut Vec<u8>, topic: Option<&TopicName>, record: &StoredRecord) {
+    out.push(b'{');
     // Writing to a Vec cannot fail, and strings always serialize.
+    if let Some(topic) = topic {
+        out.extend_from_slice(br#""topic":"#);
+        let _ = serde_json::to_writer(&mut *out, topic.as_str());
+        out.push(b',');
+    }
     let _ = write!(
         out,
-        r#"{{"partition":{},"offset":{},"timestamp":{},"key":"#,
+        r#""partition":{},"offset":{},"timestamp":{},"key":"#,
         record.partition, record.offset, record.timestamp
     );
     let _ = serde_json::to_writer(&mut *out, &record.key);
@@ -35,7 +43,7 @@ pub fn write_records(out: &mut Vec<u8>, records: &[StoredRecord]) {
         if i > 0 {
             out.push(b',');
         }
-        write_record(out, record);
+        write_record(out, None, record);
     }
     out.push(b']');
 }
@@ -51,6 +59,37 @@ pub fn fetch_response(result: &FetchResult) -> Vec<u8> {
         r#","next_offset":{},"high_watermark":{},"log_start_offset":{}}}"#,
         result.next_offset, result.high_watermark, result.log_start_offset
     );
+    out
+}
+
+/// The body of a group poll: the member, its generation and assignment, and the records
+/// of every assigned partition.
+pub fn group_poll_response(polled: &Polled) -> Vec<u8> {
+    let payload: usize = polled
+        .records
+        .iter()
+        .map(|(_, r)| r.value.len() + 128)
+        .sum();
+    let mut out = Vec::with_capacity(payload + 256);
+    out.extend_from_slice(br#"{"member_id":"#);
+    let _ = serde_json::to_writer(&mut out, polled.member.as_str());
+    let _ = write!(out, r#","generation":{},"assignment":["#, polled.generation);
+    for (i, (topic, partition)) in polled.assignment.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"topic":"#);
+        let _ = serde_json::to_writer(&mut out, topic.as_str());
+        let _ = write!(out, r#","partition":{partition}}}"#);
+    }
+    out.extend_from_slice(br#"],"records":["#);
+    for (i, (topic, record)) in polled.records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_record(&mut out, Some(topic), record);
+    }
+    out.extend_from_slice(b"]}");
     out
 }
 

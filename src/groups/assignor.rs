@@ -28,12 +28,15 @@ pub fn assign(
     partitions: &BTreeSet<TopicPartition>,
     previous: &BTreeMap<TopicPartition, MemberId>,
 ) -> BTreeMap<TopicPartition, MemberId> {
-    let eligible = |partition: &TopicPartition| {
+    fn eligible<'a>(
+        members: &'a BTreeMap<MemberId, BTreeSet<TopicName>>,
+        topic: &'a TopicName,
+    ) -> impl Iterator<Item = &'a MemberId> {
         members
             .iter()
-            .filter(move |(_, topics)| topics.contains(&partition.0))
+            .filter(move |(_, topics)| topics.contains(topic))
             .map(|(member, _)| member)
-    };
+    }
     let mut counts: BTreeMap<&MemberId, usize> = members.keys().map(|m| (m, 0)).collect();
     let mut assignment = BTreeMap::new();
 
@@ -51,7 +54,8 @@ pub fn assign(
         if assignment.contains_key(partition) {
             continue;
         }
-        let Some(member) = eligible(partition).min_by_key(|member| (counts[member], *member))
+        let Some(member) =
+            eligible(members, &partition.0).min_by_key(|member| (counts[member], *member))
         else {
             continue;
         };
@@ -65,7 +69,7 @@ pub fn assign(
                 continue;
             };
             let owner_count = counts[&owner];
-            let Some(target) = eligible(partition)
+            let Some(target) = eligible(members, &partition.0)
                 .filter(|member| counts[member] + 1 < owner_count)
                 .min_by_key(|member| (counts[member], *member))
             else {
@@ -129,7 +133,11 @@ mod tests {
         let assignment = assign(&members, &partitions, &BTreeMap::new());
         assert_eq!(assignment.len(), 4);
         assert!(counts(&assignment).values().all(|&c| c == 2));
-        assert_eq!(assign(&members, &partitions, &BTreeMap::new()), assignment, "deterministic");
+        assert_eq!(
+            assign(&members, &partitions, &BTreeMap::new()),
+            assignment,
+            "deterministic"
+        );
     }
 
     #[test]

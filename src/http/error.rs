@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthError;
 use crate::echo::{MAX_MESSAGE_CHARS, quoted, sanitize};
+use crate::groups::GroupError;
 use crate::log::LogError;
 
 /// Every error code the API answers with; the code decides the status.
@@ -29,16 +30,23 @@ pub enum ErrorCode {
     InvalidGroupName,
     InvalidArgument,
     InvalidIdempotencyKey,
+    InvalidMemberId,
     MissingToken,
     InvalidToken,
     Forbidden,
     NotFound,
     TopicNotFound,
     PartitionNotFound,
+    GroupNotFound,
+    MemberNotFound,
     MethodNotAllowed,
     RequestTimeout,
     TopicExists,
     PartitionsCannotShrink,
+    StaleGeneration,
+    PartitionNotAssigned,
+    GroupNotEmpty,
+    GroupFull,
     BodyTooLarge,
     RecordTooLarge,
     TooManyRecords,
@@ -60,13 +68,23 @@ impl ErrorCode {
             | C::InvalidTopicName
             | C::InvalidGroupName
             | C::InvalidArgument
-            | C::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            | C::InvalidIdempotencyKey
+            | C::InvalidMemberId => StatusCode::BAD_REQUEST,
             C::MissingToken | C::InvalidToken => StatusCode::UNAUTHORIZED,
             C::Forbidden => StatusCode::FORBIDDEN,
-            C::NotFound | C::TopicNotFound | C::PartitionNotFound => StatusCode::NOT_FOUND,
+            C::NotFound
+            | C::TopicNotFound
+            | C::PartitionNotFound
+            | C::GroupNotFound
+            | C::MemberNotFound => StatusCode::NOT_FOUND,
             C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            C::TopicExists | C::PartitionsCannotShrink => StatusCode::CONFLICT,
+            C::TopicExists
+            | C::PartitionsCannotShrink
+            | C::StaleGeneration
+            | C::PartitionNotAssigned
+            | C::GroupNotEmpty
+            | C::GroupFull => StatusCode::CONFLICT,
             C::BodyTooLarge | C::RecordTooLarge | C::TooManyRecords => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -82,6 +100,7 @@ impl ErrorCode {
 /// Every error a handler can return.
 pub enum ApiError {
     Log(LogError),
+    Group(GroupError),
     /// No usable token (401).
     Unauthorized(AuthError),
     /// A request the adapter itself refuses: bad input, limits, scopes, routes.
@@ -103,19 +122,17 @@ impl ApiError {
 
     pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Log(err) => match err {
-                LogError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
-                LogError::InvalidGroupId { .. } => ErrorCode::InvalidGroupName,
-                LogError::InvalidArgument(_) => ErrorCode::InvalidArgument,
-                LogError::TopicExists(_) => ErrorCode::TopicExists,
-                LogError::PartitionsCannotShrink { .. } => ErrorCode::PartitionsCannotShrink,
-                LogError::TopicNotFound(_) => ErrorCode::TopicNotFound,
-                LogError::PartitionNotFound { .. } => ErrorCode::PartitionNotFound,
-                LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-                LogError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
-                LogError::ShuttingDown => ErrorCode::ShuttingDown,
-                LogError::Unavailable(_) => ErrorCode::Unavailable,
-                LogError::Storage(_) => ErrorCode::InternalError,
+            ApiError::Log(err) => log_code(err),
+            ApiError::Group(err) => match err {
+                GroupError::Log(err) => log_code(err),
+                GroupError::InvalidMemberId { .. } => ErrorCode::InvalidMemberId,
+                GroupError::UnknownMember { .. } => ErrorCode::MemberNotFound,
+                GroupError::GroupNotFound(_) => ErrorCode::GroupNotFound,
+                GroupError::StaleGeneration { .. } => ErrorCode::StaleGeneration,
+                GroupError::NotAssigned { .. } => ErrorCode::PartitionNotAssigned,
+                GroupError::GroupNotEmpty { .. } => ErrorCode::GroupNotEmpty,
+                GroupError::GroupFull { .. } => ErrorCode::GroupFull,
+                GroupError::Invalid(_) => ErrorCode::InvalidArgument,
             },
             ApiError::Unauthorized(AuthError::Missing) => ErrorCode::MissingToken,
             ApiError::Unauthorized(_) => ErrorCode::InvalidToken,
@@ -129,6 +146,7 @@ impl ApiError {
         match self {
             _ if self.code() == ErrorCode::InternalError => "internal error".to_owned(),
             ApiError::Log(err) => err.to_string(),
+            ApiError::Group(err) => err.to_string(),
             ApiError::Unauthorized(err) => err.to_string(),
             ApiError::Request { message, .. } | ApiError::Internal(message) => message.clone(),
         }
@@ -139,8 +157,26 @@ impl ApiError {
         match self {
             ApiError::Internal(message) => message.clone(),
             ApiError::Log(err) => err.to_string(),
+            ApiError::Group(err) => err.to_string(),
             _ => self.public_message(),
         }
+    }
+}
+
+fn log_code(err: &LogError) -> ErrorCode {
+    match err {
+        LogError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
+        LogError::InvalidGroupId { .. } => ErrorCode::InvalidGroupName,
+        LogError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+        LogError::TopicExists(_) => ErrorCode::TopicExists,
+        LogError::PartitionsCannotShrink { .. } => ErrorCode::PartitionsCannotShrink,
+        LogError::TopicNotFound(_) => ErrorCode::TopicNotFound,
+        LogError::PartitionNotFound { .. } => ErrorCode::PartitionNotFound,
+        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        LogError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+        LogError::ShuttingDown => ErrorCode::ShuttingDown,
+        LogError::Unavailable(_) => ErrorCode::Unavailable,
+        LogError::Storage(_) => ErrorCode::InternalError,
     }
 }
 
@@ -150,10 +186,17 @@ impl From<LogError> for ApiError {
     }
 }
 
+impl From<GroupError> for ApiError {
+    fn from(err: GroupError) -> Self {
+        ApiError::Group(err)
+    }
+}
+
 impl std::error::Error for ApiError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ApiError::Log(err) => Some(err),
+            ApiError::Group(err) => Some(err),
             ApiError::Unauthorized(err) => Some(err),
             ApiError::Request { .. } | ApiError::Internal(_) => None,
         }
@@ -219,7 +262,12 @@ impl ResponseError for ApiError {
                 log_start_offset,
                 high_watermark,
                 ..
-            }) => (Some(*log_start_offset), Some(*high_watermark)),
+            })
+            | ApiError::Group(GroupError::Log(LogError::OffsetOutOfRange {
+                log_start_offset,
+                high_watermark,
+                ..
+            })) => (Some(*log_start_offset), Some(*high_watermark)),
             _ => (None, None),
         };
         let body = ErrorBody {

@@ -1,10 +1,18 @@
 //! The one authentication and authorization guard.
 //!
-//! Handlers cannot reach the log except through a [`Caller`]: `AppState` keeps the log in
-//! a field private to this module, and a `Caller` exists only after its token verified
-//! (401 otherwise). Each access then names the action and resource it needs ([`Caller::may`],
-//! 403 otherwise), so a new endpoint gets authentication by construction and cannot touch
-//! a topic without naming the scope it requires.
+//! Handlers cannot reach the log or the group coordinator except through a [`Caller`]:
+//! `AppState` keeps both in fields private to this module, and a `Caller` exists only after
+//! its token verified (401 otherwise). Each capability a `Caller` hands out names what it
+//! grants and is bound to the one resource it was checked for (403 otherwise):
+//! - [`Caller::publisher`]: append to one topic (`publish:T`);
+//! - [`Caller::subscriber`]: read one topic (`subscribe:T`);
+//! - [`Caller::viewer`]: describe one topic (any scope on it);
+//! - [`Caller::group`]: act on one consumer group (`group:G`), and on each topic the
+//!   request names only with `subscribe:T` as well;
+//! - [`Caller::admin`]: topic administration (`admin`).
+//!
+//! So a new endpoint gets authentication by construction, and cannot touch a topic or a
+//! group without naming the scope it requires. Order of checks: 401, then 403, then 404.
 
 use std::future::{Ready, ready};
 use std::sync::Arc;
@@ -17,23 +25,42 @@ use super::error::{ApiError, ErrorCode};
 use crate::auth::{Action, AuthError, Claims, Verifier};
 use crate::config::Limits;
 use crate::echo::quoted;
-use crate::log::{EventLog, LogError, Readiness, TopicDescription};
+use crate::groups::{
+    CommitRequest, Coordinator, GroupDescription, GroupError, GroupSettings, GroupSummary,
+    MemberId, PollRequest, Polled, SeekTarget,
+};
+use crate::log::{
+    AppendOutcome, AppendRequest, EventLog, FetchRequest, FetchResult, GroupId, LogError, Offset,
+    PartitionId, Readiness, TimestampOffset, TopicConfig, TopicDescription, TopicName, TopicUpdate,
+};
 
 /// What every handler shares.
 pub struct AppState {
     log: Arc<dyn EventLog>,
+    groups: Arc<Coordinator>,
     /// `None` when authentication is off (`--auth none`).
     verifier: Option<Arc<Verifier>>,
     pub limits: Limits,
 }
 
 impl AppState {
-    pub fn new(log: Arc<dyn EventLog>, verifier: Option<Arc<Verifier>>, limits: Limits) -> Self {
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        groups: Arc<Coordinator>,
+        verifier: Option<Arc<Verifier>>,
+        limits: Limits,
+    ) -> Self {
         AppState {
             log,
+            groups,
             verifier,
             limits,
         }
+    }
+
+    /// The group bounds in force, for the OpenAPI document.
+    pub fn group_settings(&self) -> GroupSettings {
+        self.groups.settings()
     }
 
     /// For the unauthenticated readiness probe.
@@ -50,42 +77,78 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The log, if the caller's scopes allow `action` on `resource` (a topic or group name).
-    pub fn may(&self, action: Action, resource: &str) -> Result<&dyn EventLog, ApiError> {
-        match &self.claims {
-            Some(claims) if !claims.scopes.allows(action, resource) => Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "the token has no scope allowing {} on {}",
-                    action.as_str(),
-                    quoted(resource)
-                ),
-            )),
-            _ => Ok(&*self.state.log),
-        }
+    fn allows(&self, action: Action, resource: &str) -> bool {
+        self.claims
+            .as_ref()
+            .is_none_or(|claims| claims.scopes.allows(action, resource))
     }
 
-    /// The log, for callers with the `admin` scope.
-    pub fn admin(&self) -> Result<&dyn EventLog, ApiError> {
-        match &self.claims {
-            Some(claims) if !claims.scopes.is_admin() => Err(ApiError::new(
+    fn require(&self, action: Action, kind: &str, name: &str) -> Result<(), ApiError> {
+        if self.allows(action, name) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the token has no scope allowing {} on {kind} {}",
+                action.as_str(),
+                quoted(name)
+            ),
+        ))
+    }
+
+    /// Appending to `topic`, with `publish:T`.
+    pub fn publisher<'a>(&'a self, topic: &'a TopicName) -> Result<Publisher<'a>, ApiError> {
+        self.require(Action::Publish, "topic", topic.as_str())?;
+        Ok(Publisher {
+            log: &*self.state.log,
+            topic,
+        })
+    }
+
+    /// Reading `topic`, with `subscribe:T`.
+    pub fn subscriber<'a>(&'a self, topic: &'a TopicName) -> Result<Subscriber<'a>, ApiError> {
+        self.require(Action::Subscribe, "topic", topic.as_str())?;
+        Ok(Subscriber {
+            log: &*self.state.log,
+            topic,
+        })
+    }
+
+    /// Describing `topic`: any scope on it will do.
+    pub fn viewer<'a>(&'a self, topic: &'a TopicName) -> Result<Viewer<'a>, ApiError> {
+        if !self.sees_topic(topic.as_str()) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("the token has no scope on topic {}", quoted(topic.as_str())),
+            ));
+        }
+        Ok(Viewer {
+            log: &*self.state.log,
+            topic,
+        })
+    }
+
+    /// Acting on the consumer group `group`, with `group:G`.
+    pub fn group<'a>(&'a self, group: &'a GroupId) -> Result<GroupAccess<'a>, ApiError> {
+        self.require(Action::Group, "group", group.as_str())?;
+        Ok(GroupAccess {
+            caller: self,
+            group,
+        })
+    }
+
+    /// Topic administration, with `admin`.
+    pub fn admin(&self) -> Result<Admin<'_>, ApiError> {
+        if !self.allows(Action::Admin, "") {
+            return Err(ApiError::new(
                 ErrorCode::Forbidden,
                 "this needs the admin scope",
-            )),
-            _ => Ok(&*self.state.log),
+            ));
         }
-    }
-
-    /// The log, for reading a topic's description: any scope on the topic will do.
-    pub fn topic_viewer(&self, topic: &str) -> Result<&dyn EventLog, ApiError> {
-        if self.sees_topic(topic) {
-            Ok(&*self.state.log)
-        } else {
-            Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!("the token has no scope on topic {}", quoted(topic)),
-            ))
-        }
+        Ok(Admin {
+            log: &*self.state.log,
+        })
     }
 
     /// Topics the caller may see: those any of its scopes match.
@@ -95,10 +158,147 @@ impl Caller {
         Ok(topics)
     }
 
+    /// Groups the caller may see: those a `group:` scope matches.
+    pub async fn visible_groups(&self) -> Result<Vec<GroupSummary>, GroupError> {
+        let mut groups = self.state.groups.list().await?;
+        groups.retain(|summary| self.allows(Action::Group, summary.group.as_str()));
+        Ok(groups)
+    }
+
     fn sees_topic(&self, topic: &str) -> bool {
         self.claims
             .as_ref()
             .is_none_or(|claims| claims.scopes.can_see_topic(topic))
+    }
+}
+
+/// Appends to one topic.
+pub struct Publisher<'a> {
+    log: &'a dyn EventLog,
+    topic: &'a TopicName,
+}
+
+impl Publisher<'_> {
+    pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, LogError> {
+        self.log.append(self.topic, request).await
+    }
+}
+
+/// Reads one topic.
+pub struct Subscriber<'a> {
+    log: &'a dyn EventLog,
+    topic: &'a TopicName,
+}
+
+impl Subscriber<'_> {
+    pub async fn fetch(
+        &self,
+        partition: PartitionId,
+        request: FetchRequest,
+    ) -> Result<FetchResult, LogError> {
+        self.log.fetch(self.topic, partition, request).await
+    }
+
+    pub async fn offset_for_timestamp(
+        &self,
+        partition: PartitionId,
+        timestamp: i64,
+    ) -> Result<TimestampOffset, LogError> {
+        self.log
+            .offset_for_timestamp(self.topic, partition, timestamp)
+            .await
+    }
+}
+
+/// Describes one topic.
+pub struct Viewer<'a> {
+    log: &'a dyn EventLog,
+    topic: &'a TopicName,
+}
+
+impl Viewer<'_> {
+    pub async fn describe(&self) -> Result<TopicDescription, LogError> {
+        self.log.describe_topic(self.topic).await
+    }
+}
+
+/// Topic administration.
+pub struct Admin<'a> {
+    log: &'a dyn EventLog,
+}
+
+impl Admin<'_> {
+    pub async fn create_topic(
+        &self,
+        name: TopicName,
+        config: TopicConfig,
+    ) -> Result<TopicDescription, LogError> {
+        self.log.create_topic(name, config).await
+    }
+
+    pub async fn update_topic(
+        &self,
+        name: &TopicName,
+        update: TopicUpdate,
+    ) -> Result<TopicDescription, LogError> {
+        self.log.update_topic(name, update).await
+    }
+
+    pub async fn delete_topic(&self, name: &TopicName) -> Result<(), LogError> {
+        self.log.delete_topic(name).await
+    }
+}
+
+/// Acts on one consumer group. Every topic a request names must also be readable by the
+/// caller (`subscribe:T`), checked here before the coordinator sees it.
+pub struct GroupAccess<'a> {
+    caller: &'a Caller,
+    group: &'a GroupId,
+}
+
+impl GroupAccess<'_> {
+    fn coordinator(&self) -> &Coordinator {
+        &self.caller.state.groups
+    }
+
+    fn subscribes_to<'t>(
+        &self,
+        topics: impl IntoIterator<Item = &'t TopicName>,
+    ) -> Result<(), ApiError> {
+        topics
+            .into_iter()
+            .try_for_each(|topic| self.caller.subscriber(topic).map(drop))
+    }
+
+    pub async fn poll(&self, request: PollRequest) -> Result<Polled, ApiError> {
+        self.subscribes_to(&request.topics)?;
+        Ok(self.coordinator().poll(self.group, request).await?)
+    }
+
+    pub async fn commit(&self, request: CommitRequest) -> Result<(), ApiError> {
+        self.subscribes_to(request.offsets.iter().map(|(topic, _, _)| topic))?;
+        Ok(self.coordinator().commit(self.group, request).await?)
+    }
+
+    pub async fn seek(
+        &self,
+        topic: &TopicName,
+        target: SeekTarget,
+    ) -> Result<Vec<(PartitionId, Offset)>, ApiError> {
+        self.subscribes_to([topic])?;
+        Ok(self.coordinator().seek(self.group, topic, target).await?)
+    }
+
+    pub async fn describe(&self) -> Result<GroupDescription, GroupError> {
+        self.coordinator().describe(self.group).await
+    }
+
+    pub async fn leave(&self, member: &MemberId) -> Result<(), GroupError> {
+        self.coordinator().leave(self.group, member).await
+    }
+
+    pub async fn delete(&self) -> Result<(), GroupError> {
+        self.coordinator().delete(self.group).await
     }
 }
 

@@ -5,6 +5,7 @@
 mod body;
 mod connection;
 mod error;
+mod groups;
 mod guard;
 mod health;
 mod openapi;
@@ -51,7 +52,10 @@ pub fn app(
     // Filled once the routes are registered, from the OpenAPI document that lists them.
     let routes: Rc<OnceCell<connection::RouteTable>> = Rc::default();
     let fill_routes = routes.clone();
-    let limits = state.limits;
+    let constraints = Constraints {
+        limits: state.limits,
+        groups: state.group_settings(),
+    };
     App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
@@ -68,11 +72,18 @@ pub fn app(
         .service(records::publish)
         .service(records::fetch)
         .service(records::offset_for_timestamp)
+        .service(groups::poll)
+        .service(groups::commit)
+        .service(groups::seek)
+        .service(groups::list_groups)
+        .service(groups::describe_group)
+        .service(groups::leave_group)
+        .service(groups::delete_group)
         .openapi_service(|mut api| {
             // After every route is registered: modifiers in `#[openapi]` run before
             // utoipa-actix-web adds the paths.
             BearerAuth.modify(&mut api);
-            Constraints(limits).modify(&mut api);
+            constraints.modify(&mut api);
             let _ = fill_routes.set(connection::RouteTable::from_openapi(&api));
             web::resource("/openapi.json")
                 .route(

@@ -2,11 +2,12 @@
 //! configuration knows. Every constraint the server enforces is stated here, so a request
 //! that is valid by the schema is one the server accepts.
 
-use utoipa::openapi::schema::{Object, Schema, Type};
+use utoipa::openapi::schema::{ArrayItems, Object, Schema, Type};
 use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::config::Limits;
+use crate::groups::GroupSettings;
 use crate::log::{MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, Offset};
 
 #[derive(OpenApi)]
@@ -18,6 +19,7 @@ use crate::log::{MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, Offset};
     tags(
         (name = "topics", description = "Create, inspect, change and delete topics"),
         (name = "records", description = "Publish and fetch records"),
+        (name = "groups", description = "Consume as a group: poll, commit, seek, inspect"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -86,13 +88,16 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The constraints only the running configuration knows (fetch and publish limits), and
-/// the grammar of topic names wherever one is sent (path parameters and `CreateTopic`).
-pub struct Constraints(pub Limits);
+/// The constraints only the running configuration knows (fetch, publish and group limits),
+/// and the grammar of topic and group names wherever one is sent.
+pub struct Constraints {
+    pub limits: Limits,
+    pub groups: GroupSettings,
+}
 
 impl Modify for Constraints {
     fn modify(&self, api: &mut Document) {
-        let limits = &self.0;
+        let limits = &self.limits;
         for item in api.paths.paths.values_mut() {
             let operations = [
                 &mut item.get,
@@ -110,7 +115,8 @@ impl Modify for Constraints {
                         continue;
                     };
                     match parameter.name.as_str() {
-                        "topic" => topic_name(schema),
+                        // Group names follow the topic-name rules.
+                        "topic" | "group" => topic_name(schema),
                         "partition" => range(schema, 0, MAX_PARTITIONS as u64 - 1),
                         "offset" => range(schema, 0, Offset::MAX.get()),
                         "limit" => range(schema, 1, limits.max_fetch_records as u64),
@@ -131,19 +137,67 @@ impl Modify for Constraints {
         let Some(components) = api.components.as_mut() else {
             return;
         };
-        if let Some(RefOr::T(Schema::Object(create))) = components.schemas.get_mut("CreateTopic")
-            && let Some(RefOr::T(Schema::Object(name))) = create.properties.get_mut("name")
-        {
-            topic_name(name);
+        let schemas = &mut components.schemas;
+        for (schema, field) in [
+            ("CreateTopic", "name"),
+            ("SeekBody", "topic"),
+            ("CommitOffsetJson", "topic"),
+        ] {
+            if let Some(name) = property(schemas, schema, field) {
+                topic_name(name);
+            }
         }
-        if let Some(RefOr::T(Schema::Object(publish))) =
-            components.schemas.get_mut("PublishRequest")
+        if let Some(RefOr::T(Schema::Object(poll))) = schemas.get_mut("PollBody") {
+            if let Some(RefOr::T(Schema::Array(topics))) = poll.properties.get_mut("topics") {
+                topics.max_items = Some(self.groups.max_topics);
+                if let ArrayItems::RefOrSchema(item) = &mut topics.items
+                    && let RefOr::T(Schema::Object(item)) = item.as_mut()
+                {
+                    topic_name(item);
+                }
+            }
+            let ranges = [
+                ("limit", 1, limits.max_fetch_records as u64),
+                ("max_bytes", 1, limits.max_fetch_bytes as u64),
+                ("wait_ms", 0, limits.max_wait_ms),
+                (
+                    "session_timeout_ms",
+                    millis(self.groups.min_session_timeout),
+                    millis(self.groups.max_session_timeout),
+                ),
+            ];
+            for (field, minimum, maximum) in ranges {
+                if let Some(RefOr::T(Schema::Object(schema))) = poll.properties.get_mut(field) {
+                    range(schema, minimum, maximum);
+                }
+            }
+        }
+        if let Some(RefOr::T(Schema::Object(publish))) = schemas.get_mut("PublishRequest")
             && let Some(RefOr::T(Schema::Array(records))) = publish.properties.get_mut("records")
         {
             records.min_items = Some(1);
             records.max_items = Some(limits.max_records_per_request);
         }
     }
+}
+
+/// The object schema of `schema.field`, when it is one.
+fn property<'a>(
+    schemas: &'a mut std::collections::BTreeMap<String, RefOr<Schema>>,
+    schema: &str,
+    field: &str,
+) -> Option<&'a mut Object> {
+    let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut(schema) else {
+        return None;
+    };
+    match object.properties.get_mut(field) {
+        Some(RefOr::T(Schema::Object(property))) => Some(property),
+        _ => None,
+    }
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// 1–249 characters of `[A-Za-z0-9._-]`, not `.` or `..`, without look-ahead (which not

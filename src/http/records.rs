@@ -13,7 +13,7 @@ use super::body::{self, BodyFormat, Object};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::guard::{AppState, Caller};
 use super::{topic_name, whole};
-use crate::auth::Action;
+use crate::config::Limits;
 use crate::log::{
     AppendRequest, FetchRequest, NewRecord, Offset, PartitionChoice, PartitionId, RecordPosition,
 };
@@ -116,7 +116,7 @@ pub async fn publish(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let topic = topic_name(&path)?;
-    let log = caller.may(Action::Publish, topic.as_str())?;
+    let publisher = caller.publisher(&topic)?;
     let limits = &state.limits;
     let format = BodyFormat::of(&request, &[BodyFormat::Json, BodyFormat::NdJson])?;
     let idempotency_key = request
@@ -128,8 +128,8 @@ pub async fn publish(
     let bytes = body::read(&request, payload.into_inner(), limits).await?;
     let (records, labels) = parse_records(format, &bytes)?;
     records::validate(&records, limits).map_err(|err| publish_error(&err, &labels))?;
-    let outcome = log
-        .append(&topic, AppendRequest::new(records, idempotency_key))
+    let outcome = publisher
+        .append(AppendRequest::new(records, idempotency_key))
         .await?;
     let mut response = HttpResponse::Ok();
     if outcome.replayed {
@@ -276,41 +276,27 @@ pub async fn fetch(
 ) -> Result<HttpResponse, ApiError> {
     let (topic, partition) = path.into_inner();
     let (topic, partition) = (topic_name(&topic)?, PartitionId::new(partition));
-    let log = caller.may(Action::Subscribe, topic.as_str())?;
-    let limits = &state.limits;
-    let max_records = bounded(
-        "limit",
+    let subscriber = caller.subscriber(&topic)?;
+    let read = read_limits(
         params.limit,
-        DEFAULT_FETCH_LIMIT,
-        limits.max_fetch_records,
-    )?;
-    let max_bytes = bounded(
-        "max_bytes",
         params.max_bytes,
-        DEFAULT_FETCH_BYTES.min(limits.max_fetch_bytes),
-        limits.max_fetch_bytes,
+        params.wait_ms,
+        &state.limits,
+        ErrorCode::InvalidQuery,
     )?;
     let offset = params
         .offset
         .map(Offset::parse)
         .transpose()
         .map_err(|err| ApiError::new(ErrorCode::InvalidQuery, err.to_string()))?;
-    let wait_ms = params.wait_ms.unwrap_or(0);
-    if wait_ms > limits.max_wait_ms {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!("wait_ms must be at most {}", limits.max_wait_ms),
-        ));
-    }
-    let result = log
+    let result = subscriber
         .fetch(
-            &topic,
             partition,
             FetchRequest {
                 offset,
-                max_records,
-                max_bytes,
-                wait: Duration::from_millis(wait_ms),
+                max_records: read.max_records,
+                max_bytes: read.max_bytes,
+                wait: read.wait,
             },
         )
         .await?;
@@ -319,19 +305,55 @@ pub async fn fetch(
         .body(wire::fetch_response(&result)))
 }
 
-fn bounded(
-    name: &str,
-    value: Option<usize>,
-    default: usize,
-    max: usize,
-) -> Result<usize, ApiError> {
-    match value.unwrap_or(default) {
+/// `limit`, `max_bytes` and `wait_ms` of a read (a fetch or a group poll), with their
+/// defaults, checked against the configured maxima.
+pub(super) struct ReadLimits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+    pub wait: Duration,
+}
+
+/// [`ReadLimits`] from what the client sent; `code` says where it sent them (query or body).
+pub(super) fn read_limits(
+    limit: Option<usize>,
+    max_bytes: Option<usize>,
+    wait_ms: Option<u64>,
+    limits: &Limits,
+    code: ErrorCode,
+) -> Result<ReadLimits, ApiError> {
+    let bounded = |name: &str, value: Option<usize>, default: usize, max: usize| match value
+        .unwrap_or(default)
+    {
         value @ 1.. if value <= max => Ok(value),
         _ => Err(ApiError::new(
-            ErrorCode::InvalidQuery,
+            code,
             format!("{name} must be between 1 and {max}"),
         )),
+    };
+    let max_records = bounded(
+        "limit",
+        limit,
+        DEFAULT_FETCH_LIMIT,
+        limits.max_fetch_records,
+    )?;
+    let max_bytes = bounded(
+        "max_bytes",
+        max_bytes,
+        DEFAULT_FETCH_BYTES.min(limits.max_fetch_bytes),
+        limits.max_fetch_bytes,
+    )?;
+    let wait_ms = wait_ms.unwrap_or(0);
+    if wait_ms > limits.max_wait_ms {
+        return Err(ApiError::new(
+            code,
+            format!("wait_ms must be at most {}", limits.max_wait_ms),
+        ));
     }
+    Ok(ReadLimits {
+        max_records,
+        max_bytes,
+        wait: Duration::from_millis(wait_ms),
+    })
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -374,8 +396,8 @@ pub async fn offset_for_timestamp(
     let (topic, partition) = path.into_inner();
     let (topic, partition) = (topic_name(&topic)?, PartitionId::new(partition));
     let found = caller
-        .may(Action::Subscribe, topic.as_str())?
-        .offset_for_timestamp(&topic, partition, params.timestamp)
+        .subscriber(&topic)?
+        .offset_for_timestamp(partition, params.timestamp)
         .await?;
     Ok(HttpResponse::Ok().json(TimestampOffsetResponse {
         partition: found.partition.get(),

@@ -173,10 +173,7 @@ pub async fn describe_topic(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let name = topic_name(&path)?;
-    let topic = caller
-        .topic_viewer(name.as_str())?
-        .describe_topic(&name)
-        .await?;
+    let topic = caller.viewer(&name)?.describe().await?;
     Ok(HttpResponse::Ok().json(TopicDetails::from(topic)))
 }
 
@@ -230,6 +227,7 @@ pub async fn delete_topic(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.admin()?.delete_topic(&topic_name(&path)?).await?;
+    let admin = caller.admin()?;
+    admin.delete_topic(&topic_name(&path)?).await?;
     Ok(HttpResponse::NoContent().finish())
 }

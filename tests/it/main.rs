@@ -9,6 +9,7 @@ mod bodies;
 mod concurrency;
 mod config;
 mod crash;
+mod groups;
 mod longpoll;
 mod openapi;
 mod protocol;

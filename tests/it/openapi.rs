@@ -236,6 +236,8 @@ async fn every_documented_operation_is_served() {
     for (template, item) in paths {
         let path = template
             .replace("{topic}", "openapi-probe")
+            .replace("{group}", "openapi-probe")
+            .replace("{member}", "m-probe")
             .replace("{partition}", "0");
         assert!(!path.contains('{'), "unexpected parameter in {template}");
         for method in METHODS {

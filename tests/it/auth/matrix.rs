@@ -50,6 +50,10 @@ enum Access {
     Publish,
     Subscribe,
     Admin,
+    /// `group:G` and `subscribe:T` for the topic the request names.
+    GroupAndTopic,
+    /// `group:G` alone.
+    Group,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,9 +69,16 @@ enum Route {
     Publish,
     Fetch,
     Offsets,
+    GroupPoll,
+    GroupCommit,
+    GroupSeek,
+    ListGroups,
+    DescribeGroup,
+    LeaveGroup,
+    DeleteGroup,
 }
 
-const ROUTES: [Route; 11] = [
+const ROUTES: [Route; 18] = [
     Route::Healthz,
     Route::Readyz,
     Route::OpenApi,
@@ -79,14 +90,29 @@ const ROUTES: [Route; 11] = [
     Route::Publish,
     Route::Fetch,
     Route::Offsets,
+    // Polls first: they make the group the describe row reads.
+    Route::GroupPoll,
+    Route::GroupCommit,
+    Route::GroupSeek,
+    Route::ListGroups,
+    Route::DescribeGroup,
+    Route::LeaveGroup,
+    Route::DeleteGroup,
 ];
+
+/// The member id placeholder in [`Route::LeaveGroup`]'s path; each cell makes a member.
+const MEMBER: &str = "{member}";
 
 impl Route {
     fn method(self) -> Method {
         match self {
-            Route::CreateTopic | Route::Publish => Method::POST,
+            Route::CreateTopic
+            | Route::Publish
+            | Route::GroupPoll
+            | Route::GroupCommit
+            | Route::GroupSeek => Method::POST,
             Route::PatchTopic => Method::PATCH,
-            Route::DeleteTopic => Method::DELETE,
+            Route::DeleteTopic | Route::LeaveGroup | Route::DeleteGroup => Method::DELETE,
             _ => Method::GET,
         }
     }
@@ -103,6 +129,13 @@ impl Route {
             Route::Publish => format!("/v1/topics/{TOPIC}/records"),
             Route::Fetch => format!("/v1/topics/{TOPIC}/partitions/0/records?offset=0"),
             Route::Offsets => format!("/v1/topics/{TOPIC}/partitions/0/offsets?timestamp=0"),
+            Route::GroupPoll => "/v1/groups/m-group/poll".into(),
+            Route::GroupCommit => "/v1/groups/m-commit/commit".into(),
+            Route::GroupSeek => "/v1/groups/m-seek/seek".into(),
+            Route::ListGroups => "/v1/groups".into(),
+            Route::DescribeGroup => "/v1/groups/m-group".into(),
+            Route::LeaveGroup => format!("/v1/groups/m-leave/members/{MEMBER}"),
+            Route::DeleteGroup => format!("/v1/groups/{}", doomed_group(n)),
         }
     }
 
@@ -117,6 +150,12 @@ impl Route {
             Route::Publish => "/v1/topics/{topic}/records",
             Route::Fetch => "/v1/topics/{topic}/partitions/{partition}/records",
             Route::Offsets => "/v1/topics/{topic}/partitions/{partition}/offsets",
+            Route::GroupPoll => "/v1/groups/{group}/poll",
+            Route::GroupCommit => "/v1/groups/{group}/commit",
+            Route::GroupSeek => "/v1/groups/{group}/seek",
+            Route::ListGroups => "/v1/groups",
+            Route::DescribeGroup | Route::DeleteGroup => "/v1/groups/{group}",
+            Route::LeaveGroup => "/v1/groups/{group}/members/{member}",
         }
     }
 
@@ -125,6 +164,11 @@ impl Route {
             Route::CreateTopic => Some(json!({"name": created(n), "partitions": 1})),
             Route::PatchTopic => Some(json!({"retention_ms": patched_retention(n)})),
             Route::Publish => Some(json!({"records": [{"value": {"case": n}}]})),
+            Route::GroupPoll => Some(json!({"topics": [TOPIC]})),
+            Route::GroupCommit => {
+                Some(json!({"offsets": [{"topic": TOPIC, "partition": 0, "offset": 0}]}))
+            }
+            Route::GroupSeek => Some(json!({"topic": TOPIC, "to": "earliest"})),
             _ => None,
         }
     }
@@ -137,13 +181,16 @@ impl Route {
             Route::Publish => Access::Publish,
             Route::Fetch | Route::Offsets => Access::Subscribe,
             Route::CreateTopic | Route::PatchTopic | Route::DeleteTopic => Access::Admin,
+            Route::GroupPoll | Route::GroupCommit | Route::GroupSeek => Access::GroupAndTopic,
+            Route::ListGroups => Access::AnyToken,
+            Route::DescribeGroup | Route::LeaveGroup | Route::DeleteGroup => Access::Group,
         }
     }
 
     fn success(self) -> u16 {
         match self {
             Route::CreateTopic => 201,
-            Route::DeleteTopic => 204,
+            Route::DeleteTopic | Route::GroupCommit | Route::LeaveGroup | Route::DeleteGroup => 204,
             _ => 200,
         }
     }
@@ -155,6 +202,10 @@ fn created(n: usize) -> String {
 
 fn throwaway(n: usize) -> String {
     format!("mx-delete-{n}")
+}
+
+fn doomed_group(n: usize) -> String {
+    format!("m-delete-{n}")
 }
 
 fn patched_retention(n: usize) -> i64 {
@@ -170,6 +221,9 @@ fn scope_without(access: Access) -> &'static str {
         Access::Publish => "subscribe:m-topic group:m-topic publish:other",
         Access::Subscribe => "publish:m-topic group:m-topic subscribe:other",
         Access::Admin => "publish:* subscribe:* group:*",
+        // The group without the topic, and the topic without the group.
+        Access::GroupAndTopic => "group:m-* publish:m-topic subscribe:other",
+        Access::Group => "subscribe:m-topic publish:m-topic group:other",
     }
 }
 
@@ -179,6 +233,8 @@ fn scope_exact(access: Access) -> &'static str {
         Access::Open | Access::AnyToken | Access::Viewer | Access::Subscribe => "subscribe:m-topic",
         Access::Publish => "publish:m-topic",
         Access::Admin => "admin",
+        Access::GroupAndTopic => "group:m-* subscribe:m-topic",
+        Access::Group => "group:m-*",
     }
 }
 
@@ -241,6 +297,26 @@ impl Matrix {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// A new member of `group`, by an admin poll.
+    async fn join(&self, group: &str) -> String {
+        let response = self
+            .server
+            .req(
+                Method::POST,
+                &format!("/v1/groups/{group}/poll"),
+                Some(&self.admin),
+            )
+            .json(&json!({"topics": [TOPIC]}))
+            .send()
+            .await
+            .expect("poll");
+        assert_eq!(response.status(), 200, "joining {group}");
+        json_body(response).await["member_id"]
+            .as_str()
+            .expect("member_id")
+            .to_owned()
+    }
+
     async fn topic_status(&self, name: &str) -> u16 {
         self.admin_json(&format!("/v1/topics/{name}")).await.0
     }
@@ -269,6 +345,26 @@ impl Matrix {
             let response = self.server.create_topic(&self.admin, &throwaway(n)).await;
             assert_eq!(response.status(), 201, "creating {}", throwaway(n));
         }
+        let mut path = route.path(n);
+        if route == Route::LeaveGroup {
+            path = path.replace(MEMBER, &self.join("m-leave").await);
+        }
+        if route == Route::DeleteGroup {
+            // An empty group: committed offsets, no member.
+            let body = json!({"offsets": [{"topic": TOPIC, "partition": 0, "offset": 0}]});
+            let response = self
+                .server
+                .req(
+                    Method::POST,
+                    &format!("/v1/groups/{}/commit", doomed_group(n)),
+                    Some(&self.admin),
+                )
+                .json(&body)
+                .send()
+                .await
+                .expect("commit");
+            assert_eq!(response.status(), 204, "committing for {}", doomed_group(n));
+        }
         let watermark = match route {
             Route::Publish => self.high_watermark().await,
             _ => 0,
@@ -279,9 +375,7 @@ impl Matrix {
         };
 
         let token = token(case, route.access());
-        let mut request = self
-            .server
-            .req(route.method(), &route.path(n), token.as_deref());
+        let mut request = self.server.req(route.method(), &path, token.as_deref());
         if let Some(body) = route.body(n) {
             request = request.json(&body);
         }
@@ -332,6 +426,16 @@ impl Matrix {
                 let want = watermark + u64::from(succeeds);
                 if after != want {
                     return Err(format!("high watermark {watermark} → {after}"));
+                }
+            }
+            Route::DeleteGroup => {
+                let status = self
+                    .admin_json(&format!("/v1/groups/{}", doomed_group(n)))
+                    .await
+                    .0;
+                let want = if succeeds { 404 } else { 200 };
+                if status != want {
+                    return Err(format!("describing the deleted group gave {status}"));
                 }
             }
             Route::PatchTopic => {

@@ -1,0 +1,45 @@
+use thiserror::Error;
+
+use super::MemberId;
+use crate::echo::quoted;
+use crate::log::{GroupId, LogError};
+
+/// Everything the group coordinator can refuse or fail at; mapped to HTTP in `http::error`.
+#[derive(Debug, Error)]
+pub enum GroupError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("invalid member id {}: {reason}", quoted(.given))]
+    InvalidMemberId { given: String, reason: &'static str },
+    #[error(
+        "member {member} is not in group '{group}' (its session may have expired, or it left); \
+         poll without member_id to join again"
+    )]
+    UnknownMember { group: GroupId, member: MemberId },
+    #[error("consumer group '{0}' does not exist")]
+    GroupNotFound(GroupId),
+    /// Kafka's ILLEGAL_GENERATION: the member acts on an assignment that has changed.
+    #[error(
+        "generation {} is stale: the group is at generation {current}; poll to learn the new assignment",
+        .given.map_or("(none)".to_owned(), |g| g.to_string())
+    )]
+    StaleGeneration { given: Option<u64>, current: u64 },
+    #[error("partition {topic}/{partition} is not assigned to member {member}")]
+    NotAssigned {
+        topic: String,
+        partition: u32,
+        member: MemberId,
+    },
+    /// Offsets without a member (manual assignment), or deleting the group, while members
+    /// are alive: they own the offsets now.
+    #[error("consumer group '{group}' has {members} live members; {what} only an empty group")]
+    GroupNotEmpty {
+        group: GroupId,
+        members: usize,
+        what: &'static str,
+    },
+    #[error("consumer group '{group}' already has {max} members (--max-group-members)")]
+    GroupFull { group: GroupId, max: usize },
+    #[error("{0}")]
+    Invalid(String),
+}
