@@ -7,7 +7,7 @@ use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::config::Limits;
-use crate::groups::GroupSettings;
+use crate::groups::{GroupSettings, MemberId};
 use crate::log::{MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, Offset};
 
 #[derive(OpenApi)]
@@ -122,6 +122,11 @@ impl Modify for Constraints {
                         "limit" => range(schema, 1, limits.max_fetch_records as u64),
                         "max_bytes" => range(schema, 1, limits.max_fetch_bytes as u64),
                         "wait_ms" => range(schema, 0, limits.max_wait_ms),
+                        "member" => {
+                            schema.min_length = Some(1);
+                            schema.max_length = Some(MemberId::MAX_LEN);
+                            schema.pattern = Some("^[A-Za-z0-9._-]+$".into());
+                        }
                         "Idempotency-Key" => {
                             // A header is a string or absent, never null.
                             schema.schema_type = Type::String.into();

@@ -43,13 +43,16 @@ where
     if float.fract() != 0.0 || !float.is_finite() {
         return Err(E::invalid_type(Unexpected::Float(float), &"a whole number"));
     }
-    // Exactly representable bounds: beyond them the cast would saturate.
-    if (0.0..18_446_744_073_709_551_616.0).contains(&float) {
+    // Past 2^53 a double no longer holds every whole number, so which one the client meant
+    // is unknown (a number beyond 64 bits is read as a double, too).
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if !(-EXACT..=EXACT).contains(&float) {
+        return Err(out_of_range());
+    }
+    if float >= 0.0 {
         T::try_from(float as u64).map_err(|_| out_of_range())
-    } else if (-9_223_372_036_854_775_808.0..0.0).contains(&float) {
-        T::try_from(float as i64).map_err(|_| out_of_range())
     } else {
-        Err(out_of_range())
+        T::try_from(float as i64).map_err(|_| out_of_range())
     }
 }
 
@@ -92,6 +95,8 @@ mod tests {
             r#"{"count": 1e300}"#,
             r#"{"count": "3"}"#,
             r#"{"count": 1, "limit": 1e19}"#,
+            r#"{"count": 1, "limit": -9223372036854775809}"#,
+            r#"{"count": 1, "limit": 9007199254740994.0}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
