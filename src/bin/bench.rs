@@ -9,7 +9,11 @@
 //! - `publish:N` — N concurrent clients, each publishing one keyless record per request;
 //! - `batch:N` — N clients, each publishing `--batch-records` (100) records per request;
 //! - `fetch:N` — N clients, each reading `--fetch-records` (100) record pages from a
-//!   partition pre-filled with `--fetch-prefill` records, cycling through it.
+//!   partition pre-filled with `--fetch-prefill` records, cycling through it;
+//! - `group:N` — N members of one consumer group polling (`POST /v1/groups/G/poll`, up to
+//!   `--fetch-records` records, `auto_commit`) a topic of `--group-partitions` (4)
+//!   partitions pre-filled with `--fetch-prefill` records. A member that finds nothing left
+//!   seeks the group back to the earliest offsets (unmeasured) and polls on.
 //!
 //! Publish scenarios each get a new topic of `--partitions` (8) partitions.
 //!
@@ -114,7 +118,7 @@ struct Args {
         long,
         value_delimiter = ',',
         value_parser = parse_scenario,
-        default_values = ["publish:1", "publish:64", "batch:1", "batch:16", "fetch:1", "fetch:16"]
+        default_values = ["publish:1", "publish:64", "batch:1", "batch:16", "fetch:1", "fetch:16", "group:4"]
     )]
     scenarios: Vec<Scenario>,
 
@@ -134,9 +138,13 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     fetch_records: u64,
 
-    /// Records written to the fetch partition before fetch scenarios.
+    /// Records written to the fetch partition (and the group topic) before those scenarios.
     #[arg(long, default_value_t = 100_000)]
     fetch_prefill: u64,
+
+    /// Partitions of the topic group scenarios consume.
+    #[arg(long, default_value_t = 4)]
+    group_partitions: u32,
 
     /// Bytes of each record's JSON value.
     #[arg(long, default_value_t = 100)]
@@ -175,6 +183,7 @@ enum Kind {
     Publish,
     Batch,
     Fetch,
+    Group,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -189,6 +198,7 @@ impl fmt::Display for Scenario {
             Kind::Publish => "publish",
             Kind::Batch => "batch",
             Kind::Fetch => "fetch",
+            Kind::Group => "group",
         };
         write!(f, "{kind}:{}", self.clients)
     }
@@ -202,9 +212,10 @@ fn parse_scenario(text: &str) -> Result<Scenario, String> {
         "publish" => Kind::Publish,
         "batch" => Kind::Batch,
         "fetch" => Kind::Fetch,
+        "group" => Kind::Group,
         other => {
             return Err(format!(
-                "unknown scenario kind '{other}' (publish, batch, fetch)"
+                "unknown scenario kind '{other}' (publish, batch, fetch, group)"
             ));
         }
     };
@@ -333,8 +344,8 @@ fn validate(args: &Args) -> Result<(), String> {
     if args.fsync.is_empty() || args.scenarios.is_empty() {
         return Err("nothing to run".into());
     }
-    if !(1..=1024).contains(&args.partitions) {
-        return Err("--partitions must be 1..=1024".into());
+    if !(1..=1024).contains(&args.partitions) || !(1..=1024).contains(&args.group_partitions) {
+        return Err("--partitions and --group-partitions must be 1..=1024".into());
     }
     if !(1..=10_000).contains(&args.batch_records) {
         return Err("--batch-records must be 1..=10000 (the server's default limit)".into());
@@ -404,8 +415,23 @@ async fn run_scenarios(args: &Args, server: &Server, fsync: FsyncMode) -> Result
     let value = record_value(args.value_bytes);
     let mut rows = Vec::new();
     let mut fetch_topic: Option<String> = None;
+    let mut group_topic: Option<String> = None;
     for (index, &scenario) in args.scenarios.iter().enumerate() {
         let (topic, request, per_request) = match scenario.kind {
+            Kind::Group => {
+                let topic = match &group_topic {
+                    Some(topic) => topic.clone(),
+                    None => {
+                        let topic = "bench-group".to_owned();
+                        create_topic(server.addr, &topic, args.group_partitions).await?;
+                        eprintln!("  pre-filling {topic} with {} records", args.fetch_prefill);
+                        prefill(server.addr, &topic, &value, args.fetch_prefill).await?;
+                        group_topic = Some(topic.clone());
+                        topic
+                    }
+                };
+                (topic, Vec::new(), args.fetch_records)
+            }
             Kind::Fetch => {
                 let topic = match &fetch_topic {
                     Some(topic) => topic.clone(),
@@ -435,6 +461,7 @@ async fn run_scenarios(args: &Args, server: &Server, fsync: FsyncMode) -> Result
         let plan = Plan {
             kind: scenario.kind,
             addr: server.addr,
+            group: format!("bench-{index}"),
             topic,
             publish_request: request,
             per_request,
@@ -463,6 +490,8 @@ async fn run_scenarios(args: &Args, server: &Server, fsync: FsyncMode) -> Result
 struct Plan {
     kind: Kind,
     addr: SocketAddr,
+    /// The consumer group of a group scenario.
+    group: String,
     topic: String,
     /// The whole publish request, written as is each time.
     publish_request: Vec<u8>,
@@ -549,6 +578,8 @@ struct ClientStats {
     /// Error kind → (count, first example).
     errors: BTreeMap<String, (u64, String)>,
     last_done: Option<Instant>,
+    /// Records in the last measured answer.
+    last_records: Option<u64>,
 }
 
 impl ClientStats {
@@ -565,6 +596,8 @@ async fn client(plan: Arc<Plan>, index: usize) -> ClientStats {
     // Fetch clients start spread over the partition and walk it page by page.
     let mut page = plan.fetch_pages * index as u64 / plan.clients as u64;
     let mut answers = 0u64;
+    let mut member: Option<String> = None;
+    let mut request_buf = Vec::new();
     loop {
         let now = Instant::now();
         if now >= plan.end {
@@ -597,6 +630,22 @@ async fn client(plan: Arc<Plan>, index: usize) -> ClientStats {
                 (fetch_request.as_slice(), offset)
             }
             Kind::Publish | Kind::Batch => (plan.publish_request.as_slice(), 0),
+            Kind::Group => {
+                let body = serde_json::json!({
+                    "topics": [plan.topic],
+                    "member_id": member,
+                    "limit": plan.per_request,
+                    "auto_commit": true,
+                    "auto_offset_reset": "earliest",
+                });
+                request_buf.clear();
+                request_buf.extend_from_slice(&post_request(
+                    plan.addr,
+                    &format!("/v1/groups/{}/poll", plan.group),
+                    body.to_string().as_bytes(),
+                ));
+                (request_buf.as_slice(), 0)
+            }
         };
         let started = Instant::now();
         let outcome = tokio::time::timeout(REQUEST_TIMEOUT, c.send(request)).await;
@@ -617,6 +666,12 @@ async fn client(plan: Arc<Plan>, index: usize) -> ClientStats {
                         Kind::Publish | Kind::Batch => {
                             check_publish(response.body, plan.per_request)
                         }
+                        Kind::Group => check_group_poll(response.body, plan.per_request).map(
+                            |(id, records)| {
+                                member = Some(id);
+                                records
+                            },
+                        ),
                     };
                     checked.map_err(|err| ("invalid answer".to_owned(), err))
                 };
@@ -629,6 +684,7 @@ async fn client(plan: Arc<Plan>, index: usize) -> ClientStats {
                         Ok(records) => {
                             stats.ok += 1;
                             stats.records += records;
+                            stats.last_records = Some(records);
                         }
                         Err((kind, sample)) => stats.error(kind, sample),
                     }
@@ -655,6 +711,22 @@ async fn client(plan: Arc<Plan>, index: usize) -> ClientStats {
         };
         if !keep {
             conn = None;
+        }
+        // A member that caught up rewinds the group, so the load goes on (unmeasured).
+        if plan.kind == Kind::Group
+            && matches!(stats.last_records, Some(0))
+            && let Some(c) = conn.as_mut()
+        {
+            let body = format!(r#"{{"topic":"{}","to":"earliest"}}"#, plan.topic);
+            let seek = post_request(
+                plan.addr,
+                &format!("/v1/groups/{}/seek", plan.group),
+                body.as_bytes(),
+            );
+            if !matches!(tokio::time::timeout(REQUEST_TIMEOUT, c.send(&seek)).await, Ok(Ok(r)) if r.status == 200)
+            {
+                conn = None;
+            }
         }
     }
     stats
@@ -740,6 +812,42 @@ struct Page {
 #[derive(Deserialize)]
 struct PageRecord {
     offset: u64,
+}
+
+#[derive(Deserialize)]
+struct GroupPoll {
+    member_id: String,
+    records: Vec<GroupRecord>,
+}
+
+#[derive(Deserialize)]
+struct GroupRecord {
+    partition: u32,
+    offset: u64,
+}
+
+/// A poll answer: the member id, at most `limit` records, in offset order per partition.
+fn check_group_poll(body: &[u8], limit: u64) -> Result<(String, u64), String> {
+    let poll: GroupPoll =
+        serde_json::from_slice(body).map_err(|err| format!("malformed poll answer: {err}"))?;
+    if poll.records.len() as u64 > limit {
+        return Err(format!(
+            "{} records for a limit of {limit}",
+            poll.records.len()
+        ));
+    }
+    let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+    for record in &poll.records {
+        if let Some(previous) = last.insert(record.partition, record.offset)
+            && record.offset != previous + 1
+        {
+            return Err(format!(
+                "partition {}: offset {} after {previous}",
+                record.partition, record.offset
+            ));
+        }
+    }
+    Ok((poll.member_id, poll.records.len() as u64))
 }
 
 /// A full page: `next_offset` is `offset + page`; deeply, the records themselves.
@@ -1318,7 +1426,7 @@ fn print_report(
 
     println!("\n### Scaling with clients\n");
     for &fsync in &args.fsync {
-        for kind in [Kind::Publish, Kind::Batch, Kind::Fetch] {
+        for kind in [Kind::Publish, Kind::Batch, Kind::Fetch, Kind::Group] {
             let of = |pick: fn(usize, usize) -> bool| {
                 rows.iter()
                     .filter(|r| r.fsync == fsync && r.scenario.kind == kind)
@@ -1364,5 +1472,6 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Publish => "publish 1 record",
         Kind::Batch => "publish batch",
         Kind::Fetch => "fetch page",
+        Kind::Group => "group poll",
     }
 }

@@ -19,8 +19,12 @@
 //! cannot overwrite its successor's progress).
 //!
 //! # Invariants
-//! - All changes to a group happen under its lock, and so do its commits: no rebalance can
-//!   slip between a commit's fencing check and its write.
+//! - All changes to a group happen under its lock. Commits are checked (member, generation,
+//!   assignment) under it and written once it is released, so the commits of several
+//!   members share one group commit of the log. A rebalance between a check and its write
+//!   can let a former owner's commit land after its successor read the committed offset.
+//!   Such a commit says what the former owner had processed, so at worst records are
+//!   delivered again (at-least-once), never skipped.
 //! - Records are read outside the lock. A poll delivers records of a partition only if,
 //!   after the read, the member still owns the partition and its position has not moved
 //!   meanwhile; otherwise it drops them (they will be delivered again to whoever owns the
@@ -371,11 +375,17 @@ impl Coordinator {
                     id
                 }
             };
-            if request.auto_commit {
-                self.commit_delivered(group, &mut state, &member).await?;
-            }
+            let delivered = if request.auto_commit {
+                take_delivered(&mut state, &member)
+            } else {
+                Vec::new()
+            };
             let plan = self.plan(group, &mut state, &member, request.reset).await?;
             let changes = state.members[&member].changes.subscribe();
+            drop(state);
+            if !delivered.is_empty() {
+                self.offsets.commit_offsets(group, delivered).await?;
+            }
             (member, plan, changes)
         };
         changes.mark_unchanged();
@@ -423,35 +433,6 @@ impl Coordinator {
             assignment: owned,
             records: delivered,
         })
-    }
-
-    /// Commits the positions earlier polls delivered, for partitions the member still owns.
-    async fn commit_delivered(
-        &self,
-        group: &GroupId,
-        state: &mut GroupState,
-        member: &MemberId,
-    ) -> Result<(), GroupError> {
-        let owned = state.owned(member);
-        let Some(member) = state.members.get_mut(member) else {
-            return Ok(());
-        };
-        let offsets: Vec<CommittedOffset> = member
-            .delivered
-            .iter()
-            .filter(|(partition, _)| owned.contains(partition))
-            .map(|((topic, partition), offset)| CommittedOffset {
-                topic: topic.clone(),
-                partition: *partition,
-                offset: *offset,
-                committed_at_ms: 0,
-            })
-            .collect();
-        if !offsets.is_empty() {
-            self.offsets.commit_offsets(group, offsets).await?;
-        }
-        member.delivered.clear();
-        Ok(())
     }
 
     /// The member's partitions and where to read each, in the rotating order of this poll.
@@ -651,6 +632,7 @@ impl Coordinator {
                 }
             }
         }
+        drop(state);
         let offsets = request
             .offsets
             .into_iter()
@@ -932,6 +914,25 @@ impl Coordinator {
             }
         }
     }
+}
+
+/// What earlier polls delivered to `member`, for partitions it still owns, as offsets to
+/// commit; forgotten here, so each delivery is committed once.
+fn take_delivered(state: &mut GroupState, member: &MemberId) -> Vec<CommittedOffset> {
+    let owned = state.owned(member);
+    let Some(member) = state.members.get_mut(member) else {
+        return Vec::new();
+    };
+    std::mem::take(&mut member.delivered)
+        .into_iter()
+        .filter(|(partition, _)| owned.contains(partition))
+        .map(|((topic, partition), offset)| CommittedOffset {
+            topic,
+            partition,
+            offset,
+            committed_at_ms: 0,
+        })
+        .collect()
 }
 
 fn now_ms() -> i64 {
