@@ -118,7 +118,7 @@ struct Args {
         long,
         value_delimiter = ',',
         value_parser = parse_scenario,
-        default_values = ["publish:1", "publish:64", "batch:1", "batch:16", "fetch:1", "fetch:16", "group:4"]
+        default_values = ["publish:1", "publish:64", "batch:1", "batch:16", "fetch:1", "fetch:4", "fetch:16", "group:4"]
     )]
     scenarios: Vec<Scenario>,
 

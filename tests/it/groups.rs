@@ -369,6 +369,29 @@ async fn an_explicit_leave_rebalances_at_once() {
 }
 
 #[tokio::test]
+async fn new_partitions_of_a_subscribed_topic_rebalance_the_group() {
+    let app = TestApp::spawn().await;
+    app.create_topic("t", 2).await;
+    let (mut a, mut b) = (None, None);
+    poll(&app, "g", &mut a, poll_body("t", 1)).await;
+    poll(&app, "g", &mut b, poll_body("t", 1)).await;
+    let before = b.as_ref().unwrap().generation;
+    let response = app.patch_topic("t", json!({"partitions": 6})).await;
+    assert_eq!(response.status(), 200);
+    poll(&app, "g", &mut a, poll_body("t", 1)).await;
+    poll(&app, "g", &mut b, poll_body("t", 1)).await;
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(
+        b.generation > before,
+        "generation {before} → {}",
+        b.generation
+    );
+    assert_eq!(a.assignment.len() + b.assignment.len(), 6);
+    assert_eq!((a.assignment.len(), b.assignment.len()), (3, 3));
+    assert!(a.assignment.is_disjoint(&b.assignment));
+}
+
+#[tokio::test]
 async fn a_waiting_poll_wakes_on_a_publish_to_its_partitions() {
     let app = TestApp::spawn().await;
     app.create_topic("t", 3).await;
