@@ -159,6 +159,65 @@ pub struct Config {
 
     #[command(flatten)]
     pub groups: GroupLimits,
+
+    #[command(flatten)]
+    pub push: PushLimits,
+
+    /// Browser origins allowed to call the API (CORS) and to open WebSockets, e.g.
+    /// `https://app.example.com`; comma-separated. Empty (the default): same origin only.
+    /// `*` allows every origin.
+    #[arg(long, env = "TIDEGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
+/// Bounds on push delivery (WebSocket and Server-Sent Events).
+#[derive(Clone, Copy, Debug, Args)]
+pub struct PushLimits {
+    /// Bytes of encoded batches kept for push delivery, shared by every subscriber.
+    #[arg(long, env = "TIDEGATE_PUSH_CACHE_BYTES", default_value_t = 64 << 20)]
+    pub push_cache_bytes: usize,
+
+    /// Most records in one `records` message or SSE write.
+    #[arg(long, env = "TIDEGATE_PUSH_FRAME_RECORDS", default_value_t = 500)]
+    pub push_frame_records: usize,
+
+    /// About the most bytes of records in one `records` message (at least one record).
+    #[arg(long, env = "TIDEGATE_PUSH_FRAME_BYTES", default_value_t = 256 << 10)]
+    pub push_frame_bytes: usize,
+
+    /// Largest message a WebSocket client may send, in bytes (the connection closes with
+    /// 1009 above).
+    #[arg(long, env = "TIDEGATE_WS_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
+    pub ws_max_message_bytes: usize,
+
+    /// Most subscriptions one WebSocket connection may hold.
+    #[arg(long, env = "TIDEGATE_WS_MAX_SUBSCRIPTIONS", default_value_t = 64)]
+    pub ws_max_subscriptions: usize,
+
+    /// Time a WebSocket without a token in its request has to send `auth`, in ms.
+    #[arg(long, env = "TIDEGATE_WS_AUTH_TIMEOUT_MS", default_value_t = 5_000)]
+    pub ws_auth_timeout_ms: u64,
+
+    /// Interval of the server's pings, in ms.
+    #[arg(long, env = "TIDEGATE_WS_PING_INTERVAL_MS", default_value_t = 20_000)]
+    pub ws_ping_interval_ms: u64,
+
+    /// A WebSocket that sends nothing (not even a pong) this long is closed, in ms.
+    #[arg(long, env = "TIDEGATE_WS_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub ws_idle_timeout_ms: u64,
+
+    /// Bytes a WebSocket connection may have queued for its client; delivery waits beyond.
+    #[arg(long, env = "TIDEGATE_WS_OUTBOUND_BYTES", default_value_t = 1 << 20)]
+    pub ws_outbound_bytes: usize,
+
+    /// A client that reads nothing while its queue is full this long is closed with 4008
+    /// "slow consumer", in ms.
+    #[arg(long, env = "TIDEGATE_WS_SLOW_CONSUMER_MS", default_value_t = 10_000)]
+    pub ws_slow_consumer_ms: u64,
+
+    /// Interval of the heartbeat comments on idle event streams, in ms.
+    #[arg(long, env = "TIDEGATE_SSE_HEARTBEAT_MS", default_value_t = 15_000)]
+    pub sse_heartbeat_ms: u64,
 }
 
 /// Bounds on consumer groups.
@@ -310,6 +369,34 @@ impl Config {
                 groups.min_session_timeout_ms, groups.max_session_timeout_ms
             ));
         }
+        let push = &self.push;
+        for (flag, value) in [
+            ("--push-cache-bytes", push.push_cache_bytes as u64),
+            ("--push-frame-records", push.push_frame_records as u64),
+            ("--push-frame-bytes", push.push_frame_bytes as u64),
+            ("--ws-max-message-bytes", push.ws_max_message_bytes as u64),
+            ("--ws-max-subscriptions", push.ws_max_subscriptions as u64),
+            ("--ws-auth-timeout-ms", push.ws_auth_timeout_ms),
+            ("--ws-ping-interval-ms", push.ws_ping_interval_ms),
+            ("--ws-idle-timeout-ms", push.ws_idle_timeout_ms),
+            ("--ws-outbound-bytes", push.ws_outbound_bytes as u64),
+            ("--ws-slow-consumer-ms", push.ws_slow_consumer_ms),
+            ("--sse-heartbeat-ms", push.sse_heartbeat_ms),
+        ] {
+            if value == 0 {
+                return Err(format!("{flag} must be greater than 0"));
+            }
+        }
+        if push.ws_idle_timeout_ms <= push.ws_ping_interval_ms {
+            return Err("--ws-idle-timeout-ms must be longer than --ws-ping-interval-ms".into());
+        }
+        for origin in &self.allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(format!(
+                    "--allowed-origins: {origin:?} is not an origin (scheme://host[:port]) or *"
+                ));
+            }
+        }
         if groups.max_group_members == 0 || groups.max_group_topics == 0 {
             return Err("--max-group-members and --max-group-topics must be greater than 0".into());
         }
@@ -330,6 +417,7 @@ impl Config {
             data_dir: self.data_dir.clone(),
             fsync: self.fsync,
             idempotency_window: Duration::from_millis(self.idempotency_window_ms),
+            push_cache_bytes: self.push.push_cache_bytes,
         }
     }
 }

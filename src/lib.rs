@@ -23,6 +23,7 @@ pub mod config;
 pub mod echo;
 pub mod groups;
 pub mod http;
+pub mod json;
 pub mod log;
 pub mod panics;
 pub mod private_fs;

@@ -3,8 +3,46 @@
 //! publish calls this now; WebSocket publish will call the same, so both accept and refuse
 //! exactly the same records.
 
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
 use crate::config::Limits;
-use crate::log::NewRecord;
+use crate::log::{NewRecord, PartitionChoice, PartitionId};
+
+/// One record to publish.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRecord {
+    /// Records with the same key go to the same partition (Kafka's murmur2 partitioner).
+    key: Option<String>,
+    /// Any JSON value, stored and served exactly as sent (numbers keep every digit). Arrays
+    /// and objects may nest up to `--max-value-depth` levels (64 by default); escapes of
+    /// unpaired UTF-16 surrogates (`"\ud800"`) are refused.
+    #[schema(value_type = Value)]
+    value: Box<RawValue>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// Explicit partition; overrides the key.
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
+    #[schema(minimum = 0, maximum = 1023)]
+    partition: Option<u32>,
+}
+
+impl From<PublishRecord> for NewRecord {
+    fn from(record: PublishRecord) -> Self {
+        NewRecord {
+            partition: record.partition.map_or(PartitionChoice::Default, |p| {
+                PartitionChoice::Explicit(PartitionId::new(p))
+            }),
+            key: record.key,
+            value: record.value,
+            headers: record.headers.into_iter().collect(),
+        }
+    }
+}
 
 /// Why a publish request was refused. `index` is the record's position in the request;
 /// each transport names it its own way (`records[3]`, `line 4`).

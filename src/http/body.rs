@@ -232,28 +232,6 @@ fn known_path(path: &str) -> Option<&str> {
     (!known.is_empty() && known != ".").then_some(known)
 }
 
-/// `T` read from a JSON object only. serde builds a struct from an array of its fields in
-/// order too (`[null, 1]` as a record), which no client means and the schema forbids.
-pub struct Object<T>(pub T);
-
-impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct OnlyMaps<T>(std::marker::PhantomData<T>);
-        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for OnlyMaps<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        deserializer
-            .deserialize_map(OnlyMaps(std::marker::PhantomData))
-            .map(Object)
-    }
-}
-
 /// A JSON body, read after the caller's scope has been checked.
 pub async fn json<T: DeserializeOwned>(
     request: &HttpRequest,

@@ -12,7 +12,7 @@ use super::body;
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::guard::{AppState, Caller};
 use super::records::{RecordJson, read_limits};
-use super::{topic_name, whole};
+use super::topic_name;
 use crate::groups::{
     CommitRequest, GroupDescription, GroupPhase, GroupSummary, MemberId, OffsetReset, PollRequest,
     SeekTarget,
@@ -53,15 +53,15 @@ pub struct PollBody {
     #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._-]+$")]
     member_id: Option<String>,
     /// Most records to return (default 100).
-    #[serde(default, deserialize_with = "whole::optional")]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     #[schema(minimum = 1)]
     limit: Option<usize>,
     /// Soft cap on payload bytes (default 1 MiB).
-    #[serde(default, deserialize_with = "whole::optional")]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     #[schema(minimum = 1)]
     max_bytes: Option<usize>,
     /// Wait up to this long for a record when none is there (long poll); default 0.
-    #[serde(default, deserialize_with = "whole::optional")]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     #[schema(minimum = 0)]
     wait_ms: Option<u64>,
     /// Commit, before reading, what earlier polls of this member delivered (at-least-once).
@@ -69,7 +69,7 @@ pub struct PollBody {
     auto_commit: bool,
     auto_offset_reset: Option<AutoOffsetReset>,
     /// How long the member lives without polling (default 30 000).
-    #[serde(default, deserialize_with = "whole::optional")]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     #[schema(minimum = 1)]
     session_timeout_ms: Option<u64>,
 }
@@ -165,11 +165,11 @@ pub async fn poll(
 #[serde(deny_unknown_fields)]
 pub struct CommitOffsetJson {
     topic: String,
-    #[serde(deserialize_with = "whole::number")]
+    #[serde(deserialize_with = "crate::json::whole::number")]
     #[schema(minimum = 0, maximum = 1023)]
     partition: u32,
     /// The next offset to read (Kafka's convention): one past the last record processed.
-    #[serde(deserialize_with = "whole::number")]
+    #[serde(deserialize_with = "crate::json::whole::number")]
     #[schema(minimum = 0)]
     offset: u64,
 }
@@ -182,7 +182,7 @@ pub struct CommitOffsetJson {
 pub struct CommitBody {
     #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._-]+$")]
     member_id: Option<String>,
-    #[serde(default, deserialize_with = "whole::optional")]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     #[schema(minimum = 0)]
     generation: Option<u64>,
     #[schema(min_items = 1)]
@@ -257,7 +257,7 @@ pub enum SeekEnd {
 #[serde(deny_unknown_fields)]
 pub struct SeekTimestamp {
     /// Milliseconds since the epoch: each partition moves to its first offset at or after it.
-    #[serde(deserialize_with = "whole::number")]
+    #[serde(deserialize_with = "crate::json::whole::number")]
     timestamp: i64,
 }
 
@@ -271,10 +271,10 @@ pub struct SeekOffsets {
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionOffsetJson {
-    #[serde(deserialize_with = "whole::number")]
+    #[serde(deserialize_with = "crate::json::whole::number")]
     #[schema(minimum = 0, maximum = 1023)]
     partition: u32,
-    #[serde(deserialize_with = "whole::number")]
+    #[serde(deserialize_with = "crate::json::whole::number")]
     #[schema(minimum = 0)]
     offset: u64,
 }

@@ -12,7 +12,6 @@ mod openapi;
 mod records;
 mod telemetry;
 mod topics;
-mod whole;
 
 use std::cell::OnceCell;
 use std::rc::Rc;

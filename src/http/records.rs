@@ -6,55 +6,21 @@ use std::time::Duration;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
-use super::body::{self, BodyFormat, Object};
+use super::body::{self, BodyFormat};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::guard::{AppState, Caller};
-use super::{topic_name, whole};
+use super::topic_name;
 use crate::config::Limits;
-use crate::log::{
-    AppendRequest, FetchRequest, NewRecord, Offset, PartitionChoice, PartitionId, RecordPosition,
-};
-use crate::records::{self, PublishError};
+use crate::json::Object;
+use crate::log::{AppendRequest, FetchRequest, NewRecord, Offset, PartitionId, RecordPosition};
+use crate::records::{self, PublishError, PublishRecord};
 use crate::wire;
 
 /// Header that marks a publish answered from the idempotency store.
 pub const IDEMPOTENCY_REPLAYED: &str = "Idempotency-Replayed";
 const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
-
-/// One record to publish.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PublishRecord {
-    /// Records with the same key go to the same partition (Kafka's murmur2 partitioner).
-    key: Option<String>,
-    /// Any JSON value, stored and served exactly as sent (numbers keep every digit). Arrays
-    /// and objects may nest up to `--max-value-depth` levels (64 by default); escapes of
-    /// unpaired UTF-16 surrogates (`"\ud800"`) are refused.
-    #[schema(value_type = Value)]
-    value: Box<RawValue>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    /// Explicit partition; overrides the key.
-    #[serde(default, deserialize_with = "whole::optional")]
-    #[schema(minimum = 0, maximum = 1023)]
-    partition: Option<u32>,
-}
-
-impl From<PublishRecord> for NewRecord {
-    fn from(record: PublishRecord) -> Self {
-        NewRecord {
-            partition: record.partition.map_or(PartitionChoice::Default, |p| {
-                PartitionChoice::Explicit(PartitionId::new(p))
-            }),
-            key: record.key,
-            value: record.value,
-            headers: record.headers.into_iter().collect(),
-        }
-    }
-}
 
 /// `application/json` publish body. With `application/x-ndjson`, send one
 /// `PublishRecord` object per line instead.

@@ -4,10 +4,10 @@ use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::body;
 use super::error::{ApiError, ErrorBody};
 use super::guard::{AppState, Caller};
 use super::topic_name;
-use super::{body, whole};
 use crate::log::{
     DEFAULT_RETENTION_MS, PartitionOffsets, TopicConfig, TopicDescription, TopicUpdate,
 };
@@ -19,15 +19,15 @@ pub struct CreateTopic {
     #[schema(example = "orders")]
     name: String,
     /// 1–1024; defaults to 1.
-    #[serde(default = "one", deserialize_with = "whole::number")]
+    #[serde(default = "one", deserialize_with = "crate::json::whole::number")]
     #[schema(minimum = 1, maximum = 1024, default = 1)]
     partitions: u32,
     /// Milliseconds records are kept; -1 keeps them forever. Defaults to 7 days.
-    #[serde(default, deserialize_with = "whole::optional")]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     #[schema(schema_with = super::openapi::retention)]
     retention_ms: Option<i64>,
     /// Bytes kept per partition; -1 (the default) means unlimited.
-    #[serde(default, deserialize_with = "whole::optional")]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     #[schema(schema_with = super::openapi::retention)]
     retention_bytes: Option<i64>,
 }
@@ -41,15 +41,15 @@ fn one() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct UpdateTopic {
     /// New partition count, 1–1024; partitions can only be added.
-    #[serde(default, deserialize_with = "whole::optional")]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     #[schema(minimum = 1, maximum = 1024)]
     partitions: Option<u32>,
     /// Milliseconds records are kept; -1 keeps them forever.
-    #[serde(default, deserialize_with = "whole::optional")]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     #[schema(schema_with = super::openapi::retention)]
     retention_ms: Option<i64>,
     /// Bytes kept per partition; -1 means unlimited.
-    #[serde(default, deserialize_with = "whole::optional")]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     #[schema(schema_with = super::openapi::retention)]
     retention_bytes: Option<i64>,
 }

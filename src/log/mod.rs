@@ -9,6 +9,7 @@
 //! - `writer`: the single writer thread that group-commits every change.
 //! - `catalog`: committed topic state in memory, with a `watch` channel per partition.
 //! - `redb_log`: [`RedbLog`], the embedded implementation of [`EventLog`].
+//! - `encoded`: committed batches encoded once for push delivery, in a byte-bounded cache.
 //! - `check`: [`check`], the read-only integrity check behind `tidegate check`.
 //!
 //! # Invariants
@@ -22,6 +23,7 @@
 mod catalog;
 mod check;
 mod codec;
+mod encoded;
 mod error;
 mod partitioner;
 mod redb_log;
@@ -33,6 +35,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 pub use check::{CheckError, CheckReport, check};
+pub use encoded::{EncodedRead, EncodedSlice};
 pub use error::LogError;
 pub use error::StorageFault;
 pub use partitioner::{kafka_murmur2, partition_for_key};
@@ -147,6 +150,19 @@ pub trait EventLog: Send + Sync + 'static {
         partition: PartitionId,
         timestamp: i64,
     ) -> Result<TimestampOffset, LogError>;
+
+    /// Committed records of a partition from `from` on, as the JSON every push transport
+    /// sends, shared between readers: each batch is read and encoded once (see
+    /// `encoded.rs`). Up to `max_records` records and about `max_bytes` bytes; `from`
+    /// outside `[log start, high watermark]` is [`LogError::OffsetOutOfRange`].
+    async fn read_encoded(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        from: Offset,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<EncodedRead, LogError>;
 
     /// The partition's high watermark, as it moves: the receiver sees each commit that
     /// appends to the partition (readers then read the log themselves), and closes when

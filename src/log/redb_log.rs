@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::{Catalog, TopicEntry};
+use super::encoded::{BatchCache, EncodedBatch, EncodedRead};
 use super::store;
 use super::types::{
     AppendOutcome, AppendRequest, CommittedOffset, FetchRequest, FetchResult, GroupId, Offset,
@@ -36,6 +37,8 @@ pub struct LogOptions {
     pub fsync: Fsync,
     /// How long an `Idempotency-Key` is remembered per topic.
     pub idempotency_window: Duration,
+    /// Bytes of encoded batches kept for push delivery.
+    pub push_cache_bytes: usize,
 }
 
 /// Why the log could not be opened; one line for the operator.
@@ -53,6 +56,7 @@ pub struct RedbLog {
     shutdown: CancellationToken,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     health: Arc<Health>,
+    cache: Arc<BatchCache>,
 }
 
 impl RedbLog {
@@ -104,6 +108,7 @@ impl RedbLog {
         };
         let catalog = Arc::new(Catalog::default());
         let health = Arc::new(Health::default());
+        let cache = Arc::new(BatchCache::new(options.push_cache_bytes));
         let writer = panics::catch_mut(|| {
             Writer::open(
                 db.clone(),
@@ -134,6 +139,7 @@ impl RedbLog {
             shutdown,
             writer: Mutex::new(Some(thread)),
             health,
+            cache,
         })
     }
 
@@ -280,7 +286,10 @@ impl EventLog for RedbLog {
     }
 
     async fn delete_topic(&self, name: &TopicName) -> Result<(), LogError> {
-        self.change_topic(name, TopicChange::Delete).await
+        let incarnation = self.catalog.topic(name.as_str())?.incarnation;
+        self.change_topic(name, TopicChange::Delete).await?;
+        self.cache.forget(incarnation);
+        Ok(())
     }
 
     async fn append(
@@ -343,6 +352,70 @@ impl EventLog for RedbLog {
             )
         })
         .await
+    }
+
+    async fn read_encoded(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        from: Offset,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<EncodedRead, LogError> {
+        let entry = self.catalog.topic(topic.as_str())?;
+        let bounds = self.catalog.partition(topic.as_str(), partition)?;
+        let high_watermark = bounds.high_watermark().get();
+        let key = (entry.incarnation, partition.get());
+        if from.get() > high_watermark {
+            let log_start = bounds.offsets(partition).log_start_offset.get();
+            return Err(LogError::OffsetOutOfRange {
+                offset: from.get(),
+                log_start_offset: log_start,
+                high_watermark,
+            });
+        }
+        drop((entry, bounds));
+        let read = |cache: &BatchCache| {
+            cache.read(key, from.get(), high_watermark, max_records, max_bytes)
+        };
+        let mut slices = read(&self.cache);
+        let covered =
+            |slices: &[super::EncodedSlice]| slices.last().map_or(from, |s| s.next_offset()).get();
+        let count = |slices: &[super::EncodedSlice]| slices.iter().map(|s| s.len()).sum::<usize>();
+        if covered(&slices) < high_watermark && count(&slices) < max_records {
+            // One load per partition at a time: the readers behind it find the cache filled.
+            let loader = self.cache.loader(key);
+            let _loading = loader.lock().await;
+            slices = read(&self.cache);
+            let start = covered(&slices);
+            if start < high_watermark && count(&slices) < max_records {
+                let wanted = max_records - count(&slices);
+                let name = topic.as_str().to_owned();
+                let batches = self
+                    .read(move |txn| {
+                        store::read_batches(
+                            txn,
+                            &name,
+                            partition.get(),
+                            start,
+                            high_watermark,
+                            wanted,
+                        )
+                    })
+                    .await?;
+                let encoded = batches
+                    .iter()
+                    .map(|records| Arc::new(EncodedBatch::encode(records)))
+                    .collect();
+                self.cache.insert(key, encoded);
+                slices = read(&self.cache);
+            }
+        }
+        Ok(EncodedRead {
+            next_offset: Offset::new(covered(&slices)),
+            slices,
+            high_watermark: Offset::new(high_watermark),
+        })
     }
 
     async fn offset_for_timestamp(

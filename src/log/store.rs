@@ -211,6 +211,62 @@ pub(super) fn read_partition(
     })
 }
 
+/// Whole batches of one partition from the one holding `from` on, below `high_watermark`,
+/// until at least `min_records` records from `from` on are read; for the push cache, which
+/// keeps whole batches. `from` below this snapshot's log start is
+/// [`LogError::OffsetOutOfRange`].
+pub(super) fn read_batches(
+    txn: &ReadTransaction,
+    topic: &str,
+    partition: u32,
+    from: u64,
+    high_watermark: u64,
+    min_records: usize,
+) -> Result<Vec<Vec<StoredRecord>>, LogError> {
+    let log_start =
+        log_start(txn, topic, partition)?.ok_or_else(|| missing_partition(topic, partition))?;
+    if from < log_start || from > high_watermark {
+        return Err(LogError::OffsetOutOfRange {
+            offset: from,
+            log_start_offset: log_start,
+            high_watermark,
+        });
+    }
+    let batches = txn.open_table(BATCHES)?;
+    let first_base = match batches
+        .range((topic, partition, 0)..=(topic, partition, from))?
+        .next_back()
+    {
+        Some(entry) => entry?.0.value().2,
+        None => from,
+    };
+    let mut read = Vec::new();
+    let mut wanted = 0usize;
+    let mut expected = first_base;
+    for entry in
+        batches.range((topic, partition, first_base)..(topic, partition, high_watermark))?
+    {
+        let (key, batch) = entry?;
+        let base = key.value().2;
+        if base != expected {
+            return Err(LogError::corrupt(format!(
+                "{topic}/{partition}: a batch starts at {base}, {expected} was expected"
+            )));
+        }
+        let records: Vec<StoredRecord> = (base..)
+            .zip(codec::decode(batch.value())?)
+            .map(|(offset, record)| to_stored(partition, offset, record))
+            .collect();
+        expected = base + records.len() as u64;
+        wanted += records.iter().filter(|r| r.offset.get() >= from).count();
+        read.push(records);
+        if wanted >= min_records {
+            break;
+        }
+    }
+    Ok(read)
+}
+
 fn payload_len(record: &DecodedRecord<'_>) -> usize {
     record.key.map_or(0, str::len)
         + record.value.len()
