@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway (the default).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Print a token signed with the configured HS secret (or the data directory's).
     Token(TokenArgs),
     /// Check the database for damage without changing it (stop the server first).

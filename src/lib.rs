@@ -56,7 +56,7 @@ pub fn run() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Some(Command::Serve(config)) => serve(config),
+        Some(Command::Serve(config)) => serve(*config),
         Some(Command::Token(args)) => auth_setup::mint_token(&args)
             .map(|token| println!("{token}"))
             .map_err(|err| err.to_string()),
