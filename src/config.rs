@@ -31,7 +31,7 @@ pub enum Command {
     /// Run the gateway (the default).
     Serve(Box<Config>),
     /// Print a token signed with the configured HS secret (or the data directory's).
-    Token(TokenArgs),
+    Token(Box<TokenArgs>),
     /// Check the database for damage without changing it (stop the server first).
     /// Exits 0 when intact, 1 when damaged.
     Check(CheckArgs),
