@@ -27,10 +27,13 @@ pub mod json;
 pub mod log;
 pub mod panics;
 pub mod private_fs;
+pub mod push;
 pub mod records;
+pub mod sse;
 pub mod startup;
 pub mod telemetry;
 pub mod wire;
+pub mod ws;
 
 use std::process::ExitCode;
 

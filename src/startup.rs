@@ -11,7 +11,7 @@ use crate::auth::AuthError;
 use crate::auth_setup;
 use crate::config::Config;
 use crate::groups::Coordinator;
-use crate::http::{self, AppState};
+use crate::http::{self, AppParts, AppState};
 use crate::log::{EventLog, OpenError, RedbLog};
 
 /// Why the server could not start; shown to the user as one line.
@@ -55,12 +55,15 @@ impl Application {
             shutdown.clone(),
         ));
         let auth_off = auth.verifier.is_none();
-        let state = web::Data::new(AppState::new(
-            log.clone(),
-            groups.clone(),
-            auth.verifier,
-            config.limits,
-        ));
+        let state = web::Data::new(AppState::new(AppParts {
+            log: log.clone(),
+            groups: groups.clone(),
+            verifier: auth.verifier,
+            limits: config.limits,
+            push: config.push,
+            allowed_origins: config.allowed_origins.clone(),
+            shutdown: shutdown.clone(),
+        }));
         let mut server = HttpServer::new(move || http::app(state.clone()))
             // We handle signals ourselves so long polls are released before draining.
             .disable_signals()

@@ -865,8 +865,69 @@ impl Coordinator {
         Ok(())
     }
 
-    /// A receiver that changes whenever `member`'s assignment does (WebSocket members).
-    pub async fn assignment_changes(
+    /// Joins `group` as a member that stays connected (a WebSocket): it lives until it
+    /// leaves or misses its session, kept alive by [`Coordinator::heartbeat`]. Returns its
+    /// id and a receiver that changes whenever its assignment does.
+    pub async fn join(
+        &self,
+        group: &GroupId,
+        topics: Vec<TopicName>,
+        client: Option<String>,
+    ) -> Result<(MemberId, watch::Receiver<u64>), GroupError> {
+        for topic in &topics {
+            self.log.describe_topic(topic).await?;
+        }
+        let entry = self.group(group);
+        let mut state = entry.state.lock().await;
+        state.expire(Instant::now());
+        if state.members.len() >= self.settings.max_members {
+            return Err(GroupError::GroupFull {
+                group: group.clone(),
+                max: self.settings.max_members,
+            });
+        }
+        let id = MemberId::generate();
+        // A connected member leaves when its connection ends; the session is only a guard
+        // against a connection task that stopped without leaving.
+        let member = Member::new(
+            topics.into_iter().collect(),
+            self.settings.max_session_timeout,
+            client,
+            Instant::now(),
+            now_ms(),
+        );
+        let changes = member.changes.subscribe();
+        state.members.insert(id.clone(), member);
+        self.settle(&mut state, true).await?;
+        Ok((id, changes))
+    }
+
+    /// The member's generation and partitions, each with the offset to start it from: the
+    /// committed offset, or per `reset`.
+    pub async fn assignment(
+        &self,
+        group: &GroupId,
+        member: &MemberId,
+        reset: OffsetReset,
+    ) -> Result<(u64, Vec<(TopicPartition, Offset)>), GroupError> {
+        let unknown = || GroupError::UnknownMember {
+            group: group.clone(),
+            member: member.clone(),
+        };
+        let entry = self.existing(group).ok_or_else(unknown)?;
+        let mut state = entry.state.lock().await;
+        if !state.members.contains_key(member) {
+            return Err(unknown());
+        }
+        let plan = self.plan(group, &mut state, member, reset).await?;
+        let mut starts: Vec<(TopicPartition, Offset)> =
+            plan.into_iter().map(|p| (p.partition, p.from)).collect();
+        starts.sort();
+        Ok((state.generation, starts))
+    }
+
+    /// A fresh receiver of `member`'s assignment changes.
+    pub async fn changes(
         &self,
         group: &GroupId,
         member: &MemberId,
@@ -874,6 +935,19 @@ impl Coordinator {
         let entry = self.existing(group)?;
         let state = entry.state.lock().await;
         state.members.get(member).map(|m| m.changes.subscribe())
+    }
+
+    /// Keeps a connected member alive.
+    pub async fn heartbeat(&self, group: &GroupId, member: &MemberId) -> Result<(), GroupError> {
+        let unknown = || GroupError::UnknownMember {
+            group: group.clone(),
+            member: member.clone(),
+        };
+        let entry = self.existing(group).ok_or_else(unknown)?;
+        let mut state = entry.state.lock().await;
+        let live = state.members.get_mut(member).ok_or_else(unknown)?;
+        live.touch(Instant::now(), now_ms());
+        Ok(())
     }
 
     /// Expires members whose session ran out and follows partition changes, in every group,

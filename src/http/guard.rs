@@ -20,19 +20,23 @@ use std::sync::Arc;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::error::{ApiError, ErrorCode};
 use crate::auth::{Action, AuthError, Claims, Verifier};
 use crate::config::Limits;
+use crate::config::PushLimits;
 use crate::echo::quoted;
 use crate::groups::{
     CommitRequest, Coordinator, GroupDescription, GroupError, GroupSettings, GroupSummary,
-    MemberId, PollRequest, Polled, SeekTarget,
+    MemberId, OffsetReset, PollRequest, Polled, SeekTarget, TopicPartition,
 };
 use crate::log::{
     AppendOutcome, AppendRequest, EventLog, FetchRequest, FetchResult, GroupId, LogError, Offset,
     PartitionId, Readiness, TimestampOffset, TopicConfig, TopicDescription, TopicName, TopicUpdate,
 };
+use crate::push::{self, FrameLimits, Positions, PushError, Start};
 
 /// What every handler shares.
 pub struct AppState {
@@ -41,21 +45,49 @@ pub struct AppState {
     /// `None` when authentication is off (`--auth none`).
     verifier: Option<Arc<Verifier>>,
     pub limits: Limits,
+    pub push: PushLimits,
+    /// Browser origins allowed besides the server's own (`*`: any).
+    pub allowed_origins: Vec<String>,
+    /// Cancelled at shutdown: long-lived connections end on it.
+    pub shutdown: CancellationToken,
+}
+
+/// What [`AppState::new`] takes.
+pub struct AppParts {
+    pub log: Arc<dyn EventLog>,
+    pub groups: Arc<Coordinator>,
+    pub verifier: Option<Arc<Verifier>>,
+    pub limits: Limits,
+    pub push: PushLimits,
+    pub allowed_origins: Vec<String>,
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
-    pub fn new(
-        log: Arc<dyn EventLog>,
-        groups: Arc<Coordinator>,
-        verifier: Option<Arc<Verifier>>,
-        limits: Limits,
-    ) -> Self {
+    pub fn new(parts: AppParts) -> Self {
         AppState {
-            log,
-            groups,
-            verifier,
-            limits,
+            log: parts.log,
+            groups: parts.groups,
+            verifier: parts.verifier,
+            limits: parts.limits,
+            push: parts.push,
+            allowed_origins: parts.allowed_origins,
+            shutdown: parts.shutdown,
         }
+    }
+
+    /// Whether a browser page of `origin` may use the API: the server's own origin (same
+    /// host as the request's `Host`), or one of `--allowed-origins`.
+    pub fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
+        let own = host.is_some_and(|host| {
+            origin
+                .split_once("://")
+                .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+        });
+        own || self
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
     }
 
     /// The group bounds in force, for the OpenAPI document.
@@ -77,6 +109,34 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller of a request that may carry no token yet (a WebSocket that will send
+    /// `auth` first): `Ok(None)` then, a 401 for a token that does not verify.
+    pub fn from_request_if_any(request: &HttpRequest) -> Result<Option<Caller>, ApiError> {
+        match authenticate(request) {
+            Ok(caller) => Ok(Some(caller)),
+            Err(ApiError::Unauthorized(AuthError::Missing)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The caller a token makes (a WebSocket's `auth` message).
+    pub fn with_token(state: web::Data<AppState>, token: &str) -> Result<Caller, ApiError> {
+        let claims = match &state.verifier {
+            None => None,
+            Some(verifier) => Some(verifier.verify(token).map_err(ApiError::Unauthorized)?),
+        };
+        Ok(Caller { state, claims })
+    }
+
+    /// When the token expires (seconds since the epoch); `None` when auth is off.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.claims.as_ref().map(|claims| claims.exp)
+    }
+
+    pub fn state(&self) -> &web::Data<AppState> {
+        &self.state
+    }
+
     fn allows(&self, action: Action, resource: &str) -> bool {
         self.claims
             .as_ref()
@@ -191,6 +251,34 @@ pub struct Subscriber<'a> {
 }
 
 impl Subscriber<'_> {
+    pub fn topic(&self) -> &TopicName {
+        self.topic
+    }
+
+    /// Where `start` puts a push subscription of `partitions` (all when `None`).
+    pub async fn resolve(
+        &self,
+        partitions: Option<&[PartitionId]>,
+        start: &Start,
+    ) -> Result<Positions, PushError> {
+        push::resolve(self.log, self.topic, partitions, start).await
+    }
+
+    /// The next records past `positions`, advancing them.
+    pub async fn read_push(
+        &self,
+        positions: &mut Positions,
+        rotation: &mut usize,
+        limits: FrameLimits,
+    ) -> Result<push::Batch, LogError> {
+        push::read(self.log, self.topic, positions, rotation, limits).await
+    }
+
+    /// High-watermark receivers of the partitions of `positions`.
+    pub fn watches(&self, positions: &Positions) -> Vec<(PartitionId, watch::Receiver<Offset>)> {
+        push::watches(self.log, self.topic, positions)
+    }
+
     pub async fn fetch(
         &self,
         partition: PartitionId,
@@ -295,6 +383,38 @@ impl GroupAccess<'_> {
 
     pub async fn leave(&self, member: &MemberId) -> Result<(), GroupError> {
         self.coordinator().leave(self.group, member).await
+    }
+
+    /// Joins as a connected member reading `topic`.
+    pub async fn join(
+        &self,
+        topic: &TopicName,
+        client: Option<String>,
+    ) -> Result<(MemberId, watch::Receiver<u64>), ApiError> {
+        self.subscribes_to([topic])?;
+        Ok(self
+            .coordinator()
+            .join(self.group, vec![topic.clone()], client)
+            .await?)
+    }
+
+    pub async fn assignment(
+        &self,
+        member: &MemberId,
+        reset: OffsetReset,
+    ) -> Result<(u64, Vec<(TopicPartition, Offset)>), GroupError> {
+        self.coordinator()
+            .assignment(self.group, member, reset)
+            .await
+    }
+
+    /// A fresh receiver of `member`'s assignment changes.
+    pub async fn changes(&self, member: &MemberId) -> Option<watch::Receiver<u64>> {
+        self.coordinator().changes(self.group, member).await
+    }
+
+    pub async fn heartbeat(&self, member: &MemberId) -> Result<(), GroupError> {
+        self.coordinator().heartbeat(self.group, member).await
     }
 
     pub async fn delete(&self) -> Result<(), GroupError> {

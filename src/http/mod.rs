@@ -25,10 +25,11 @@ use utoipa_actix_web::AppExt;
 
 use openapi::{ApiDoc, BearerAuth, Constraints};
 
-pub use guard::AppState;
+pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use guard::{AppParts, AppState, Caller};
+pub use records::{RecordJson, publish_error_code};
 
 use crate::log::TopicName;
-use error::ApiError;
 use telemetry::RequestSpan;
 
 fn topic_name(raw: &str) -> Result<TopicName, ApiError> {
@@ -51,6 +52,7 @@ pub fn app(
     // Filled once the routes are registered, from the OpenAPI document that lists them.
     let routes: Rc<OnceCell<connection::RouteTable>> = Rc::default();
     let fill_routes = routes.clone();
+    let cors = cors(state.allowed_origins.clone());
     let constraints = Constraints {
         limits: state.limits,
         groups: state.group_settings(),
@@ -78,6 +80,8 @@ pub fn app(
         .service(groups::describe_group)
         .service(groups::leave_group)
         .service(groups::delete_group)
+        .service(crate::ws::websocket)
+        .service(crate::sse::events)
         .openapi_service(|mut api| {
             // After every route is registered: modifiers in `#[openapi]` run before
             // utoipa-actix-web adds the paths.
@@ -102,4 +106,31 @@ pub fn app(
             async move { Ok(connection::finish_response(response.await?, body)) }
         })
         .wrap(TracingLogger::<RequestSpan>::new())
+        .wrap(cors)
+}
+
+/// CORS for browser apps on the `--allowed-origins` (none by default: same origin only).
+/// Bearer tokens travel in a header, so no credentials mode is needed.
+fn cors(allowed: Vec<String>) -> actix_cors::Cors {
+    use actix_web::http::header;
+    actix_cors::Cors::default()
+        .allowed_origin_fn(move |origin, _| {
+            let origin = origin.to_str().unwrap_or("");
+            allowed
+                .iter()
+                .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
+        })
+        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::HeaderName::from_static("idempotency-key"),
+            header::HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            header::HeaderName::from_static("idempotency-replayed"),
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(3600)
 }

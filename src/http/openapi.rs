@@ -20,6 +20,7 @@ use crate::log::{MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, Offset};
         (name = "topics", description = "Create, inspect, change and delete topics"),
         (name = "records", description = "Publish and fetch records"),
         (name = "groups", description = "Consume as a group: poll, commit, seek, inspect"),
+        (name = "push", description = "Records pushed as they are committed: WebSocket and Server-Sent Events"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

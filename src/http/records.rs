@@ -124,14 +124,19 @@ impl RecordLabels {
     }
 }
 
-fn publish_error(err: &PublishError, labels: &RecordLabels) -> ApiError {
-    let code = match err {
+/// The code (and so the status) of a refused publish, for every transport.
+pub fn publish_error_code(err: &PublishError) -> ErrorCode {
+    match err {
         PublishError::NoRecords
         | PublishError::ValueTooDeep { .. }
         | PublishError::LoneSurrogate { .. } => ErrorCode::InvalidBody,
         PublishError::TooManyRecords { .. } => ErrorCode::TooManyRecords,
         PublishError::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
-    };
+    }
+}
+
+fn publish_error(err: &PublishError, labels: &RecordLabels) -> ApiError {
+    let code = publish_error_code(err);
     let message = match err.record_index() {
         Some(index) => format!("{}: {err}", labels.label(index)),
         None => err.to_string(),

@@ -80,6 +80,19 @@ impl EncodedSlice {
         self.records.len()
     }
 
+    /// Each record's offset and object, in order.
+    pub fn records(&self) -> impl Iterator<Item = (Offset, Bytes)> + '_ {
+        self.records.clone().map(|i| {
+            let start = if i == 0 {
+                0
+            } else {
+                self.batch.ends[i - 1] + 1
+            };
+            let json = self.batch.json.slice(start..self.batch.ends[i]);
+            (Offset::new(self.batch.base + i as u64), json)
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
@@ -313,6 +326,17 @@ mod tests {
         let one = cache.read((1, 0), 0, 100, 100, 1);
         assert_eq!(offsets(&one), [0], "at least one record");
         assert_eq!(one[0].next_offset(), Offset::new(1));
+        let two = cache.read((1, 0), 4, 6, 100, 1 << 20);
+        let each: Vec<(u64, String)> = two[0]
+            .records()
+            .map(|(offset, json)| (offset.get(), String::from_utf8(json.to_vec()).unwrap()))
+            .collect();
+        assert_eq!(each.len(), 2);
+        assert_eq!(each[0].0, 4);
+        assert!(
+            each[1].1.starts_with(r#"{"partition":0,"offset":5,"#),
+            "{each:?}"
+        );
     }
 
     #[test]

@@ -54,6 +54,9 @@ enum Access {
     GroupAndTopic,
     /// `group:G` alone.
     Group,
+    /// A WebSocket: a request without a token may authenticate with its first message,
+    /// a request with a bad one is refused; scopes are checked per subscription.
+    Upgrade,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,9 +79,11 @@ enum Route {
     DescribeGroup,
     LeaveGroup,
     DeleteGroup,
+    Events,
+    WebSocket,
 }
 
-const ROUTES: [Route; 18] = [
+const ROUTES: [Route; 20] = [
     Route::Healthz,
     Route::Readyz,
     Route::OpenApi,
@@ -98,6 +103,8 @@ const ROUTES: [Route; 18] = [
     Route::DescribeGroup,
     Route::LeaveGroup,
     Route::DeleteGroup,
+    Route::Events,
+    Route::WebSocket,
 ];
 
 /// The member id placeholder in [`Route::LeaveGroup`]'s path; each cell makes a member.
@@ -136,6 +143,8 @@ impl Route {
             Route::DescribeGroup => "/v1/groups/m-group".into(),
             Route::LeaveGroup => format!("/v1/groups/m-leave/members/{MEMBER}"),
             Route::DeleteGroup => format!("/v1/groups/{}", doomed_group(n)),
+            Route::Events => format!("/v1/topics/{TOPIC}/events?from=earliest"),
+            Route::WebSocket => "/v1/ws".into(),
         }
     }
 
@@ -156,6 +165,8 @@ impl Route {
             Route::ListGroups => "/v1/groups",
             Route::DescribeGroup | Route::DeleteGroup => "/v1/groups/{group}",
             Route::LeaveGroup => "/v1/groups/{group}/members/{member}",
+            Route::Events => "/v1/topics/{topic}/events",
+            Route::WebSocket => "/v1/ws",
         }
     }
 
@@ -184,6 +195,8 @@ impl Route {
             Route::GroupPoll | Route::GroupCommit | Route::GroupSeek => Access::GroupAndTopic,
             Route::ListGroups => Access::AnyToken,
             Route::DescribeGroup | Route::LeaveGroup | Route::DeleteGroup => Access::Group,
+            Route::Events => Access::Subscribe,
+            Route::WebSocket => Access::Upgrade,
         }
     }
 
@@ -191,6 +204,7 @@ impl Route {
         match self {
             Route::CreateTopic => 201,
             Route::DeleteTopic | Route::GroupCommit | Route::LeaveGroup | Route::DeleteGroup => 204,
+            Route::WebSocket => 101,
             _ => 200,
         }
     }
@@ -224,6 +238,7 @@ fn scope_without(access: Access) -> &'static str {
         // The group without the topic, and the topic without the group.
         Access::GroupAndTopic => "group:m-* publish:m-topic subscribe:other",
         Access::Group => "subscribe:m-topic publish:m-topic group:other",
+        Access::Upgrade => "openid",
     }
 }
 
@@ -235,6 +250,7 @@ fn scope_exact(access: Access) -> &'static str {
         Access::Admin => "admin",
         Access::GroupAndTopic => "group:m-* subscribe:m-topic",
         Access::Group => "group:m-*",
+        Access::Upgrade => "subscribe:m-topic",
     }
 }
 
@@ -272,6 +288,7 @@ fn expected_status(route: Route, case: Case) -> u16 {
     let access = route.access();
     match case {
         _ if access == Access::Open => 200,
+        Case::NoToken if access == Access::Upgrade => 101,
         Case::NoToken
         | Case::Expired
         | Case::BadSignature
@@ -279,6 +296,7 @@ fn expected_status(route: Route, case: Case) -> u16 {
         | Case::WrongAudience
         | Case::WrongIssuer => 401,
         Case::WithoutScope if access == Access::AnyToken => 200,
+        Case::WithoutScope if access == Access::Upgrade => 101,
         Case::WithoutScope => 403,
         Case::ExactScope | Case::Admin => route.success(),
     }
@@ -378,6 +396,13 @@ impl Matrix {
         let mut request = self.server.req(route.method(), &path, token.as_deref());
         if let Some(body) = route.body(n) {
             request = request.json(&body);
+        }
+        if route == Route::WebSocket {
+            request = request
+                .header("connection", "Upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
         }
         let response = request.send().await.map_err(|err| err.to_string())?;
         let status = response.status().as_u16();

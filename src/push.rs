@@ -1,0 +1,348 @@
+//! Push delivery shared by WebSocket and Server-Sent Events: where a subscription stands
+//! (its positions, and the cursor that encodes them), and the next records for it, read
+//! from the log's shared encoded batches. No transport here.
+//!
+//! # Cursor
+//! A cursor is the next offset to deliver for every partition of a subscription, written
+//! `0-42.1-17.2-0` (partition `-` offset, `.` between partitions): URL-, header- and
+//! SSE-id-safe, and the same for WebSocket `records` messages and SSE event ids. Resuming
+//! from a cursor delivers exactly the records after it. Partitions a cursor does not name
+//! (added since) start at their log start, so nothing is skipped.
+//!
+//! # Delivery
+//! Records of a partition always go out in offset order. A read takes partitions in a
+//! rotating order, so a busy partition cannot starve the others, and stops at the frame
+//! limits. A position the log no longer holds (retention removed it, or the topic was
+//! recreated) is not skipped silently: the read reports [`Gap`] with the earliest offset
+//! still there, and moves the position to it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, select_all};
+use tokio::sync::watch;
+
+use crate::log::{EncodedSlice, EventLog, LogError, Offset, PartitionId, TopicName};
+
+/// Why a subscription's start cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("invalid cursor: {0}")]
+    Cursor(&'static str),
+    #[error("topic '{topic}' has no partition {partition}")]
+    NoSuchPartition { topic: String, partition: u32 },
+}
+
+/// Where a subscription starts.
+#[derive(Clone, Debug)]
+pub enum Start {
+    /// Only records published from now on.
+    Latest,
+    /// Everything still stored.
+    Earliest,
+    /// These partitions at these offsets; the others at the latest.
+    Offsets(BTreeMap<PartitionId, Offset>),
+    /// Right after what a cursor says was delivered.
+    Cursor(Positions),
+}
+
+/// The next offset to deliver, per partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Positions(BTreeMap<PartitionId, Offset>);
+
+impl Positions {
+    pub fn new(positions: BTreeMap<PartitionId, Offset>) -> Positions {
+        Positions(positions)
+    }
+
+    /// The encoded cursor.
+    pub fn cursor(&self) -> String {
+        let mut cursor = String::with_capacity(self.0.len() * 8);
+        for (i, (partition, offset)) in self.0.iter().enumerate() {
+            if i > 0 {
+                cursor.push('.');
+            }
+            let _ = write!(cursor, "{partition}-{offset}");
+        }
+        cursor
+    }
+
+    pub fn parse_cursor(cursor: &str) -> Result<Positions, PushError> {
+        let mut positions = BTreeMap::new();
+        if cursor.len() > 64 * 1024 {
+            return Err(PushError::Cursor("longer than 64 KiB"));
+        }
+        for pair in cursor.split('.').filter(|pair| !pair.is_empty()) {
+            let (partition, offset) = pair
+                .split_once('-')
+                .ok_or(PushError::Cursor("expected PARTITION-OFFSET pairs"))?;
+            let partition = partition
+                .parse::<u32>()
+                .map_err(|_| PushError::Cursor("a partition is not a number"))?;
+            let offset = offset
+                .parse::<u64>()
+                .ok()
+                .and_then(|offset| Offset::parse(offset).ok())
+                .ok_or(PushError::Cursor("an offset is not a valid offset"))?;
+            if positions
+                .insert(PartitionId::new(partition), offset)
+                .is_some()
+            {
+                return Err(PushError::Cursor("a partition appears twice"));
+            }
+        }
+        Ok(Positions(positions))
+    }
+
+    pub fn get(&self, partition: PartitionId) -> Option<Offset> {
+        self.0.get(&partition).copied()
+    }
+
+    pub fn set(&mut self, partition: PartitionId, offset: Offset) {
+        self.0.insert(partition, offset);
+    }
+
+    pub fn remove(&mut self, partition: PartitionId) {
+        self.0.remove(&partition);
+    }
+
+    pub fn partitions(&self) -> impl Iterator<Item = PartitionId> + '_ {
+        self.0.keys().copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The positions `start` means for `partitions` of `topic` (all of them when `None`).
+pub async fn resolve(
+    log: &dyn EventLog,
+    topic: &TopicName,
+    partitions: Option<&[PartitionId]>,
+    start: &Start,
+) -> Result<Positions, PushError> {
+    let description = log.describe_topic(topic).await?;
+    let chosen: Vec<PartitionId> = match partitions {
+        Some(chosen) => {
+            for partition in chosen {
+                if partition.get() >= description.config.partitions {
+                    return Err(PushError::NoSuchPartition {
+                        topic: topic.to_string(),
+                        partition: partition.get(),
+                    });
+                }
+            }
+            chosen.to_vec()
+        }
+        None => description.partitions.iter().map(|p| p.partition).collect(),
+    };
+    let mut positions = BTreeMap::new();
+    for partition in chosen {
+        let bounds = &description.partitions[partition.get() as usize];
+        let offset = match start {
+            Start::Latest => bounds.high_watermark,
+            Start::Earliest => bounds.log_start_offset,
+            Start::Offsets(offsets) => offsets
+                .get(&partition)
+                .copied()
+                .unwrap_or(bounds.high_watermark),
+            Start::Cursor(cursor) => cursor.get(partition).unwrap_or(bounds.log_start_offset),
+        };
+        positions.insert(partition, offset);
+    }
+    Ok(Positions(positions))
+}
+
+/// Records of one partition in a frame.
+#[derive(Debug)]
+pub struct PartitionRecords {
+    pub partition: PartitionId,
+    pub slices: Vec<EncodedSlice>,
+}
+
+/// A position that pointed outside the records the log holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub partition: PartitionId,
+    /// Where the subscription stood.
+    pub position: Offset,
+    /// Where it goes on from: the earliest offset still stored.
+    pub log_start_offset: Offset,
+    pub high_watermark: Offset,
+}
+
+/// What one read produced.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub records: Vec<PartitionRecords>,
+    pub gaps: Vec<Gap>,
+}
+
+impl Batch {
+    pub fn record_count(&self) -> usize {
+        self.records
+            .iter()
+            .flat_map(|p| &p.slices)
+            .map(EncodedSlice::len)
+            .sum()
+    }
+
+    /// The records' objects separated by commas, for a JSON array.
+    pub fn json_parts(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.records
+            .iter()
+            .flat_map(|p| &p.slices)
+            .map(EncodedSlice::json)
+    }
+}
+
+/// Frame limits.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameLimits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+}
+
+/// Reads what the log holds past `positions`, within `limits`, starting with the partition
+/// after the one `rotation` points at; advances `positions` past what it returns.
+pub async fn read(
+    log: &dyn EventLog,
+    topic: &TopicName,
+    positions: &mut Positions,
+    rotation: &mut usize,
+    limits: FrameLimits,
+) -> Result<Batch, LogError> {
+    let partitions: Vec<PartitionId> = positions.partitions().collect();
+    let mut batch = Batch::default();
+    if partitions.is_empty() {
+        return Ok(batch);
+    }
+    let start = *rotation % partitions.len();
+    *rotation = rotation.wrapping_add(1);
+    let (mut records, mut bytes) = (0usize, 0usize);
+    for partition in partitions[start..].iter().chain(&partitions[..start]) {
+        if records >= limits.max_records || bytes >= limits.max_bytes {
+            break;
+        }
+        let Some(from) = positions.get(*partition) else {
+            continue;
+        };
+        let read = log
+            .read_encoded(
+                topic,
+                *partition,
+                from,
+                limits.max_records - records,
+                (limits.max_bytes - bytes).max(1),
+            )
+            .await;
+        match read {
+            Ok(read) => {
+                if read.slices.is_empty() {
+                    continue;
+                }
+                records += read.record_count();
+                bytes += read.slices.iter().map(|s| s.json().len()).sum::<usize>();
+                positions.set(*partition, read.next_offset);
+                batch.records.push(PartitionRecords {
+                    partition: *partition,
+                    slices: read.slices,
+                });
+            }
+            Err(LogError::OffsetOutOfRange {
+                log_start_offset,
+                high_watermark,
+                ..
+            }) => {
+                let gap = Gap {
+                    partition: *partition,
+                    position: from,
+                    log_start_offset: Offset::new(log_start_offset),
+                    high_watermark: Offset::new(high_watermark),
+                };
+                positions.set(*partition, gap.log_start_offset);
+                batch.gaps.push(gap);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(batch)
+}
+
+/// High-watermark receivers of the partitions of `positions`, to wait on.
+pub fn watches(
+    log: &dyn EventLog,
+    topic: &TopicName,
+    positions: &Positions,
+) -> Vec<(PartitionId, watch::Receiver<Offset>)> {
+    positions
+        .partitions()
+        .filter_map(|partition| {
+            log.watch_high_watermark(topic, partition)
+                .ok()
+                .map(|rx| (partition, rx))
+        })
+        .collect()
+}
+
+/// Resolves once some partition has records past its position, or its topic is gone
+/// (its channel closed). Pending forever when there is nothing to watch.
+pub async fn wait_for_records(
+    watches: &mut [(PartitionId, watch::Receiver<Offset>)],
+    positions: &Positions,
+) {
+    let waiting: Vec<BoxFuture<'_, ()>> = watches
+        .iter_mut()
+        .filter_map(|(partition, rx)| {
+            let from = positions.get(*partition)?;
+            Some(
+                async move {
+                    let _ = rx.wait_for(|hwm| *hwm > from).await;
+                }
+                .boxed(),
+            )
+        })
+        .collect();
+    if waiting.is_empty() {
+        return std::future::pending().await;
+    }
+    select_all(waiting).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let positions = Positions::new(
+            [
+                (PartitionId::new(0), Offset::new(42)),
+                (PartitionId::new(2), Offset::new(0)),
+                (PartitionId::new(17), Offset::new(9_000_000_000)),
+            ]
+            .into(),
+        );
+        let cursor = positions.cursor();
+        assert_eq!(cursor, "0-42.2-0.17-9000000000");
+        assert_eq!(Positions::parse_cursor(&cursor).unwrap(), positions);
+        assert_eq!(Positions::parse_cursor("").unwrap(), Positions::default());
+        for bad in [
+            "x",
+            "0-",
+            "-1",
+            "0-1.0-2",
+            "0-9223372036854775808",
+            "a-1",
+            "0-1-2",
+            "0:1",
+        ] {
+            assert!(Positions::parse_cursor(bad).is_err(), "{bad}");
+        }
+    }
+}
