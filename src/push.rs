@@ -33,8 +33,6 @@ pub enum PushError {
     Log(#[from] LogError),
     #[error("invalid cursor: {0}")]
     Cursor(&'static str),
-    #[error("topic '{topic}' has no partition {partition}")]
-    NoSuchPartition { topic: String, partition: u32 },
 }
 
 /// Where a subscription starts.
@@ -131,10 +129,11 @@ pub async fn resolve(
         Some(chosen) => {
             for partition in chosen {
                 if partition.get() >= description.config.partitions {
-                    return Err(PushError::NoSuchPartition {
+                    return Err(LogError::PartitionNotFound {
                         topic: topic.to_string(),
                         partition: partition.get(),
-                    });
+                    }
+                    .into());
                 }
             }
             chosen.to_vec()

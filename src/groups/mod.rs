@@ -896,9 +896,10 @@ impl Coordinator {
             Instant::now(),
             now_ms(),
         );
-        let changes = member.changes.subscribe();
         state.members.insert(id.clone(), member);
         self.settle(&mut state, true).await?;
+        // Subscribed after the join's own rebalance: the caller reads that assignment next.
+        let changes = state.members[&id].changes.subscribe();
         Ok((id, changes))
     }
 

@@ -118,7 +118,7 @@ struct Connection {
     outbox: Outbox,
     /// Woken by subscription watchers.
     wake: Arc<Notify>,
-    /// Since when delivery has been waiting for the queue to drain.
+    /// Since when delivery has been waiting for a queue that drains nothing.
     stalled_since: Option<Instant>,
 }
 
@@ -180,7 +180,11 @@ pub(super) async fn run(
                 }
             }
             _ = wake.notified() => connection.pump().await,
-            _ = drained.notified() => connection.pump().await,
+            _ = drained.notified() => {
+                // The client took something: it is slow at worst, not stalled.
+                connection.stalled_since = None;
+                connection.pump().await
+            }
             _ = pings.tick() => {
                 if last_heard.elapsed() > idle_timeout {
                     Err(Closing::With(CloseReason {
@@ -792,6 +796,9 @@ impl Connection {
                     .send(&error_message(None, Some(id.to_owned()), &err));
             }
         };
+        if generation == m.generation {
+            return Ok(());
+        }
         m.generation = generation;
         let mut positions = Positions::default();
         for ((_, partition), start) in starts {

@@ -14,6 +14,7 @@ mod longpoll;
 mod openapi;
 mod protocol;
 mod publish_fetch;
+mod push;
 mod restart;
 mod storage;
 mod topics;

@@ -1,0 +1,8 @@
+//! Push delivery, black-box: WebSocket subscriptions (plain and consumer-group), publish
+//! and auth over WebSocket, slow consumers, and Server-Sent Events.
+
+mod client;
+
+mod sse;
+mod ws;
+mod ws_groups;
