@@ -88,15 +88,13 @@ pub fn app(
             BearerAuth.modify(&mut api);
             constraints.modify(&mut api);
             let _ = fill_routes.set(connection::RouteTable::from_openapi(&api));
-            web::resource("/openapi.json")
-                .route(
-                    web::get().to(move || std::future::ready(HttpResponse::Ok().json(api.clone()))),
-                )
-                .default_service(web::to(|request: HttpRequest| {
-                    std::future::ready(connection::method_not_allowed(&request, &["GET"]))
-                }))
+            json_document("/openapi.json", api)
         })
         .into_app()
+        .service(json_document(
+            "/asyncapi.json",
+            crate::ws::asyncapi::document(),
+        ))
         .default_service(web::to(move |request: HttpRequest| {
             std::future::ready(connection::fallback(&request, routes.get()))
         }))
@@ -107,6 +105,18 @@ pub fn app(
         })
         .wrap(TracingLogger::<RequestSpan>::new())
         .wrap(cors)
+}
+
+/// A machine-readable description served as JSON to anyone, GET only.
+fn json_document(
+    path: &str,
+    document: impl serde::Serialize + Clone + 'static,
+) -> actix_web::Resource {
+    web::resource(path)
+        .route(web::get().to(move || std::future::ready(HttpResponse::Ok().json(document.clone()))))
+        .default_service(web::to(|request: HttpRequest| {
+            std::future::ready(connection::method_not_allowed(&request, &["GET"]))
+        }))
 }
 
 /// CORS for browser apps on the `--allowed-origins` (none by default: same origin only).

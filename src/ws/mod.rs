@@ -18,6 +18,7 @@
 //! 1000 normal, 1001 server shutting down, 1008 idle or protocol misuse, 1009 message too
 //! big, 4001 authentication missing or expired, 4008 slow consumer.
 
+pub mod asyncapi;
 pub mod protocol;
 mod session;
 

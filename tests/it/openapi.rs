@@ -35,8 +35,10 @@ const METHODS: &[&str] = &[
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
 
-fn committed_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openapi/openapi.json")
+fn committed_path(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("openapi")
+        .join(file)
 }
 
 async fn served_document(app: &TestApp) -> Value {
@@ -75,19 +77,21 @@ fn differences(path: &str, a: &Value, b: &Value, out: &mut Vec<String>, limit: u
     }
 }
 
-#[tokio::test]
-async fn committed_document_matches_the_served_one() {
-    let app = TestApp::spawn().await;
-    let served = served_document(&app).await;
-    let path = committed_path();
+/// The document served at `/{file}` must equal the committed `openapi/{file}`; with
+/// `TIDEGATE_UPDATE_OPENAPI=1` the served one is written there instead.
+async fn check_committed(app: &TestApp, file: &str) -> Value {
+    let response = app.get(&format!("/{file}")).send().await.expect(file);
+    assert_eq!(response.status(), 200, "/{file}");
+    let served: Value = json_body(response).await;
+    let path = committed_path(file);
 
     if std::env::var(UPDATE_VAR).is_ok_and(|v| v == "1") {
         let mut text = serde_json::to_string_pretty(&served).expect("serialize");
         text.push('\n');
         std::fs::create_dir_all(path.parent().expect("parent")).expect("create openapi/");
-        std::fs::write(&path, text).expect("write openapi/openapi.json");
+        std::fs::write(&path, text).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
         eprintln!("wrote {}", path.display());
-        return;
+        return served;
     }
 
     let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
@@ -106,12 +110,78 @@ async fn committed_document_matches_the_served_one() {
         let mut diffs = Vec::new();
         differences("", &committed, &served, &mut diffs, 20);
         panic!(
-            "openapi/openapi.json differs from the document the server serves at /openapi.json.\n\
+            "openapi/{file} differs from the document the server serves at /{file}.\n\
              If the API change is intended, regenerate the file with:\n    {REGENERATE}\n\
              and commit it. First differences:\n  {}",
             diffs.join("\n  ")
         );
     }
+    served
+}
+
+#[tokio::test]
+async fn committed_document_matches_the_served_one() {
+    check_committed(&TestApp::spawn().await, "openapi.json").await;
+}
+
+/// The push protocols' AsyncAPI document: committed, and it names every message the
+/// WebSocket speaks, with schemas that resolve.
+#[tokio::test]
+async fn committed_asyncapi_document_matches_the_served_one() {
+    let doc = check_committed(&TestApp::spawn().await, "asyncapi.json").await;
+    assert_eq!(doc["asyncapi"], "3.0.0");
+    assert_eq!(doc["channels"]["ws"]["address"], "/v1/ws");
+    assert_eq!(
+        doc["channels"]["events"]["address"],
+        "/v1/topics/{topic}/events"
+    );
+    let messages = doc["channels"]["ws"]["messages"]
+        .as_object()
+        .expect("messages");
+    for name in [
+        "subscribe",
+        "unsubscribe",
+        "publish",
+        "commit",
+        "auth",
+        "subscribed",
+        "records",
+        "assignment",
+        "published",
+        "committed",
+        "authenticated",
+        "error",
+    ] {
+        assert!(
+            messages.contains_key(name),
+            "message {name} in {messages:?}"
+        );
+    }
+    let mut refs = Vec::new();
+    collect_refs(&doc, &mut refs);
+    assert!(
+        refs.len() > 20,
+        "the document refers to its schemas: {refs:?}"
+    );
+    for reference in refs {
+        assert!(
+            resolve(&doc, &reference).is_some(),
+            "{reference} does not resolve"
+        );
+    }
+    // The `op` of each client message is pinned by its schema, so generated code can
+    // dispatch on it.
+    let subscribe = resolve(&doc, "#/components/schemas/SubscribeOp").expect("SubscribeOp");
+    let op = &subscribe["properties"]["op"];
+    let op = op["$ref"]
+        .as_str()
+        .and_then(|reference| resolve(&doc, reference))
+        .unwrap_or(op);
+    assert_eq!(
+        op["enum"],
+        json!(["subscribe"]),
+        "SubscribeOp pins op: {op}"
+    );
 }
 
 #[tokio::test]
@@ -282,7 +352,7 @@ async fn every_documented_operation_is_served() {
 #[tokio::test]
 async fn document_and_probes_answer_without_a_token() {
     let app = TestApp::spawn().await;
-    for path in ["/openapi.json", "/healthz", "/readyz"] {
+    for path in ["/openapi.json", "/asyncapi.json", "/healthz", "/readyz"] {
         let response = app.anonymous(Method::GET, path).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path} without a token");
         json_body(response).await;

@@ -21,6 +21,7 @@ async fn known_paths_answer_405_with_allow_for_other_methods() {
         (Method::DELETE, "/v1/topics/t/records", "POST"),
         (Method::POST, "/v1/topics/t/partitions/0/records", "GET"),
         (Method::PATCH, "/openapi.json", "GET"),
+        (Method::POST, "/asyncapi.json", "GET"),
     ];
     for (method, path, allow) in cases {
         let response = app
