@@ -96,16 +96,27 @@ const SERVER: &[(&str, &str, &str)] = &[
     ),
 ];
 
-fn messages(list: &[(&str, &str, &str)]) -> serde_json::Map<String, Value> {
+/// The messages of `list`. Server messages are tagged by serde (`type` on the enum, not
+/// on the variant's struct), so their payload pins `type` beside the variant's schema.
+fn messages(list: &[(&str, &str, &str)], tag: Option<&str>) -> serde_json::Map<String, Value> {
     list.iter()
         .map(|(name, schema, summary)| {
+            let variant = json!({"$ref": format!("#/components/schemas/{schema}")});
+            let payload = match tag {
+                Some(tag) => json!({"allOf": [variant, {
+                    "type": "object",
+                    "required": [tag],
+                    "properties": {tag: {"type": "string", "enum": [name]}},
+                }]}),
+                None => variant,
+            };
             (
                 (*name).to_owned(),
                 json!({
                     "name": name,
                     "summary": summary,
                     "contentType": "application/json",
-                    "payload": {"$ref": format!("#/components/schemas/{schema}")},
+                    "payload": payload,
                 }),
             )
         })
@@ -118,8 +129,8 @@ pub fn document() -> Value {
         .components
         .map(|components| serde_json::to_value(components.schemas).unwrap_or_default())
         .unwrap_or_default();
-    let mut all_messages = messages(CLIENT);
-    all_messages.extend(messages(SERVER));
+    let mut all_messages = messages(CLIENT, None);
+    all_messages.extend(messages(SERVER, Some("type")));
     all_messages.insert(
         "event".into(),
         json!({

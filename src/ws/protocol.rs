@@ -278,9 +278,6 @@ pub struct ErrorDetail {
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Only the AsyncAPI document and its test look at the fields.
 pub struct RecordsMessage {
-    /// Always `records`.
-    #[serde(rename = "type")]
-    pub kind: String,
     pub sub: String,
     pub topic: String,
     /// In offset order per partition.

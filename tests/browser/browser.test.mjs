@@ -1,0 +1,311 @@
+// tidegate in a real browser: headless Chromium (Debian's `chromium`, driven by
+// playwright-core) opens the example page examples/browser/index.html from another
+// origin. The page subscribes over WebSocket (`?access_token=`, examples/browser/tidegate.js)
+// and over EventSource, and publishes with a cross-origin fetch. Midway every connection
+// is cut (the page reaches the server through a TCP proxy the test controls): the
+// WebSocket client resumes from its cursor, EventSource from `Last-Event-ID`, and each
+// list must end up equal to the log, every record exactly once, in offset order per
+// partition.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { createServer } from "node:http";
+import { connect, createServer as createTcpServer } from "node:net";
+import { existsSync, mkdtempSync, readFileSync, rmSync, openSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { extname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const EXAMPLE = join(ROOT, "examples", "browser");
+const SECRET = "tidegate-browser-test-secret-0123456789";
+const TOPIC = "browser";
+const PARTITIONS = 3;
+
+const binary =
+  process.env.TIDEGATE_BIN ??
+  join(process.env.CARGO_TARGET_DIR ?? join(ROOT, "target"), "release", "tidegate");
+
+// Debian's /usr/bin/chromium is a wrapper script; the browser itself is beside it.
+const browserPath =
+  process.env.CHROMIUM ??
+  ["/usr/lib/chromium/chromium", "/usr/bin/chromium"].find((path) => existsSync(path));
+
+let dataDir;
+let tidegate;
+let serverUrl;
+let pageServer;
+let proxy;
+let browser;
+
+function token(scope) {
+  return execFileSync(
+    binary,
+    ["token", "--sub", "browser-test", "--scope", scope, "--ttl", "1h", "--jwt-secret", SECRET],
+    { encoding: "utf8" },
+  ).trim();
+}
+
+/** Starts `tidegate serve` on port 0 and reads its address from stdout (a file, not a
+ * pipe, so an undrained pipe never blocks its logging). */
+async function startTidegate(allowedOrigin) {
+  dataDir = mkdtempSync(join(tmpdir(), "tidegate-browser-"));
+  const stdout = join(dataDir, "stdout.log");
+  const stderr = join(dataDir, "stderr.log");
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([name]) => !name.startsWith("TIDEGATE_")),
+  );
+  tidegate = spawn(
+    binary,
+    [
+      "--listen", "127.0.0.1:0",
+      "--data-dir", join(dataDir, "data"),
+      "--jwt-secret", SECRET,
+      "--allowed-origins", allowedOrigin,
+    ],
+    { env: { ...env, RUST_LOG: "warn" }, stdio: ["ignore", openSync(stdout, "w"), openSync(stderr, "w")] },
+  );
+  const prefix = "tidegate listening on ";
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const line = readFileSync(stdout, "utf8").split("\n").find((l) => l.startsWith(prefix));
+    if (line) return line.slice(prefix.length).trim();
+    if (tidegate.exitCode !== null) break;
+    await sleep(50);
+  }
+  throw new Error(`tidegate did not start: ${readFileSync(stderr, "utf8")}`);
+}
+
+/** Serves examples/browser on its own port: another origin than the API's. */
+function servePage() {
+  const types = { ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8" };
+  const server = createServer((request, response) => {
+    const name = new URL(request.url, "http://page").pathname.slice(1) || "index.html";
+    const path = join(EXAMPLE, name);
+    if (!/^[a-z]+\.(html|js)$/.test(name) || !existsSync(path)) {
+      response.writeHead(404).end();
+      return;
+    }
+    response.writeHead(200, { "Content-Type": types[extname(name)] }).end(readFileSync(path));
+  });
+  pageServer = server;
+  return listen(server);
+}
+
+/** A TCP proxy to tidegate that remembers each connection's first request line and can
+ * cut every open connection at once. */
+function startProxy(target) {
+  const { hostname, port } = new URL(target);
+  const open = new Set();
+  const requests = [];
+  const server = createTcpServer((client) => {
+    const upstream = connect(Number(port), hostname);
+    open.add(client);
+    open.add(upstream);
+    client.once("data", (chunk) => requests.push(chunk.toString("latin1")));
+    client.pipe(upstream).on("error", () => {});
+    upstream.pipe(client).on("error", () => {});
+    for (const socket of [client, upstream]) {
+      socket.on("error", () => {});
+      socket.on("close", () => {
+        open.delete(socket);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+  });
+  return listen(server).then((url) => ({
+    url,
+    requests,
+    cutAll: () => open.forEach((socket) => socket.destroy()),
+    close: () => server.close(),
+  }));
+}
+
+function listen(server) {
+  return new Promise((resolve) => {
+    server.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${server.address().port}`));
+  });
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function api(method, path, body, bearer) {
+  const response = await fetch(serverUrl + path, {
+    method,
+    headers: { Authorization: `Bearer ${bearer}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  assert.ok(response.ok, `${method} ${path}: ${response.status} ${text}`);
+  return JSON.parse(text);
+}
+
+async function waitFor(what, predicate, describe, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (predicate()) return;
+    await sleep(50);
+  }
+  assert.fail(`timed out waiting for ${what}: ${describe()}`);
+}
+
+const pageUrl = (origin, settings) => `${origin}/index.html#${new URLSearchParams(settings)}`;
+
+let pageOrigin;
+
+before(async () => {
+  assert.ok(existsSync(binary), `no tidegate binary at ${binary}: run cargo build --release`);
+  assert.ok(browserPath, "no Chromium: apt-get install chromium (or set CHROMIUM)");
+  pageOrigin = await servePage();
+  serverUrl = await startTidegate(pageOrigin);
+  proxy = await startProxy(serverUrl);
+  browser = await chromium.launch({
+    executablePath: browserPath,
+    headless: true,
+    args: [
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  proxy?.close();
+  pageServer?.close();
+  if (tidegate && tidegate.exitCode === null) {
+    const exited = new Promise((resolve) => tidegate.once("exit", resolve));
+    tidegate.kill("SIGTERM");
+    const stuck = setTimeout(() => tidegate.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(stuck);
+  }
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+test("a page on another origin receives records over WebSocket and EventSource, across dropped connections, exactly once", async () => {
+  const admin = token("admin");
+  await api("POST", "/v1/topics", { name: TOPIC, partitions: PARTITIONS }, admin);
+  const publish = (from, count) =>
+    api(
+      "POST",
+      `/v1/topics/${TOPIC}/records`,
+      {
+        records: Array.from({ length: count }, (_, i) => ({
+          key: `key-${from + i}`,
+          value: { n: from + i, text: `record ${from + i}` },
+        })),
+      },
+      admin,
+    );
+  await publish(0, 30);
+
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const seen = { ws: [], sse: [] };
+  const notices = [];
+  const pageErrors = [];
+  const consoleErrors = []; // for diagnostics: the cut connections log some on purpose
+  page.on("pageerror", (error) => pageErrors.push(String(error)));
+  page.on("console", (message) => {
+    if (message.type() === "error") consoleErrors.push(message.text());
+  });
+  await page.exposeFunction("tidegateSeen", (via, record) => seen[via].push(record));
+  await page.exposeFunction("tidegateNotice", (detail) => notices.push(detail));
+  await page.addInitScript(() => {
+    addEventListener("tidegate:record", (e) => window.tidegateSeen(e.detail.via, e.detail.record));
+    addEventListener("tidegate:notice", (e) => window.tidegateNotice(e.detail));
+  });
+  const describe = () =>
+    JSON.stringify({ ws: seen.ws.length, sse: seen.sse.length, notices, pageErrors, consoleErrors, requests: proxy.requests.map((r) => r.split("\r\n")[0]) });
+
+  await page.goto(
+    pageUrl(pageOrigin, {
+      server: proxy.url,
+      token: token(`publish:${TOPIC} subscribe:${TOPIC}`),
+      topic: TOPIC,
+      from: "earliest",
+    }),
+  );
+  await waitFor("the 30 stored records on both", () => seen.ws.length >= 30 && seen.sse.length >= 30, describe);
+
+  // Live records, published by the page itself (cross-origin fetch with a preflight).
+  for (const value of ["from the page 1", "from the page 2"]) {
+    await page.fill("input[name=value]", value);
+    await page.click("button");
+    await page.waitForFunction(() => document.querySelector("input[name=value]").value === "");
+  }
+  await waitFor("the page's records on both", () => seen.ws.length >= 32 && seen.sse.length >= 32, describe);
+
+  // Cut every connection, publish while the page is away, then more once it is back.
+  proxy.cutAll();
+  await publish(30, 20);
+  await waitFor(
+    "both to reconnect",
+    () =>
+      proxy.requests.filter((r) => r.startsWith("GET /v1/ws")).length >= 2 &&
+      proxy.requests.filter((r) => r.startsWith(`GET /v1/topics/${TOPIC}/events`)).length >= 2,
+    describe,
+  );
+  await publish(50, 10);
+  await waitFor("every record on both", () => seen.ws.length >= 62 && seen.sse.length >= 62, describe);
+  // Anything duplicated would arrive right behind; give it a moment to show.
+  await sleep(500);
+
+  const log = [];
+  for (let partition = 0; partition < PARTITIONS; partition++) {
+    const fetched = await api("GET", `/v1/topics/${TOPIC}/partitions/${partition}/records?offset=0&limit=1000`, undefined, admin);
+    log.push(...fetched.records);
+  }
+  assert.equal(log.length, 62);
+  const key = (r) => `${r.partition}:${r.offset}:${JSON.stringify(r.value)}`;
+  const expected = log.map(key).sort();
+  for (const via of ["ws", "sse"]) {
+    assert.deepEqual(seen[via].map(key).sort(), expected, `${via}: exactly the log, once each`);
+    for (let partition = 0; partition < PARTITIONS; partition++) {
+      const offsets = seen[via].filter((r) => r.partition === partition).map((r) => r.offset);
+      assert.deepEqual(offsets, [...offsets].sort((a, b) => a - b), `${via}: partition ${partition} in order`);
+    }
+  }
+  // The EventSource came back by itself, naming where it was.
+  const resumed = proxy.requests.filter((r) => r.startsWith(`GET /v1/topics/${TOPIC}/events`))[1];
+  assert.match(resumed, /\r\nlast-event-id: \S+/i, "the reconnect sends Last-Event-ID");
+  assert.deepEqual(notices, [], "no notices");
+  assert.deepEqual(pageErrors, [], "no uncaught errors in the page");
+  await context.close();
+});
+
+test("a page whose origin is not allowed cannot open a WebSocket", async () => {
+  // Same page, served by a second server: another origin, not in --allowed-origins.
+  const stranger = createServer((request, response) => {
+    response.writeHead(200, { "Content-Type": "text/html" }).end("<!doctype html><title>stranger</title>");
+  });
+  await new Promise((resolve) => stranger.listen(0, "127.0.0.1", resolve));
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    await page.goto(`http://127.0.0.1:${stranger.address().port}/`);
+    const outcome = await page.evaluate(
+      ([url, accessToken]) =>
+        new Promise((resolve) => {
+          const socket = new WebSocket(`${url.replace("http", "ws")}/v1/ws?access_token=${accessToken}`);
+          socket.onopen = () => resolve("open");
+          socket.onclose = (event) => resolve(`closed ${event.code}`);
+        }),
+      [serverUrl, token(`subscribe:${TOPIC}`)],
+    );
+    // The upgrade is answered 403, which a browser reports as an abnormal close.
+    assert.equal(outcome, "closed 1006");
+  } finally {
+    await context.close();
+    stranger.close();
+  }
+});
