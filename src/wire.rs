@@ -1,6 +1,7 @@
-//! JSON encoding of stored records, shared by every transport (HTTP fetch now, WebSocket
-//! and SSE later). Values are spliced in as the producer's JSON text: a read never parses
-//! or re-encodes them, which `serde_json` cannot do for text it did not validate itself.
+//! JSON encoding of stored records, shared by every transport (HTTP fetch and group polls,
+//! and the push cache for WebSocket and SSE). Values are spliced in as the producer's JSON
+//! text: a read never parses or re-encodes them, which `serde_json` cannot do for text it
+//! did not validate itself.
 
 use std::collections::BTreeMap;
 use std::io::Write;

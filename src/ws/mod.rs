@@ -15,8 +15,8 @@
 //! `--ws-slow-consumer-ms` is closed with 4008 "slow consumer"; nobody else waits for it.
 //!
 //! # Close codes
-//! 1000 normal, 1001 server shutting down, 1008 idle or protocol misuse, 1009 message too
-//! big, 4001 authentication missing or expired, 4008 slow consumer.
+//! 1000 normal, 1001 server shutting down, 1002 a frame that breaks RFC 6455, 1008 idle,
+//! 1009 message too big, 4001 authentication missing, invalid or expired, 4008 slow consumer.
 
 pub mod asyncapi;
 pub mod protocol;
