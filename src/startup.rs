@@ -72,6 +72,10 @@ impl Application {
             // client to half-close and still read the answer, but no client of this API
             // needs to; curl, browsers and HTTP libraries keep both sides open.
             .h1_allow_half_closed(false)
+            // Push frames are small and written as records commit; with Nagle's algorithm a
+            // frame waits for the ACK of the previous one, which the client's delayed ACK
+            // holds up to 40 ms (measured: p50 10 ms at 1000 records/s, see BENCHMARKS.md).
+            .tcp_nodelay(true)
             .shutdown_timeout(config.shutdown_timeout_secs);
         if config.workers > 0 {
             server = server.workers(config.workers);

@@ -60,6 +60,12 @@
 //!
 //! Usage: `cargo run --release --bin tidegate-bench -- [--server-bin target/release/tidegate]
 //! [--duration-secs 5] [--scenarios publish:1,publish:64,...] [--fsync always,never]`.
+//!
+//! `tidegate-bench push` measures push delivery over WebSocket against `nats-server`
+//! instead (see the `push` module).
+
+mod nats;
+mod push;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -101,8 +107,11 @@ const COMMIT_EVENT: &str = "group commit";
 )]
 struct Args {
     /// The tidegate executable (default: `tidegate` next to this executable).
-    #[arg(long)]
+    #[arg(long, global = true)]
     server_bin: Option<PathBuf>,
+
+    #[command(subcommand)]
+    suite: Option<Suite>,
 
     /// Measured seconds per scenario.
     #[arg(long, default_value_t = 5)]
@@ -161,6 +170,13 @@ struct Args {
     /// Tokio worker threads driving the clients (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     client_threads: usize,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Suite {
+    /// Push delivery over WebSocket (fan-out, latency, catch-up, idle memory), with
+    /// nats-server as the peer in the same run.
+    Push(push::PushArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -239,7 +255,6 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    validate(args)?;
     let server_bin = match &args.server_bin {
         Some(path) => path.clone(),
         None => std::env::current_exe()
@@ -253,6 +268,15 @@ fn run(args: &Args) -> Result<(), String> {
         ));
     }
     warn_if_stale(&server_bin);
+    match &args.suite {
+        Some(Suite::Push(push)) => push::run(&server_bin, push),
+        None => run_http(args, &server_bin),
+    }
+}
+
+/// The HTTP scenarios (`--scenarios`), for each `--fsync` mode.
+fn run_http(args: &Args, server_bin: &Path) -> Result<(), String> {
+    validate(args)?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if args.client_threads > 0 {
