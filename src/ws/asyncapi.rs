@@ -167,7 +167,7 @@ pub fn document() -> Value {
         "info": {
             "title": "tidegate push protocols",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "WebSocket (`/v1/ws`, JSON text frames: client messages carry `op`, server messages `type`; `req` comes back on replies) and Server-Sent Events (`/v1/topics/{topic}/events`). Both deliver records in offset order per partition with one resume cursor. WebSocket close codes: 1000 normal, 1001 shutting down, 1002 a frame that breaks RFC 6455, 1008 idle (nothing, not even a pong, within --ws-idle-timeout-ms), 1009 message too big, 4001 authentication missing, invalid or expired, 4008 slow consumer (reconnect from the last cursor).",
+            "description": "WebSocket (`/v1/ws`, JSON text frames: client messages carry `op`, server messages `type`; `req` comes back on replies) and Server-Sent Events (`/v1/topics/{topic}/events`). Both deliver records in offset order per partition with one resume cursor. WebSocket close codes: 1000 normal, 1001 shutting down, 1002 a frame that breaks RFC 6455, 1007 text that is not UTF-8, 1008 idle (nothing, not even a pong, within --ws-idle-timeout-ms), 1009 message too big, 4001 authentication missing, invalid or expired, 4008 slow consumer (reconnect from the last cursor).",
         },
         "defaultContentType": "application/json",
         "servers": {

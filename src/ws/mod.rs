@@ -4,21 +4,24 @@
 //! # Layout
 //! - [`websocket`]: the `GET /v1/ws` handler: origin check, token (header or
 //!   `?access_token=`; or the first message), upgrade.
-//! - `session`: one connection: the reader loop, the subscriptions, the writer task.
+//! - `session`: one connection: the reader loop and the subscriptions.
+//! - `frames`: RFC 6455 frames over actix-http's codec; the 101 response's body pulls the
+//!   connection's queue.
 //! - [`protocol`]: the messages.
 //!
 //! # Flow control
-//! Each connection has its own writer task and a byte budget for what is queued to it
-//! (`--ws-outbound-bytes`). Subscriptions produce frames only while the queue is under
+//! Each connection has a byte budget for what is queued to it (`--ws-outbound-bytes`); the
+//! HTTP dispatcher takes from the queue only as fast as the socket accepts. Subscriptions produce frames only while the queue is under
 //! budget, from their own positions, out of the log's shared encoded batches: a slow client
 //! lags, it does not make the server buffer. A client whose queue stays full for
 //! `--ws-slow-consumer-ms` is closed with 4008 "slow consumer"; nobody else waits for it.
 //!
 //! # Close codes
-//! 1000 normal, 1001 server shutting down, 1002 a frame that breaks RFC 6455, 1008 idle,
-//! 1009 message too big, 4001 authentication missing, invalid or expired, 4008 slow consumer.
+//! 1000 normal, 1001 server shutting down, 1002 a frame that breaks RFC 6455, 1007 text
+//! that is not UTF-8, 1008 idle, 1009 message too big, 4001 authentication missing, invalid or expired, 4008 slow consumer.
 
 pub mod asyncapi;
+mod frames;
 pub mod protocol;
 mod session;
 
@@ -64,16 +67,13 @@ pub async fn websocket(
     }
     let caller = Caller::from_request_if_any(&request)?;
     let client = request.connection_info().peer_addr().map(str::to_owned);
-    let (response, ws_session, messages) = actix_ws::handle(&request, payload).map_err(|err| {
-        ApiError::new(
-            ErrorCode::InvalidArgument,
-            format!("not a WebSocket upgrade: {err}"),
-        )
-    })?;
-    let messages = messages
-        .max_frame_size(state.push.ws_max_message_bytes)
-        .aggregate_continuations()
-        .max_continuation_size(state.push.ws_max_message_bytes);
-    actix_web::rt::spawn(session::run(state, caller, client, ws_session, messages));
+    let (response, reader, writer) =
+        frames::accept(&request, payload, state.push.ws_max_message_bytes).map_err(|err| {
+            ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!("not a WebSocket upgrade: {err}"),
+            )
+        })?;
+    actix_web::rt::spawn(session::run(state, caller, client, reader, writer));
     Ok(response)
 }

@@ -1,19 +1,17 @@
-//! One WebSocket connection: reads client messages, runs its subscriptions, and hands
-//! frames to its own writer task within a byte budget.
+//! One WebSocket connection: reads client messages, runs its subscriptions, and queues
+//! frames for the client within a byte budget.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::web;
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
-use futures_channel::mpsc;
-use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use super::frames::{CloseCode, CloseReason, Incoming, Outgoing, ReadError, Reader, Writer};
 use super::protocol::{
     Assignment, AuthOp, ClientMessage, CommitOp, Committed, ErrorDetail, ErrorMessage, From,
     FromNamed, MAX_REQ_BYTES, PublishOp, Published, PublishedOffset, ServerMessage, SubscribeOp,
@@ -32,39 +30,29 @@ use crate::records;
 const UNAUTHORIZED: u16 = 4001;
 const SLOW_CONSUMER: u16 = 4008;
 
-/// What the reader hands the writer task.
-enum Outgoing {
-    Text(String),
-    Ping,
-    Pong(bytes::Bytes),
-    Close(CloseReason),
-}
-
-/// The queue to the writer task, bounded in bytes by the connection's budget. (futures'
-/// channel rather than tokio's: it allocates per message, not a 32-slot block up front,
-/// which an idle connection would carry for nothing.)
+/// The connection's sending side, bounded in bytes by its budget.
 struct Outbox {
-    sender: mpsc::UnboundedSender<Outgoing>,
-    queued: Arc<AtomicUsize>,
+    writer: Writer,
     budget: usize,
 }
 
 impl Outbox {
     /// Whether subscriptions may queue more records.
     fn has_room(&self) -> bool {
-        self.queued.load(Ordering::Acquire) < self.budget
+        self.writer.queued() < self.budget
     }
 
     /// Replies and errors are queued regardless of the budget, up to twice it: a client
     /// that sends requests but reads no answers is a slow consumer too.
     fn send_text(&self, text: String) -> Result<(), Closing> {
-        if self.queued.load(Ordering::Acquire) > self.budget * 2 {
+        if self.writer.queued() > self.budget * 2 {
             return Err(Closing::SlowConsumer);
         }
-        self.queued.fetch_add(text.len(), Ordering::AcqRel);
-        self.sender
-            .unbounded_send(Outgoing::Text(text))
-            .map_err(|_| Closing::Gone)
+        self.control(Outgoing::Text(text))
+    }
+
+    fn control(&self, outgoing: Outgoing) -> Result<(), Closing> {
+        self.writer.send(outgoing).map_err(|_| Closing::Gone)
     }
 
     fn send(&self, message: &ServerMessage) -> Result<(), Closing> {
@@ -134,14 +122,10 @@ pub(super) async fn run(
     state: web::Data<AppState>,
     caller: Option<Caller>,
     client: Option<String>,
-    session: Session,
-    mut messages: AggregatedMessageStream,
+    mut reader: Reader,
+    writer: Writer,
 ) {
-    let queued = Arc::new(AtomicUsize::new(0));
-    let drained = Arc::new(Notify::new());
-    let (sender, receiver) = mpsc::unbounded();
-    let mut writer =
-        actix_web::rt::spawn(write(session, receiver, queued.clone(), drained.clone()));
+    let drained = writer.drained();
     let push = state.push;
     let shutdown = state.shutdown.clone();
     let mut connection = Connection {
@@ -151,8 +135,7 @@ pub(super) async fn run(
         subscriptions: BTreeMap::new(),
         next_id: 1,
         outbox: Outbox {
-            sender,
-            queued,
+            writer,
             budget: push.ws_outbound_bytes,
         },
         wake: Arc::new(Notify::new()),
@@ -173,16 +156,20 @@ pub(super) async fn run(
             .stalled_since
             .map(|since| tokio::time::Instant::from_std(since + slow_consumer));
         let outcome = tokio::select! {
-            message = messages.recv() => {
+            message = reader.next() => {
                 last_heard = Instant::now();
                 match message {
                     None => Err(Closing::Gone),
                     Some(Ok(message)) => Box::pin(connection.on_message(message)).await,
-                    Some(Err(actix_ws::ProtocolError::Overflow)) => Err(Closing::With(CloseReason {
+                    Some(Err(ReadError::TooBig)) => Err(Closing::With(CloseReason {
                         code: CloseCode::Size,
                         description: Some("message too big (--ws-max-message-bytes)".into()),
                     })),
-                    Some(Err(_)) => Err(Closing::With(CloseCode::Protocol.into())),
+                    Some(Err(ReadError::NotUtf8)) => Err(Closing::With(CloseReason {
+                        code: CloseCode::Invalid,
+                        description: Some("a text message that is not UTF-8".into()),
+                    })),
+                    Some(Err(ReadError::Protocol)) => Err(Closing::With(CloseCode::Protocol.into())),
                 }
             }
             _ = wake.notified() => Box::pin(connection.pump()).await,
@@ -199,7 +186,7 @@ pub(super) async fn run(
                     }))
                 } else {
                     Box::pin(connection.heartbeat()).await;
-                    connection.outbox.sender.unbounded_send(Outgoing::Ping).map_err(|_| Closing::Gone)
+                    connection.outbox.control(Outgoing::Ping)
                 }
             }
             _ = tokio::time::sleep_until(auth_deadline), if !authenticated => {
@@ -226,17 +213,8 @@ pub(super) async fn run(
         Closing::With(reason) => reason,
         Closing::SlowConsumer => reason(SLOW_CONSUMER, "slow consumer"),
     };
-    let _ = connection
-        .outbox
-        .sender
-        .unbounded_send(Outgoing::Close(close));
-    drop(connection);
-    // The close goes out after what is queued. A client that reads nothing never lets it
-    // through: after a grace period the connection is dropped with its buffers.
-    let grace = Duration::from_millis(push.ws_slow_consumer_ms).max(Duration::from_secs(10));
-    if tokio::time::timeout(grace, &mut writer).await.is_err() {
-        writer.abort();
-    }
+    // The close goes out after what is queued; the dispatcher ends the connection after it.
+    let _ = connection.outbox.control(Outgoing::Close(close));
 }
 
 /// Resolves at `exp` (seconds since the epoch).
@@ -248,35 +226,6 @@ async fn sleep_until_epoch(exp: Option<u64>) {
         Duration::from_secs(exp.saturating_sub(now))
     });
     tokio::time::sleep(left.min(Duration::from_secs(365 * 24 * 3600))).await;
-}
-
-/// The writer task: sends what the connection queued, in order, and says when bytes left.
-async fn write(
-    mut session: Session,
-    mut receiver: mpsc::UnboundedReceiver<Outgoing>,
-    queued: Arc<AtomicUsize>,
-    drained: Arc<Notify>,
-) {
-    while let Some(outgoing) = receiver.next().await {
-        let sent = match outgoing {
-            Outgoing::Text(text) => {
-                let len = text.len();
-                let sent = session.text(text).await;
-                queued.fetch_sub(len, Ordering::AcqRel);
-                drained.notify_one();
-                sent
-            }
-            Outgoing::Ping => session.ping(b"").await,
-            Outgoing::Pong(bytes) => session.pong(&bytes).await,
-            Outgoing::Close(reason) => {
-                let _ = session.close(Some(reason)).await;
-                return;
-            }
-        };
-        if sent.is_err() {
-            return;
-        }
-    }
 }
 
 /// `req` as echoed: refused when longer than [`MAX_REQ_BYTES`] as JSON.
@@ -370,10 +319,10 @@ impl Connection {
         }
     }
 
-    async fn on_message(&mut self, message: AggregatedMessage) -> Result<(), Closing> {
+    async fn on_message(&mut self, message: Incoming) -> Result<(), Closing> {
         match message {
-            AggregatedMessage::Text(text) => self.on_text(&text).await,
-            AggregatedMessage::Binary(_) => self.outbox.send(&error_message(
+            Incoming::Text(text) => self.on_text(&text).await,
+            Incoming::Binary => self.outbox.send(&error_message(
                 None,
                 None,
                 &ApiError::new(
@@ -381,13 +330,9 @@ impl Connection {
                     "binary messages are not part of the protocol; send JSON text",
                 ),
             )),
-            AggregatedMessage::Ping(bytes) => self
-                .outbox
-                .sender
-                .unbounded_send(Outgoing::Pong(bytes))
-                .map_err(|_| Closing::Gone),
-            AggregatedMessage::Pong(_) => Ok(()),
-            AggregatedMessage::Close(_) => Err(Closing::Gone),
+            Incoming::Ping(bytes) => self.outbox.control(Outgoing::Pong(bytes)),
+            Incoming::Pong => Ok(()),
+            Incoming::Close => Err(Closing::Gone),
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod client;
 
+mod frames;
 mod sse;
 mod ws;
 mod ws_groups;

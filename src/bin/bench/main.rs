@@ -299,7 +299,7 @@ fn run_http(args: &Args, server_bin: &Path) -> Result<(), String> {
             }
             None => None,
         };
-        let server = Server::start(&server_bin, fsync, &args.server_log, copy)?;
+        let server = Server::start(server_bin, fsync, &args.server_log, copy)?;
         eprintln!(
             "server --fsync {} on {} (pid {}, data {})",
             fsync.as_str(),
@@ -323,7 +323,7 @@ fn run_http(args: &Args, server_bin: &Path) -> Result<(), String> {
         exits.push((fsync, exit));
     }
     let load = (load_before, load_average());
-    print_report(args, &server_bin, &rows, &exits, &load);
+    print_report(args, server_bin, &rows, &exits, &load);
     let failed: u64 = rows.iter().map(Row::error_count).sum();
     if failed > 0 {
         return Err(format!("{failed} requests failed (see Errors above)"));

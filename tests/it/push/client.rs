@@ -62,6 +62,19 @@ impl Ws {
             .expect("send");
     }
 
+    /// Sends any message, raw frames included.
+    pub async fn send_message(&mut self, message: Message) {
+        self.stream.send(message).await.expect("send");
+    }
+
+    /// The next message of any kind, pings and pongs included (`None` once closed).
+    pub async fn next_message(&mut self) -> Option<Message> {
+        tokio::time::timeout(WAIT, self.stream.next())
+            .await
+            .expect("a message within the wait")
+            .and_then(Result::ok)
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.stream
             .send(Message::Text(text.to_owned().into()))
