@@ -17,6 +17,7 @@ use actix_http::body::{BodyStream, MessageBody};
 use actix_http::ws::{Codec, Frame, HandshakeError, Item, Message, ProtocolError};
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::BufMut;
 use futures_channel::mpsc;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::Notify;
@@ -29,10 +30,52 @@ const CHUNK_BYTES: usize = 64 << 10;
 /// What the session sends.
 pub enum Outgoing {
     Text(String),
+    Records(Spliced),
     Ping,
     Pong(Bytes),
     /// The last frame.
     Close(CloseReason),
+}
+
+/// A text message of shared pieces, written into the frame without joining them first:
+/// `head`, the `parts` separated by commas, `tail`. (Records come from the push cache as
+/// shared bytes; joining them per subscriber would cost a copy and a UTF-8 check each.)
+pub struct Spliced {
+    pub head: String,
+    pub parts: Vec<Bytes>,
+    pub tail: String,
+}
+
+impl Spliced {
+    fn len(&self) -> usize {
+        let parts: usize = self.parts.iter().map(Bytes::len).sum();
+        self.head.len() + parts + self.parts.len().saturating_sub(1) + self.tail.len()
+    }
+
+    /// One unmasked, unfragmented text frame (RFC 6455 §5.2), as the server sends them.
+    fn write_frame(&self, dst: &mut BytesMut) {
+        const FIN_TEXT: u8 = 0x81;
+        let len = self.len();
+        dst.reserve(len + 10);
+        dst.put_u8(FIN_TEXT);
+        if len < 126 {
+            dst.put_u8(len as u8);
+        } else if let Ok(len) = u16::try_from(len) {
+            dst.put_u8(126);
+            dst.put_u16(len);
+        } else {
+            dst.put_u8(127);
+            dst.put_u64(len as u64);
+        }
+        dst.put_slice(self.head.as_bytes());
+        for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                dst.put_u8(b',');
+            }
+            dst.put_slice(part);
+        }
+        dst.put_slice(self.tail.as_bytes());
+    }
 }
 
 /// What the client sent.
@@ -94,6 +137,17 @@ pub fn accept(
     Ok((response.into(), reader, writer))
 }
 
+impl Outgoing {
+    /// Bytes of text, which count against the connection's budget.
+    fn text_len(&self) -> Option<usize> {
+        match self {
+            Outgoing::Text(text) => Some(text.len()),
+            Outgoing::Records(spliced) => Some(spliced.len()),
+            _ => None,
+        }
+    }
+}
+
 /// The session's sending side.
 pub struct Writer {
     sender: mpsc::UnboundedSender<Outgoing>,
@@ -103,8 +157,8 @@ pub struct Writer {
 
 impl Writer {
     pub fn send(&self, outgoing: Outgoing) -> Result<(), Gone> {
-        if let Outgoing::Text(text) = &outgoing {
-            self.queued.fetch_add(text.len(), Ordering::AcqRel);
+        if let Some(len) = outgoing.text_len() {
+            self.queued.fetch_add(len, Ordering::AcqRel);
         }
         self.sender.unbounded_send(outgoing).map_err(|_| Gone)
     }
@@ -137,23 +191,28 @@ impl Stream for OutgoingFrames {
         let this = self.get_mut();
         let mut taken = 0;
         while !this.closed && this.buf.len() < CHUNK_BYTES {
-            let message = match this.receiver.poll_next_unpin(cx) {
-                Poll::Ready(Some(Outgoing::Text(text))) => {
-                    taken += text.len();
-                    Message::Text(text.into())
-                }
-                Poll::Ready(Some(Outgoing::Ping)) => Message::Ping(Bytes::new()),
-                Poll::Ready(Some(Outgoing::Pong(bytes))) => Message::Pong(bytes),
-                Poll::Ready(Some(Outgoing::Close(reason))) => {
-                    this.closed = true;
-                    Message::Close(Some(reason))
-                }
+            let outgoing = match this.receiver.poll_next_unpin(cx) {
+                Poll::Ready(Some(outgoing)) => outgoing,
                 // The session ended without a close (it cannot send one any more).
                 Poll::Ready(None) => {
                     this.closed = true;
                     break;
                 }
                 Poll::Pending => break,
+            };
+            taken += outgoing.text_len().unwrap_or(0);
+            let message = match outgoing {
+                Outgoing::Records(spliced) => {
+                    spliced.write_frame(&mut this.buf);
+                    continue;
+                }
+                Outgoing::Text(text) => Message::Text(text.into()),
+                Outgoing::Ping => Message::Ping(Bytes::new()),
+                Outgoing::Pong(bytes) => Message::Pong(bytes),
+                Outgoing::Close(reason) => {
+                    this.closed = true;
+                    Message::Close(Some(reason))
+                }
             };
             if let Err(err) = this.codec.encode(message, &mut this.buf) {
                 return Poll::Ready(Some(Err(actix_web::error::ErrorInternalServerError(err))));
@@ -256,5 +315,32 @@ impl Reader {
         }
         joined.extend_from_slice(bytes);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_http::ws::{OpCode, Parser};
+
+    use super::*;
+
+    /// Every length encoding (7-bit, 16-bit, 64-bit) matches actix-http's own writer.
+    #[test]
+    fn spliced_frames_match_the_codec() {
+        for len in [0, 1, 124, 125, 126, 127, 65_535, 65_536, 200_000] {
+            let part = Bytes::from(vec![b'x'; len]);
+            let spliced = Spliced {
+                head: "[".into(),
+                parts: vec![part.clone(), Bytes::from_static(b"1")],
+                tail: "]".into(),
+            };
+            let mut ours = BytesMut::new();
+            spliced.write_frame(&mut ours);
+            let joined = [&b"["[..], &part, b",", b"1", b"]"].concat();
+            let mut theirs = BytesMut::new();
+            Parser::write_message(&mut theirs, &joined, OpCode::Text, true, false);
+            assert_eq!(ours, theirs, "payload of {} bytes", joined.len());
+            assert_eq!(spliced.len(), joined.len());
+        }
     }
 }

@@ -11,7 +11,9 @@ use serde_json::Value;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use super::frames::{CloseCode, CloseReason, Incoming, Outgoing, ReadError, Reader, Writer};
+use super::frames::{
+    CloseCode, CloseReason, Incoming, Outgoing, ReadError, Reader, Spliced, Writer,
+};
 use super::protocol::{
     Assignment, AuthOp, ClientMessage, CommitOp, Committed, ErrorDetail, ErrorMessage, From,
     FromNamed, MAX_REQ_BYTES, PublishOp, Published, PublishedOffset, ServerMessage, SubscribeOp,
@@ -44,11 +46,11 @@ impl Outbox {
 
     /// Replies and errors are queued regardless of the budget, up to twice it: a client
     /// that sends requests but reads no answers is a slow consumer too.
-    fn send_text(&self, text: String) -> Result<(), Closing> {
+    fn queue(&self, outgoing: Outgoing) -> Result<(), Closing> {
         if self.writer.queued() > self.budget * 2 {
             return Err(Closing::SlowConsumer);
         }
-        self.control(Outgoing::Text(text))
+        self.control(outgoing)
     }
 
     fn control(&self, outgoing: Outgoing) -> Result<(), Closing> {
@@ -57,7 +59,9 @@ impl Outbox {
 
     fn send(&self, message: &ServerMessage) -> Result<(), Closing> {
         // Our own types always serialize.
-        self.send_text(serde_json::to_string(message).unwrap_or_default())
+        self.queue(Outgoing::Text(
+            serde_json::to_string(message).unwrap_or_default(),
+        ))
     }
 }
 
@@ -833,7 +837,7 @@ impl Connection {
                 }
                 progressed = true;
                 let frame = records_frame(id, &sub.topic, &batch, &sub.positions);
-                self.outbox.send_text(frame)?;
+                self.outbox.queue(Outgoing::Records(frame))?;
             }
             if !progressed {
                 self.stalled_since = None;
@@ -849,23 +853,13 @@ fn records_frame(
     topic: &TopicName,
     batch: &crate::push::Batch,
     positions: &Positions,
-) -> String {
-    let parts: Vec<bytes::Bytes> = batch.json_parts().collect();
-    let mut frame = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 128);
-    frame.push_str(r#"{"type":"records","sub":"#);
-    frame.push_str(&serde_json::to_string(sub).unwrap_or_default());
-    frame.push_str(r#","topic":""#);
-    frame.push_str(topic.as_str());
-    frame.push_str(r#"","records":["#);
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            frame.push(',');
-        }
-        // Encoded by `wire` from valid UTF-8 text.
-        frame.push_str(std::str::from_utf8(part).unwrap_or_default());
+) -> Spliced {
+    Spliced {
+        head: format!(
+            r#"{{"type":"records","sub":{},"topic":"{topic}","records":["#,
+            serde_json::to_string(sub).unwrap_or_default()
+        ),
+        parts: batch.json_parts().collect(),
+        tail: format!(r#"],"cursor":"{}"}}"#, positions.cursor()),
     }
-    frame.push_str(r#"],"cursor":""#);
-    frame.push_str(&positions.cursor());
-    frame.push_str(r#""}"#);
-    frame
 }

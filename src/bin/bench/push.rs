@@ -75,11 +75,11 @@ pub struct PushArgs {
     subscribers: Vec<usize>,
 
     /// Deliveries (records × subscribers) per fan-out scenario.
-    #[arg(long, default_value_t = 3_000_000)]
+    #[arg(long, default_value_t = 10_000_000)]
     deliveries: u64,
 
     /// Most records one fan-out scenario publishes.
-    #[arg(long, default_value_t = 500_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     max_fanout_records: u64,
 
     /// Records per publish (one HTTP request; NATS: PUBs between PINGs).
