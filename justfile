@@ -18,11 +18,16 @@ clippy:
 test:
     scripts/test
 
-# Regenerate openapi/openapi.json from the running server's document
+# Regenerate openapi/openapi.json and openapi/asyncapi.json from the running server's documents
 openapi:
     TIDEGATE_UPDATE_OPENAPI=1 cargo test --release --test it openapi
 
 # Load benchmark over loopback; results go in BENCHMARKS.md
 bench:
     cargo build --release --bins
-    cargo run --release --bin tidegate-bench
+    ./target/release/tidegate-bench
+
+# Push delivery over WebSocket against nats-server (apt-get install nats-server)
+bench-push:
+    cargo build --release --bins
+    ./target/release/tidegate-bench push
