@@ -274,17 +274,22 @@ fn run(args: &Args) -> Result<(), String> {
     }
 }
 
+/// The runtime that drives the clients; `threads` 0 means one per CPU.
+fn client_runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    builder
+        .build()
+        .map_err(|err| format!("starting the runtime: {err}"))
+}
+
 /// The HTTP scenarios (`--scenarios`), for each `--fsync` mode.
 fn run_http(args: &Args, server_bin: &Path) -> Result<(), String> {
     validate(args)?;
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if args.client_threads > 0 {
-        builder.worker_threads(args.client_threads);
-    }
-    let runtime = builder
-        .build()
-        .map_err(|err| format!("starting the runtime: {err}"))?;
+    let runtime = client_runtime(args.client_threads)?;
 
     let load_before = load_average();
     let mut rows = Vec::new();

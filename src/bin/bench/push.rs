@@ -210,14 +210,7 @@ impl Target<'_> {
 
 pub fn run(server_bin: &std::path::Path, args: &PushArgs) -> Result<(), String> {
     args.validate()?;
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if args.client_threads > 0 {
-        builder.worker_threads(args.client_threads);
-    }
-    let runtime = builder
-        .build()
-        .map_err(|err| format!("starting the runtime: {err}"))?;
+    let runtime = super::client_runtime(args.client_threads)?;
     let load_before = load_average();
     let mut report = Report::default();
     runtime.block_on(async {
