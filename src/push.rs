@@ -86,12 +86,11 @@ impl Positions {
                 .ok()
                 .and_then(|offset| Offset::parse(offset).ok())
                 .ok_or(PushError::Cursor("an offset is not a valid offset"))?;
-            if positions
-                .insert(PartitionId::new(partition), offset)
-                .is_some()
-            {
-                return Err(PushError::Cursor("a partition appears twice"));
-            }
+            // A partition named twice resumes from the earlier offset: nothing is skipped.
+            positions
+                .entry(PartitionId::new(partition))
+                .and_modify(|earlier: &mut Offset| *earlier = (*earlier).min(offset))
+                .or_insert(offset);
         }
         Ok(Positions(positions))
     }
@@ -331,11 +330,15 @@ mod tests {
         assert_eq!(cursor, "0-42.2-0.17-9000000000");
         assert_eq!(Positions::parse_cursor(&cursor).unwrap(), positions);
         assert_eq!(Positions::parse_cursor("").unwrap(), Positions::default());
+        assert_eq!(
+            Positions::parse_cursor("0-7.0-3").unwrap(),
+            Positions::parse_cursor("0-3").unwrap(),
+            "a partition named twice resumes from the earlier offset"
+        );
         for bad in [
             "x",
             "0-",
             "-1",
-            "0-1.0-2",
             "0-9223372036854775808",
             "a-1",
             "0-1-2",

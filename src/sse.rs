@@ -17,7 +17,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use bytes::Bytes;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::http::{ApiError, Caller, ErrorBody, ErrorCode};
 use crate::log::{Offset, PartitionId, TopicName};
@@ -30,11 +30,45 @@ const RETRY_MS: u64 = 3000;
 #[into_params(parameter_in = Query)]
 pub struct EventParams {
     /// `latest` (default): records published from now on; `earliest`: everything stored.
-    from: Option<String>,
+    #[param(inline)]
+    from: Option<StreamFrom>,
     /// Comma-separated partitions (default: all).
+    #[param(pattern = r"^[0-9]{1,9}(,[0-9]{1,9})*$")]
     partitions: Option<String>,
-    /// Resume after this event id, as the `Last-Event-ID` header does.
+    /// Resume after this event id, as the `Last-Event-ID` header does (which wins when both
+    /// are sent). A partition it does not name starts at its log start. Up to 2 048
+    /// characters here, so the URL stays within what HTTP servers take; a longer cursor (a
+    /// topic of hundreds of partitions) goes in the header.
+    #[param(
+        pattern = r"^([0-9]{1,9}-[0-9]{1,18}(\.[0-9]{1,9}-[0-9]{1,18})*)?$",
+        max_length = 2048
+    )]
     last_event_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamFrom {
+    Latest,
+    Earliest,
+}
+
+/// One event of the stream as `EventSource` parses it (the stream is a sequence of these,
+/// after a first `retry:` hint and comment; `:` comment lines are heartbeats).
+#[derive(ToSchema)]
+#[allow(dead_code)] // Only the OpenAPI document looks at the fields.
+pub struct StreamEvent {
+    /// Absent (`message`) for a record; `error` for a notice such as `offset_out_of_range`.
+    #[schema(pattern = "^(message|error)$")]
+    event: Option<String>,
+    /// The cursor right after this record: what `Last-Event-ID` resumes from.
+    id: Option<String>,
+    /// A record as JSON (`RecordJson`); for `error`, `{code, message, partition,
+    /// log_start_offset, high_watermark}`.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+    /// Milliseconds to wait before reconnecting.
+    retry: Option<u64>,
 }
 
 /// Stream a topic's records as Server-Sent Events.
@@ -42,7 +76,7 @@ pub struct EventParams {
     tag = "push",
     params(("topic" = String, Path, description = "Topic name"), EventParams),
     responses(
-        (status = 200, description = "An endless `text/event-stream`: one event per record, `id` the resume cursor", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An endless `text/event-stream`: one event per record, `id` the resume cursor", content_type = "text/event-stream", body = StreamEvent),
         (status = 400, description = "Invalid topic name, `from`, partitions or event id", body = ErrorBody),
         (status = 404, description = "No such topic or partition", body = ErrorBody),
     )
@@ -63,18 +97,12 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| params.last_event_id.clone());
-    let start = match (resume, params.from.as_deref()) {
+    let start = match (resume, params.from) {
         (Some(id), _) => {
             Start::Cursor(Positions::parse_cursor(&id).map_err(|err| invalid(err.to_string()))?)
         }
-        (None, None | Some("latest")) => Start::Latest,
-        (None, Some("earliest")) => Start::Earliest,
-        (None, Some(other)) => {
-            return Err(invalid(format!(
-                "from must be latest or earliest, not {}",
-                crate::echo::quoted(other)
-            )));
-        }
+        (None, None | Some(StreamFrom::Latest)) => Start::Latest,
+        (None, Some(StreamFrom::Earliest)) => Start::Earliest,
     };
     let partitions = params
         .partitions
@@ -207,8 +235,12 @@ fn events_chunk(batch: &push::Batch, mut position: Positions) -> String {
     let mut chunk = String::new();
     for gap in &batch.gaps {
         let message = format!(
-            "partition {}: offset {} is no longer stored; the stream goes on from {}, the earliest offset left",
-            gap.partition, gap.position, gap.log_start_offset
+            "partition {}: offset {} is outside the log (log start {}, high watermark {}); the stream goes on from {}",
+            gap.partition,
+            gap.position,
+            gap.log_start_offset,
+            gap.high_watermark,
+            gap.log_start_offset
         );
         chunk.push_str(&error_event(&message, Some(gap)));
         position.set(gap.partition, gap.log_start_offset);

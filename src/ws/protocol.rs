@@ -118,6 +118,10 @@ pub struct FromOffsets {
 #[serde(deny_unknown_fields)]
 pub struct FromCursor {
     /// A `cursor` from a `records` message (or an SSE event id): resume right after it.
+    #[schema(
+        pattern = r"^([0-9]{1,9}-[0-9]{1,18}(\.[0-9]{1,9}-[0-9]{1,18})*)?$",
+        max_length = 65536
+    )]
     pub cursor: String,
 }
 

@@ -267,8 +267,12 @@ fn gap_message(sub: &str, gap: &Gap) -> ServerMessage {
         error: ErrorDetail {
             code: "offset_out_of_range".into(),
             message: format!(
-                "partition {}: offset {} is no longer stored; delivery goes on from {}, the earliest offset left",
-                gap.partition, gap.position, gap.log_start_offset
+                "partition {}: offset {} is outside the log (log start {}, high watermark {}); delivery goes on from {}",
+                gap.partition,
+                gap.position,
+                gap.log_start_offset,
+                gap.high_watermark,
+                gap.log_start_offset
             ),
             partition: Some(gap.partition.get()),
             log_start_offset: Some(gap.log_start_offset.get()),
@@ -582,7 +586,10 @@ impl Connection {
     }
 
     async fn on_unsubscribe(&mut self, op: UnsubscribeOp) -> Result<(), Closing> {
-        let req = checked_req(op.req).unwrap_or(None);
+        let req = match checked_req(op.req) {
+            Ok(req) => req,
+            Err(err) => return self.answer(None, Some(op.sub), Err(err)),
+        };
         match self.subscriptions.remove(&op.sub) {
             Some(sub) => {
                 self.leave(&sub).await;

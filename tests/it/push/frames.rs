@@ -135,3 +135,37 @@ async fn a_client_that_answers_no_pings_is_closed_as_idle() {
     }
     assert!(pings >= 3, "pings every 100 ms: {pings}");
 }
+
+#[tokio::test]
+async fn subscriptions_per_connection_and_req_sizes_are_limited_with_errors() {
+    let app = TestApp::spawn_with(&["--ws-max-subscriptions", "2"]).await;
+    let mut ws = connect(&app).await;
+    let first = ws.subscribe(json!({"topic": "frames"})).await;
+    ws.subscribe(json!({"topic": "frames"})).await;
+    ws.send(json!({"op": "subscribe", "req": 3, "topic": "frames"}))
+        .await;
+    let refused = ws.expect("error").await;
+    assert_eq!(refused["req"], 3);
+    assert_eq!(refused["error"]["code"], "invalid_argument", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 2 subscriptions"),
+        "{refused}"
+    );
+    // The socket stays usable: one out, one in.
+    ws.send(json!({"op": "unsubscribe", "sub": first["sub"]}))
+        .await;
+    ws.subscribe(json!({"topic": "frames"})).await;
+
+    // `req` comes back on every reply, so its size is capped (256 bytes of JSON).
+    ws.send(json!({"op": "unsubscribe", "req": "r".repeat(300), "sub": "none"}))
+        .await;
+    let refused = ws.expect("error").await;
+    assert!(
+        refused.get("req").is_none(),
+        "an oversized req is not echoed: {refused}"
+    );
+    assert_eq!(refused["error"]["code"], "invalid_argument", "{refused}");
+}

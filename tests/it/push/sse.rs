@@ -195,3 +195,55 @@ async fn bad_stream_requests_get_error_bodies() {
     let response = app.get("/v1/topics/nope/events").send().await.unwrap();
     expect_error(response, 404, "topic_not_found").await;
 }
+
+/// A cursor the log does not cover (here the topic was deleted and recreated, so its offsets
+/// start over; retention will make the same from below) is reported with the earliest
+/// offset, and delivery goes on from there: never a silent skip or a silent wait.
+#[tokio::test]
+async fn a_cursor_outside_the_log_is_reported_then_delivery_goes_on() {
+    let wait = Duration::from_secs(5);
+    let app = TestApp::spawn().await;
+    app.create_topic("t", 1).await;
+    publish_n(&app, 0, 5).await;
+    assert_eq!(app.delete_topic("t").await.status(), 204);
+    app.create_topic("t", 1).await;
+    publish_n(&app, 0, 2).await;
+    let expect_notice = |detail: &Value| {
+        assert_eq!(detail["code"], "offset_out_of_range", "{detail}");
+        assert_eq!(
+            (
+                &detail["partition"],
+                &detail["log_start_offset"],
+                &detail["high_watermark"]
+            ),
+            (&json!(0), &json!(0), &json!(2)),
+            "{detail}"
+        );
+    };
+
+    let mut events = EventStream::open(&app, "", Some("0-5")).await;
+    let notice = events.next(wait).await.expect("a notice");
+    assert_eq!(notice.kind.as_deref(), Some("error"));
+    expect_notice(&serde_json::from_str(&notice.data).expect("JSON"));
+    for offset in 0..2u64 {
+        let event = events.next(wait).await.expect("a record");
+        let record: Value = serde_json::from_str(&event.data).expect("JSON");
+        assert_eq!(record["offset"], offset);
+        assert_eq!(event.id, Some(format!("0-{}", offset + 1)));
+    }
+
+    let mut ws = super::client::Ws::connect(
+        &app.url(""),
+        &crate::harness::token("reader", "subscribe:t"),
+    )
+    .await;
+    let subscribed = ws
+        .subscribe(json!({"topic": "t", "from": {"cursor": "0-5"}}))
+        .await;
+    let error = ws.expect("error").await;
+    assert_eq!(error["sub"], subscribed["sub"]);
+    expect_notice(&error["error"]);
+    let (records, cursor) = ws.records(2).await;
+    assert_eq!(records.len(), 2);
+    assert_eq!(cursor, "0-2");
+}
