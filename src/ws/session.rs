@@ -53,6 +53,7 @@ impl Outbox {
         self.control(outgoing)
     }
 
+    /// Control frames (ping, pong, close) go out whatever the queue holds.
     fn control(&self, outgoing: Outgoing) -> Result<(), Closing> {
         self.writer.send(outgoing).map_err(|_| Closing::Gone)
     }

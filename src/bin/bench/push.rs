@@ -407,33 +407,19 @@ impl Subscriber {
                 let mut hello = nats::CONNECT.to_vec();
                 hello.extend_from_slice(format!("SUB {topic} 1\r\nPING\r\n").as_bytes());
                 send(&mut socket, Message::Binary(hello.into())).await?;
-                let mut subscriber = Subscriber {
-                    socket,
-                    protocol: SubscriberProtocol::Nats {
-                        decoder: nats::Decoder::default(),
-                    },
-                };
+                let mut decoder = nats::Decoder::default();
                 // The PONG says the SUB is in place.
                 loop {
-                    let data = receive(&mut subscriber.socket).await?;
-                    let control = subscriber.nats_feed(&data, |_| {})?;
-                    if control.pongs > 0 {
+                    let data = receive(&mut socket).await?;
+                    if decoder.feed(&data, |_| {})?.pongs > 0 {
                         break;
                     }
                 }
-                Ok(subscriber)
+                Ok(Subscriber {
+                    socket,
+                    protocol: SubscriberProtocol::Nats { decoder },
+                })
             }
-        }
-    }
-
-    fn nats_feed(
-        &mut self,
-        data: &[u8],
-        on_delivery: impl FnMut(nats::Delivery<'_>),
-    ) -> Result<nats::Control, String> {
-        match &mut self.protocol {
-            SubscriberProtocol::Nats { decoder } => decoder.feed(data, on_delivery),
-            SubscriberProtocol::Tidegate { .. } => unreachable!("a NATS subscriber"),
         }
     }
 
@@ -703,16 +689,25 @@ impl Publisher {
                 client,
                 subject,
                 frame,
-            } => {
-                frame.clear();
-                for _ in 0..count {
-                    nats::publish_frame(frame, subject, None, value.as_bytes());
-                }
-                client.write(frame).await?;
-                client.flush().await
-            }
+            } => publish_nats(client, frame, subject, value, count).await,
         }
     }
+}
+
+/// `count` `PUB`s of `value`, then `PING`: returns once the server has processed them.
+async fn publish_nats(
+    client: &mut nats::TcpClient,
+    frame: &mut Vec<u8>,
+    subject: &str,
+    value: &str,
+    count: u64,
+) -> Result<(), String> {
+    frame.clear();
+    for _ in 0..count {
+        nats::publish_frame(frame, subject, None, value.as_bytes());
+    }
+    client.write(frame).await?;
+    client.flush().await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -953,20 +948,13 @@ async fn jetstream_fill(
         &format!(r#"{{"name":"{subject}","subjects":["{subject}"],"storage":"file"}}"#),
     )
     .await?;
-    let mut publisher = Publisher::Nats {
-        client,
-        subject: subject.to_owned(),
-        frame: Vec::new(),
-    };
+    let mut frame = Vec::new();
     let mut written = 0;
     while written < records {
         let batch = 1000.min(records - written);
-        publisher.publish(value, batch).await?;
+        publish_nats(&mut client, &mut frame, subject, value, batch).await?;
         written += batch;
     }
-    let Publisher::Nats { mut client, .. } = publisher else {
-        unreachable!("built above")
-    };
     // Stored asynchronously: wait until the stream holds them all.
     let deadline = Instant::now() + SCENARIO_TIMEOUT;
     loop {
