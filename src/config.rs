@@ -140,6 +140,15 @@ pub struct Config {
     #[arg(long, env = "TIDEGATE_IDEMPOTENCY_WINDOW_MS", default_value_t = 24 * 60 * 60 * 1000)]
     pub idempotency_window_ms: u64,
 
+    /// How often retention deletes batches past their topic's `retention_ms` or
+    /// `retention_bytes`, in milliseconds.
+    #[arg(
+        long,
+        env = "TIDEGATE_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 5_000
+    )]
+    pub retention_check_interval_ms: u64,
+
     /// Seconds in-flight requests get to finish at shutdown.
     #[arg(long, env = "TIDEGATE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
@@ -403,6 +412,9 @@ impl Config {
         if self.idempotency_window_ms == 0 {
             return Err("--idempotency-window-ms must be greater than 0".into());
         }
+        if self.retention_check_interval_ms == 0 {
+            return Err("--retention-check-interval-ms must be greater than 0".into());
+        }
         if self.data_dir.exists() && !self.data_dir.is_dir() {
             return Err(format!(
                 "--data-dir {} exists and is not a directory",
@@ -418,6 +430,7 @@ impl Config {
             fsync: self.fsync,
             idempotency_window: Duration::from_millis(self.idempotency_window_ms),
             push_cache_bytes: self.push.push_cache_bytes,
+            retention_check_interval: Duration::from_millis(self.retention_check_interval_ms),
         }
     }
 }

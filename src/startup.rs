@@ -35,6 +35,7 @@ pub struct Application {
     local_addr: SocketAddr,
     server: Server,
     log: Arc<dyn EventLog>,
+    redb: Arc<RedbLog>,
     groups: Arc<Coordinator>,
     shutdown: CancellationToken,
     first_run_token: Option<String>,
@@ -50,7 +51,7 @@ impl Application {
         let log: Arc<dyn EventLog> = redb.clone();
         let groups = Arc::new(Coordinator::new(
             log.clone(),
-            redb,
+            redb.clone(),
             config.groups.settings(),
             shutdown.clone(),
         ));
@@ -97,6 +98,7 @@ impl Application {
             local_addr,
             server: server.run(),
             log,
+            redb,
             groups,
             shutdown,
             first_run_token: auth.first_run_token,
@@ -122,6 +124,7 @@ impl Application {
     /// requests finish, commits what the log accepted and syncs it to disk.
     pub async fn run(self) -> std::io::Result<()> {
         let maintenance = tokio::spawn(self.groups.clone().run_maintenance());
+        let retention = tokio::spawn(self.redb.clone().run_retention());
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
         let served = tokio::select! {
@@ -135,6 +138,7 @@ impl Application {
         // Releases long polls if the server stopped on its own.
         self.shutdown.cancel();
         let _ = maintenance.await;
+        let _ = retention.await;
         self.log.shutdown().await;
         tracing::info!("log closed");
         served.map_err(std::io::Error::other)?

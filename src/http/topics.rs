@@ -74,6 +74,8 @@ pub struct PartitionBounds {
     log_start_offset: u64,
     /// Offset the next record will get.
     high_watermark: u64,
+    /// Bytes the partition's stored batches take on disk (what `retention_bytes` bounds).
+    size_bytes: u64,
 }
 
 impl From<PartitionOffsets> for PartitionBounds {
@@ -82,6 +84,7 @@ impl From<PartitionOffsets> for PartitionBounds {
             partition: p.partition.get(),
             log_start_offset: p.log_start_offset.get(),
             high_watermark: p.high_watermark.get(),
+            size_bytes: p.size_bytes,
         }
     }
 }

@@ -18,14 +18,25 @@ pub(super) struct PartitionEntry {
     /// log themselves.
     pub high_watermark: watch::Sender<Offset>,
     pub log_start_offset: AtomicU64,
+    /// Bytes of the stored batches.
+    pub size_bytes: AtomicU64,
 }
 
 impl PartitionEntry {
-    pub fn new(log_start_offset: Offset, high_watermark: Offset) -> Arc<PartitionEntry> {
+    pub fn new(
+        log_start_offset: Offset,
+        high_watermark: Offset,
+        size_bytes: u64,
+    ) -> Arc<PartitionEntry> {
         Arc::new(PartitionEntry {
             high_watermark: watch::Sender::new(high_watermark),
             log_start_offset: AtomicU64::new(log_start_offset.get()),
+            size_bytes: AtomicU64::new(size_bytes),
         })
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        Offset::new(self.log_start_offset.load(Ordering::Acquire))
     }
 
     pub fn high_watermark(&self) -> Offset {
@@ -37,8 +48,9 @@ impl PartitionEntry {
     pub fn offsets(&self, partition: PartitionId) -> PartitionOffsets {
         PartitionOffsets {
             partition,
-            log_start_offset: Offset::new(self.log_start_offset.load(Ordering::Acquire)),
+            log_start_offset: self.log_start_offset(),
             high_watermark: self.high_watermark(),
+            size_bytes: self.size_bytes.load(Ordering::Acquire),
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The on-disk encoding of a record batch (one redb value per batch).
 //!
 //! ```text
-//! header (13 bytes, fixed so the count can be read without decoding records):
-//!   u8      format version (1)
+//! header (21 bytes, fixed so retention can read it without decoding records):
+//!   u8      format version (2)
 //!   u32 LE  record count
 //!   i64 LE  base timestamp (ms since the epoch)
+//!   i64 LE  newest timestamp of the batch (what time-based retention compares)
 //! each record:
 //!   varint  timestamp delta from the base (zigzag i64)
 //!   varint  key length + 1, 0 for a null key; then the key's UTF-8 bytes
@@ -13,13 +14,25 @@
 //! ```
 //!
 //! Values are kept as the producer's JSON text so a read never parses JSON.
+//!
+//! Version 1 batches (written before retention existed) have a 13-byte header without the
+//! newest timestamp; they decode as before, and [`summary`] finds their newest timestamp
+//! by decoding the records.
 
 use integer_encoding::VarInt;
 
 use super::LogError;
 
-const FORMAT_VERSION: u8 = 1;
-const HEADER_LEN: usize = 13;
+const FORMAT_VERSION: u8 = 2;
+const HEADER_LEN: usize = 21;
+const V1_HEADER_LEN: usize = 13;
+
+/// What retention needs to know about a stored batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchSummary {
+    pub record_count: u32,
+    pub newest_timestamp: i64,
+}
 
 /// A record borrowed out of an encoded batch.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,6 +48,7 @@ pub struct BatchBuilder {
     buf: Vec<u8>,
     count: u32,
     base_timestamp: i64,
+    newest_timestamp: i64,
 }
 
 impl BatchBuilder {
@@ -43,10 +57,12 @@ impl BatchBuilder {
         buf.push(FORMAT_VERSION);
         buf.extend_from_slice(&0u32.to_le_bytes());
         buf.extend_from_slice(&base_timestamp.to_le_bytes());
+        buf.extend_from_slice(&base_timestamp.to_le_bytes());
         BatchBuilder {
             buf,
             count: 0,
             base_timestamp,
+            newest_timestamp: base_timestamp,
         }
     }
 
@@ -58,6 +74,7 @@ impl BatchBuilder {
         headers: &[(String, String)],
     ) {
         put_varint(&mut self.buf, timestamp.wrapping_sub(self.base_timestamp));
+        self.newest_timestamp = self.newest_timestamp.max(timestamp);
         match key {
             None => put_varint(&mut self.buf, 0u64),
             Some(key) => {
@@ -76,6 +93,7 @@ impl BatchBuilder {
 
     pub fn finish(mut self) -> Vec<u8> {
         self.buf[1..5].copy_from_slice(&self.count.to_le_bytes());
+        self.buf[13..21].copy_from_slice(&self.newest_timestamp.to_le_bytes());
         self.buf
     }
 }
@@ -91,25 +109,64 @@ fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(bytes);
 }
 
-/// Number of records in an encoded batch, read from the fixed header only.
-pub fn record_count(batch: &[u8]) -> Result<u32, LogError> {
-    let header = batch.get(..HEADER_LEN).ok_or_else(corrupt)?;
-    if header[0] != FORMAT_VERSION {
-        return Err(corrupt());
-    }
-    Ok(u32::from_le_bytes(
-        header[1..5].try_into().map_err(|_| corrupt())?,
-    ))
+/// The fixed header: record count, base timestamp, and the newest timestamp when the
+/// format stores it; the rest of the batch.
+struct Header<'a> {
+    count: u32,
+    base_timestamp: i64,
+    newest_timestamp: Option<i64>,
+    records: &'a [u8],
+}
+
+fn header(batch: &[u8]) -> Result<Header<'_>, LogError> {
+    let header_len = match batch.first() {
+        Some(&FORMAT_VERSION) => HEADER_LEN,
+        Some(1) => V1_HEADER_LEN,
+        _ => return Err(corrupt()),
+    };
+    let (header, records) = batch.split_at_checked(header_len).ok_or_else(corrupt)?;
+    let le_i64 = |range: std::ops::Range<usize>| {
+        header[range]
+            .try_into()
+            .map(i64::from_le_bytes)
+            .map_err(|_| corrupt())
+    };
+    Ok(Header {
+        count: u32::from_le_bytes(header[1..5].try_into().map_err(|_| corrupt())?),
+        base_timestamp: le_i64(5..13)?,
+        newest_timestamp: (header_len == HEADER_LEN)
+            .then(|| le_i64(13..21))
+            .transpose()?,
+        records,
+    })
+}
+
+/// The record count and newest timestamp of an encoded batch, from its header alone
+/// (version 1 batches are decoded to find the timestamp).
+pub fn summary(batch: &[u8]) -> Result<BatchSummary, LogError> {
+    let header = header(batch)?;
+    let newest_timestamp = match header.newest_timestamp {
+        Some(newest) => newest,
+        None => decode(batch)?
+            .iter()
+            .map(|record| record.timestamp)
+            .fold(header.base_timestamp, i64::max),
+    };
+    Ok(BatchSummary {
+        record_count: header.count,
+        newest_timestamp,
+    })
 }
 
 /// Decodes every record of a batch, in offset order.
 pub fn decode(batch: &[u8]) -> Result<Vec<DecodedRecord<'_>>, LogError> {
-    let count = record_count(batch)?;
-    let base_timestamp =
-        i64::from_le_bytes(batch[5..HEADER_LEN].try_into().map_err(|_| corrupt())?);
-    let mut cursor = Cursor {
-        rest: &batch[HEADER_LEN..],
-    };
+    let Header {
+        count,
+        base_timestamp,
+        records: rest,
+        ..
+    } = header(batch)?;
+    let mut cursor = Cursor { rest };
     // The count comes from disk, so cap the preallocation by what the bytes could hold.
     let mut records = Vec::with_capacity((count as usize).min(cursor.rest.len() / 3 + 1));
     for _ in 0..count {
@@ -203,7 +260,10 @@ mod tests {
                 builder.push(r.timestamp, r.key.as_deref(), &r.value, &r.headers);
             }
             let bytes = builder.finish();
-            prop_assert_eq!(record_count(&bytes)? as usize, inputs.len());
+            let summary = summary(&bytes)?;
+            prop_assert_eq!(summary.record_count as usize, inputs.len());
+            let newest = inputs.iter().map(|r| r.timestamp).fold(base, i64::max);
+            prop_assert_eq!(summary.newest_timestamp, newest);
             let decoded = decode(&bytes)?;
             prop_assert_eq!(decoded.len(), inputs.len());
             for (d, r) in decoded.iter().zip(&inputs) {
@@ -214,6 +274,21 @@ mod tests {
                     r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 prop_assert_eq!(&d.headers, &headers);
             }
+        }
+
+        #[test]
+        fn version_1_batches_still_decode(base in any::<i64>(), inputs in proptest::collection::vec(input(), 1..8)) {
+            let mut builder = BatchBuilder::new(base);
+            for r in &inputs {
+                builder.push(r.timestamp, r.key.as_deref(), &r.value, &r.headers);
+            }
+            let current = builder.finish();
+            // The version 1 layout: the same bytes without the newest timestamp.
+            let mut old = vec![1];
+            old.extend_from_slice(&current[1..13]);
+            old.extend_from_slice(&current[21..]);
+            prop_assert_eq!(decode(&old)?, decode(&current)?);
+            prop_assert_eq!(summary(&old)?, summary(&current)?);
         }
 
         #[test]

@@ -17,7 +17,7 @@ use super::types::{
     PartitionId, TimestampOffset, TopicConfig, TopicDescription, TopicName, TopicUpdate,
 };
 use super::writer::{
-    Append, Change, CommitOffsets, DAMAGED, DeleteOffsets, Health, Message, TopicAdmin,
+    Append, Change, CommitOffsets, DAMAGED, DeleteOffsets, Health, Message, Retention, TopicAdmin,
     TopicChange, WRITER_STOPPED, Writer,
 };
 use super::{EventLog, Fsync, LogError, OffsetStore, Readiness, StorageFault};
@@ -39,6 +39,8 @@ pub struct LogOptions {
     pub idempotency_window: Duration,
     /// Bytes of encoded batches kept for push delivery.
     pub push_cache_bytes: usize,
+    /// How often [`RedbLog::run_retention`] deletes what retention no longer keeps.
+    pub retention_check_interval: Duration,
 }
 
 /// Why the log could not be opened; one line for the operator.
@@ -57,6 +59,7 @@ pub struct RedbLog {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     health: Arc<Health>,
     cache: Arc<BatchCache>,
+    retention_check_interval: Duration,
 }
 
 impl RedbLog {
@@ -140,7 +143,44 @@ impl RedbLog {
             writer: Mutex::new(Some(thread)),
             health,
             cache,
+            retention_check_interval: options.retention_check_interval,
         })
+    }
+
+    /// Deletes, every `retention_check_interval`, the batches that their topics' retention
+    /// no longer keeps; each pass is one bounded change through the writer, repeated at
+    /// once while work remains. Ends with the shutdown token.
+    pub async fn run_retention(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(self.retention_check_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            while self.health.failure().is_none() {
+                match self.submit(|reply| Box::new(Retention::new(reply))).await {
+                    Ok(outcome) => {
+                        if outcome.batches > 0 {
+                            tracing::debug!(
+                                batches = outcome.batches,
+                                records = outcome.records,
+                                bytes = outcome.bytes,
+                                "retention deleted batches"
+                            );
+                        }
+                        if !outcome.more {
+                            break;
+                        }
+                    }
+                    Err(LogError::ShuttingDown) => return,
+                    Err(err) => {
+                        tracing::warn!(%err, "a retention pass failed; the next one retries");
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// Sends a change to the writer and waits for its answer.
@@ -366,8 +406,9 @@ impl EventLog for RedbLog {
         let bounds = self.catalog.partition(topic.as_str(), partition)?;
         let high_watermark = bounds.high_watermark().get();
         let key = (entry.incarnation, partition.get());
-        if from.get() > high_watermark {
-            let log_start = bounds.offsets(partition).log_start_offset.get();
+        let log_start = bounds.log_start_offset().get();
+        // The cache may still hold batches retention deleted; they are not served.
+        if from.get() > high_watermark || from.get() < log_start {
             return Err(LogError::OffsetOutOfRange {
                 offset: from.get(),
                 log_start_offset: log_start,

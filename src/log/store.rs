@@ -4,6 +4,8 @@
 //! - `topics`: topic name → JSON `TopicConfig`.
 //! - `partitions`: (topic, partition) → log start offset. The high watermark is not stored:
 //!   it is the end of the last batch, found with one reverse range lookup per partition.
+//! - `partition_bytes`: (topic, partition) → bytes of the partition's stored batches, kept
+//!   up to date by every append and deletion so `retention_bytes` needs no scan.
 //! - `batches`: (topic, partition, base offset) → encoded batch (`codec`).
 //! - `idempotency`: (topic, key) → JSON `IdempotentReply`; `idempotency_expiry`:
 //!   (created ms, topic, key) → () orders the keys by age so expiry never scans.
@@ -25,6 +27,8 @@ use super::types::{
 
 pub(super) const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 pub(super) const PARTITIONS: TableDefinition<(&str, u32), u64> = TableDefinition::new("partitions");
+pub(super) const PARTITION_BYTES: TableDefinition<(&str, u32), u64> =
+    TableDefinition::new("partition_bytes");
 pub(super) const BATCHES: TableDefinition<(&str, u32, u64), &[u8]> =
     TableDefinition::new("batches");
 pub(super) const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> =
@@ -51,6 +55,10 @@ pub(super) struct PartitionTail {
     pub high_watermark: u64,
     /// Timestamp of the newest record, so appends keep timestamps non-decreasing.
     pub last_timestamp: i64,
+    pub size_bytes: u64,
+    /// False when the database predates `partition_bytes`: the size was counted by a scan
+    /// and the writer stores it, once.
+    pub size_recorded: bool,
 }
 
 /// A topic as loaded at start, with the tail of every partition.
@@ -69,6 +77,7 @@ pub(super) fn decode_config(bytes: &[u8]) -> Result<TopicConfig, LogError> {
 pub(super) fn load_topics(txn: &ReadTransaction) -> Result<Vec<LoadedTopic>, LogError> {
     let topics = txn.open_table(TOPICS)?;
     let starts = txn.open_table(PARTITIONS)?;
+    let sizes = txn.open_table(PARTITION_BYTES)?;
     let batches = txn.open_table(BATCHES)?;
     let mut loaded = Vec::new();
     for entry in topics.iter()? {
@@ -80,14 +89,26 @@ pub(super) fn load_topics(txn: &ReadTransaction) -> Result<Vec<LoadedTopic>, Log
             let log_start_offset = starts
                 .get((name.as_str(), partition))?
                 .map_or(0, |v| v.value());
+            let range = (name.as_str(), partition, 0)..=(name.as_str(), partition, u64::MAX);
+            let recorded = sizes.get((name.as_str(), partition))?.map(|v| v.value());
+            let size_bytes = match recorded {
+                Some(size) => size,
+                None => {
+                    let mut size = 0;
+                    for entry in batches.range(range.clone())? {
+                        size += entry?.1.value().len() as u64;
+                    }
+                    size
+                }
+            };
             let mut tail = PartitionTail {
                 log_start_offset,
                 high_watermark: log_start_offset,
                 last_timestamp: i64::MIN,
+                size_bytes,
+                size_recorded: recorded.is_some(),
             };
-            let last = batches
-                .range((name.as_str(), partition, 0)..=(name.as_str(), partition, u64::MAX))?
-                .next_back();
+            let last = batches.range(range)?.next_back();
             if let Some(last) = last {
                 let (key, batch) = last?;
                 let records = codec::decode(batch.value())?;

@@ -203,6 +203,8 @@ pub struct PartitionOffsets {
     pub log_start_offset: Offset,
     /// Offset the next record will get; every offset below it is committed.
     pub high_watermark: Offset,
+    /// Bytes the partition's stored batches take (what `retention_bytes` bounds).
+    pub size_bytes: u64,
 }
 
 /// A topic's configuration and the bounds of each partition.

@@ -16,5 +16,6 @@ mod protocol;
 mod publish_fetch;
 mod push;
 mod restart;
+mod retention;
 mod storage;
 mod topics;

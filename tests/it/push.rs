@@ -1,7 +1,7 @@
 //! Push delivery, black-box: WebSocket subscriptions (plain and consumer-group), publish
 //! and auth over WebSocket, slow consumers, and Server-Sent Events.
 
-mod client;
+pub mod client;
 
 mod frames;
 mod sse;

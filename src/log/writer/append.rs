@@ -40,7 +40,7 @@ impl Change for Append {
                 .collect();
             touched.sort_unstable();
             touched.dedup();
-            staging.appended.extend(
+            staging.touched.extend(
                 touched
                     .into_iter()
                     .map(|p| (self.topic.as_str().to_owned(), p)),

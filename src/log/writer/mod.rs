@@ -9,7 +9,7 @@
 //! # Kinds of change
 //! Each kind of change is a type implementing [`Change`] in a module of its own: `topics`
 //! (create, change, delete), `append` (records with idempotency keys), `offsets` (consumer
-//! group commits and deletions). A change validates
+//! group commits and deletions), `retention` (deleting old batches). A change validates
 //! against [`LogState`], stages its rows into the shared [`Tables`] and keeps its answer
 //! until the commit settles. The loop below (batching, durability, failure) never looks
 //! inside a change, so a new kind is one new module and the method that sends it.
@@ -26,9 +26,11 @@
 
 mod append;
 mod offsets;
+mod retention;
 mod topics;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,11 +39,14 @@ use tokio::sync::{mpsc, oneshot};
 
 pub(super) use append::Append;
 pub(super) use offsets::{CommitOffsets, DeleteOffsets};
+pub(super) use retention::Retention;
 pub(super) use topics::{TopicAdmin, TopicChange};
 
 use super::catalog::{Catalog, PartitionEntry, TopicEntry};
 use super::codec::BatchBuilder;
-use super::store::{self, BATCHES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, OFFSETS, PARTITIONS, TOPICS};
+use super::store::{
+    self, BATCHES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, OFFSETS, PARTITION_BYTES, PARTITIONS, TOPICS,
+};
 use super::types::{Offset, PartitionId, TopicConfig};
 use super::{Fsync, LogError};
 use crate::panics;
@@ -117,6 +122,7 @@ impl Health {
 pub(super) struct Tables<'txn> {
     pub topics: Table<'txn, &'static str, &'static [u8]>,
     pub partitions: Table<'txn, (&'static str, u32), u64>,
+    pub partition_bytes: Table<'txn, (&'static str, u32), u64>,
     pub batches: Table<'txn, (&'static str, u32, u64), &'static [u8]>,
     pub idempotency: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     pub idempotency_expiry: Table<'txn, (i64, &'static str, &'static str), ()>,
@@ -128,6 +134,7 @@ impl<'txn> Tables<'txn> {
         Ok(Tables {
             topics: txn.open_table(TOPICS)?,
             partitions: txn.open_table(PARTITIONS)?,
+            partition_bytes: txn.open_table(PARTITION_BYTES)?,
             batches: txn.open_table(BATCHES)?,
             idempotency: txn.open_table(IDEMPOTENCY)?,
             idempotency_expiry: txn.open_table(IDEMPOTENCY_EXPIRY)?,
@@ -138,14 +145,19 @@ impl<'txn> Tables<'txn> {
 
 /// One partition as the writer tracks it.
 pub(super) struct WriterPartition {
+    pub log_start_offset: u64,
     pub next_offset: u64,
     pub last_timestamp: i64,
+    /// Bytes of its stored batches, as `partition_bytes` holds them.
+    pub size_bytes: u64,
 }
 
 impl WriterPartition {
     pub const EMPTY: WriterPartition = WriterPartition {
+        log_start_offset: 0,
         next_offset: 0,
         last_timestamp: i64::MIN,
+        size_bytes: 0,
     };
 }
 
@@ -181,8 +193,35 @@ pub(super) struct Staging<'a, 'txn> {
     pub now: i64,
     /// Topics created, changed or deleted: the catalog is updated after the commit.
     pub reshaped: &'a mut Vec<String>,
-    /// Partitions that got records: their high watermarks move after the commit.
-    pub appended: &'a mut Vec<(String, u32)>,
+    /// Partitions that got or lost records: their bounds and sizes are published after
+    /// the commit, and new high watermarks wake their waiters.
+    pub touched: &'a mut Vec<(String, u32)>,
+}
+
+impl Staging<'_, '_> {
+    /// Writes every open batch into the table and counts its bytes; changes that read
+    /// batches or bounds call it first so they see the appends staged before them in the
+    /// same commit.
+    pub fn flush_batches(&mut self) -> Result<(), LogError> {
+        for (topic, partitions) in std::mem::take(&mut self.batches.0) {
+            let state = self
+                .state
+                .topics
+                .get_mut(&topic)
+                .ok_or_else(|| LogError::TopicNotFound(topic.clone()))?;
+            for (partition, (base_offset, builder)) in partitions {
+                let batch = builder.finish();
+                let stored = &mut state.partitions[partition as usize];
+                stored.size_bytes += batch.len() as u64;
+                let key = (topic.as_str(), partition);
+                self.tables
+                    .batches
+                    .insert((topic.as_str(), partition, base_offset), batch.as_slice())?;
+                self.tables.partition_bytes.insert(key, stored.size_bytes)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Batches being built in the current transaction, one per partition touched, keyed by
@@ -207,20 +246,6 @@ impl OpenBatches {
             .entry(partition)
             .or_insert_with(|| (offset, BatchBuilder::new(timestamp)))
             .1
-    }
-
-    /// Writes every open batch into the table; admin changes call it first so they see
-    /// the appends staged before them in the same commit.
-    pub fn flush(&mut self, tables: &mut Tables<'_>) -> Result<(), LogError> {
-        for (topic, partitions) in std::mem::take(&mut self.0) {
-            for (partition, (base_offset, builder)) in partitions {
-                tables.batches.insert(
-                    (topic.as_str(), partition, base_offset),
-                    builder.finish().as_slice(),
-                )?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -260,15 +285,33 @@ impl Writer {
             unsynced_since: None,
             health,
         };
-        writer.reload()?;
+        let unrecorded = writer.reload()?;
+        if !unrecorded.is_empty() {
+            // A database from before `partition_bytes`: store the sizes counted at load.
+            let txn = writer.db.begin_write()?;
+            {
+                let mut sizes = txn.open_table(PARTITION_BYTES)?;
+                for (topic, partition, size) in &unrecorded {
+                    sizes.insert((topic.as_str(), *partition), size)?;
+                }
+            }
+            txn.commit()?;
+        }
         Ok(writer)
     }
 
-    /// Rebuilds the writer's state from disk: at start, and after a failed commit.
-    fn reload(&mut self) -> Result<(), LogError> {
+    /// Rebuilds the writer's state from disk: at start, and after a failed commit. Returns
+    /// the partition sizes that were counted rather than read (see `store::PartitionTail`).
+    fn reload(&mut self) -> Result<Vec<(String, u32, u64)>, LogError> {
         let loaded = store::load_topics(&self.db.begin_read()?)?;
         self.state.topics.clear();
+        let mut unrecorded = Vec::new();
         for topic in loaded {
+            for (partition, tail) in (0u32..).zip(&topic.partitions) {
+                if !tail.size_recorded {
+                    unrecorded.push((topic.name.clone(), partition, tail.size_bytes));
+                }
+            }
             let incarnation = match self.catalog.topic(&topic.name) {
                 Ok(entry) => entry.incarnation,
                 Err(_) => self.state.new_incarnation(),
@@ -283,6 +326,7 @@ impl Writer {
                         PartitionEntry::new(
                             Offset::new(t.log_start_offset),
                             Offset::new(t.high_watermark),
+                            t.size_bytes,
                         )
                     })
                     .collect(),
@@ -297,15 +341,17 @@ impl Writer {
                         .partitions
                         .iter()
                         .map(|t| WriterPartition {
+                            log_start_offset: t.log_start_offset,
                             next_offset: t.high_watermark,
                             last_timestamp: t.last_timestamp,
+                            size_bytes: t.size_bytes,
                         })
                         .collect(),
                     next_keyless: 0,
                 },
             );
         }
-        Ok(())
+        Ok(unrecorded)
     }
 
     /// The writer loop; runs on its own thread until `Stop` or until every sender is gone.
@@ -392,15 +438,15 @@ impl Writer {
         let mut queue = VecDeque::from(group);
         let mut staged = Vec::with_capacity(count);
         let mut reshaped = Vec::new();
-        let mut appended = Vec::new();
+        let mut touched = Vec::new();
         // redb may panic on a damaged file. The change being staged at that moment is lost
         // with its reply (its requester sees the writer gone); every other one is answered.
         let outcome = panics::catch_mut(|| {
-            self.stage_and_commit(&mut queue, &mut staged, &mut reshaped, &mut appended)
+            self.stage_and_commit(&mut queue, &mut staged, &mut reshaped, &mut touched)
         });
         let failure = match outcome {
             Ok(Ok(())) => {
-                self.publish(&reshaped, &appended);
+                self.publish(&reshaped, &touched);
                 for change in staged {
                     change.answer(Ok(()));
                 }
@@ -414,7 +460,7 @@ impl Writer {
             Ok(Err(err)) => {
                 tracing::error!(error = %err, source = ?std::error::Error::source(&err), "log commit failed; reloading state from disk");
                 let reloaded = match panics::catch_mut(|| self.reload()) {
-                    Ok(result) => result.map_err(|reload| reload.to_string()),
+                    Ok(result) => result.map(drop).map_err(|reload| reload.to_string()),
                     Err(panic) => Err(format!("panicked: {panic}")),
                 };
                 if let Err(reload) = reloaded {
@@ -443,7 +489,7 @@ impl Writer {
         queue: &mut VecDeque<Box<dyn Change>>,
         staged: &mut Vec<Box<dyn Change>>,
         reshaped: &mut Vec<String>,
-        appended: &mut Vec<(String, u32)>,
+        touched: &mut Vec<(String, u32)>,
     ) -> Result<(), LogError> {
         let now = now_ms();
         let mut txn = self.db.begin_write()?;
@@ -467,7 +513,7 @@ impl Writer {
                 state: &mut self.state,
                 now,
                 reshaped,
-                appended,
+                touched,
             };
             while let Some(mut change) = queue.pop_front() {
                 match change.stage(&mut staging) {
@@ -479,7 +525,7 @@ impl Writer {
                     Err(refusal) => change.answer(Err(refusal)),
                 }
             }
-            staging.batches.flush(staging.tables)?;
+            staging.flush_batches()?;
             append::prune_idempotency(&mut staging)?;
         }
         txn.commit()?;
@@ -491,9 +537,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Makes committed changes visible to readers: reshaped topics first, then new high
-    /// watermarks, which wake every waiter of those partitions.
-    fn publish(&self, reshaped: &[String], appended: &[(String, u32)]) {
+    /// Makes committed changes visible to readers: reshaped topics first, then the bounds
+    /// of touched partitions; new high watermarks wake every waiter of those partitions.
+    fn publish(&self, reshaped: &[String], touched: &[(String, u32)]) {
         for name in reshaped {
             let Some(topic) = self.state.topics.get(name) else {
                 self.catalog.remove(name);
@@ -508,7 +554,7 @@ impl Writer {
                 .map(
                     |p| match existing.as_ref().and_then(|e| e.partitions.get(p)) {
                         Some(entry) => entry.clone(),
-                        None => PartitionEntry::new(Offset::ZERO, Offset::ZERO),
+                        None => PartitionEntry::new(Offset::ZERO, Offset::ZERO, 0),
                     },
                 )
                 .collect();
@@ -521,14 +567,19 @@ impl Writer {
                 }),
             );
         }
-        for (name, partition) in appended {
+        for (name, partition) in touched {
             let (Some(topic), Ok(entry)) = (
                 self.state.topics.get(name),
                 self.catalog.partition(name, PartitionId::new(*partition)),
             ) else {
                 continue;
             };
-            let next = Offset::new(topic.partitions[*partition as usize].next_offset);
+            let state = &topic.partitions[*partition as usize];
+            entry
+                .log_start_offset
+                .store(state.log_start_offset, Ordering::Release);
+            entry.size_bytes.store(state.size_bytes, Ordering::Release);
+            let next = Offset::new(state.next_offset);
             entry.high_watermark.send_if_modified(|hwm| {
                 let advanced = *hwm < next;
                 *hwm = next.max(*hwm);

@@ -24,7 +24,7 @@ pub(in crate::log) struct TopicAdmin {
 impl Change for TopicAdmin {
     fn stage(&mut self, staging: &mut Staging<'_, '_>) -> Result<(), LogError> {
         // Admin changes see every earlier append of the group already in the table.
-        staging.batches.flush(staging.tables)?;
+        staging.flush_batches()?;
         match &self.change {
             TopicChange::Create(config) => create(staging, &self.topic, *config)?,
             TopicChange::Update(update) => update_config(staging, &self.topic, *update)?,
@@ -51,10 +51,7 @@ fn create(
     }
     write_config(staging.tables, name, &config)?;
     for partition in 0..config.partitions {
-        staging
-            .tables
-            .partitions
-            .insert((name.as_str(), partition), 0)?;
+        insert_empty_partition(staging.tables, name, partition)?;
     }
     let incarnation = staging.state.new_incarnation();
     staging.state.topics.insert(
@@ -96,10 +93,7 @@ fn update_config(
     }
     write_config(staging.tables, name, &config)?;
     for partition in old.partitions..config.partitions {
-        staging
-            .tables
-            .partitions
-            .insert((name.as_str(), partition), 0)?;
+        insert_empty_partition(staging.tables, name, partition)?;
         topic.partitions.push(WriterPartition::EMPTY);
     }
     topic.config = config;
@@ -117,6 +111,7 @@ fn delete(staging: &mut Staging<'_, '_>, name: &TopicName) -> Result<(), LogErro
     tables.topics.remove(name)?;
     for partition in 0..topic.config.partitions {
         tables.partitions.remove((name, partition))?;
+        tables.partition_bytes.remove((name, partition))?;
     }
     tables
         .batches
@@ -138,6 +133,18 @@ fn delete(staging: &mut Staging<'_, '_>, name: &TopicName) -> Result<(), LogErro
     // Committed offsets go with the topic, in the same transaction. Keys lead with the
     // group, so this visits every committed offset; there are groups × partitions of them.
     tables.offsets.retain(|(_, topic, _), _| topic != name)?;
+    Ok(())
+}
+
+fn insert_empty_partition(
+    tables: &mut Tables<'_>,
+    name: &TopicName,
+    partition: u32,
+) -> Result<(), LogError> {
+    tables.partitions.insert((name.as_str(), partition), 0)?;
+    tables
+        .partition_bytes
+        .insert((name.as_str(), partition), 0)?;
     Ok(())
 }
 

@@ -1,0 +1,369 @@
+//! Retention: whole batches past a topic's `retention_ms` or `retention_bytes` are
+//! deleted and `log_start_offset` advances; every reader below the start is told so.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{TestApp, expect_error, json_body, records};
+use crate::process::Process;
+use crate::push::client::{WAIT, Ws};
+
+/// Retention passes run this often in these tests.
+const FAST_RETENTION: [&str; 2] = ["--retention-check-interval-ms", "50"];
+/// Longest wait for a retention pass to show.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A value of about `len` bytes, numbered so its offset can be checked.
+fn value(n: u64, len: usize) -> Value {
+    json!({"n": n, "pad": "x".repeat(len)})
+}
+
+/// Publishes `count` single-record requests (each its own batch) to partition 0.
+async fn publish_batches(app: &TestApp, topic: &str, first: u64, count: u64, len: usize) {
+    for n in first..first + count {
+        let offsets = app
+            .publish_ok(topic, json!([{"value": value(n, len), "partition": 0}]))
+            .await;
+        assert_eq!(offsets, vec![(0, n)]);
+    }
+}
+
+/// Partition 0's bounds and size once `done` holds for them; panics after [`DEADLINE`].
+async fn wait_for_partition(
+    app: &TestApp,
+    topic: &str,
+    done: impl Fn(&Value) -> bool,
+) -> (u64, u64, u64) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let details = app.describe(topic).await;
+        let partition = &details["partition_offsets"][0];
+        if done(partition) {
+            return (
+                partition["log_start_offset"].as_u64().expect("start"),
+                partition["high_watermark"].as_u64().expect("hwm"),
+                partition["size_bytes"].as_u64().expect("size"),
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention never got to {partition}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn log_start_at_least(start: u64) -> impl Fn(&Value) -> bool {
+    move |partition| partition["log_start_offset"].as_u64() >= Some(start)
+}
+
+/// Records from the log start on are intact: dense, in order, with their values.
+async fn assert_intact_from(app: &TestApp, topic: &str, start: u64, high_watermark: u64) {
+    let mut next = start;
+    while next < high_watermark {
+        let body = app
+            .fetch_ok(topic, 0, &format!("offset={next}&limit=100"))
+            .await;
+        assert_eq!(body["log_start_offset"], start);
+        for record in records(&body) {
+            assert_eq!(record["offset"], next);
+            assert_eq!(record["value"]["n"], next, "record {next} intact");
+            next += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn retention_bytes_keeps_the_newest_bytes_and_advances_the_start() {
+    let app = TestApp::spawn_with(&FAST_RETENTION).await;
+    app.create_topic_with(json!({"name": "sized", "partitions": 1, "retention_bytes": 2000}))
+        .await;
+    publish_batches(&app, "sized", 0, 40, 200).await;
+
+    let (start, high_watermark, size) =
+        wait_for_partition(&app, "sized", log_start_at_least(1)).await;
+    // Every batch is one ~230-byte record: Kafka's rule keeps the fewest newest batches
+    // holding at least retention_bytes, so about 9 of 40 remain.
+    assert_eq!(high_watermark, 40);
+    let kept = high_watermark - start;
+    assert!(size >= 2000, "at least retention_bytes kept, got {size}");
+    assert!(
+        size < 2000 + size / kept,
+        "no batch kept that the newer ones cover: {kept} batches, {size} bytes"
+    );
+    assert_intact_from(&app, "sized", start, high_watermark).await;
+
+    let below = app
+        .fetch("sized", 0, &format!("offset={}", start - 1))
+        .await;
+    let body = expect_error(below, 416, "offset_out_of_range").await;
+    let message = body["message"].as_str().expect("message");
+    assert!(message.contains(&start.to_string()), "{message}");
+}
+
+#[tokio::test]
+async fn retention_ms_deletes_old_batches_and_the_start_survives_a_restart() {
+    let app = TestApp::spawn_with(&FAST_RETENTION).await;
+    app.create_topic_with(json!({"name": "aging", "partitions": 1, "retention_ms": 600_000}))
+        .await;
+    publish_batches(&app, "aging", 0, 5, 10).await;
+    // Nothing is old enough yet.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        wait_for_partition(&app, "aging", |_| true).await.0,
+        0,
+        "young records stay"
+    );
+
+    let patched = app.patch_topic("aging", json!({"retention_ms": 200})).await;
+    assert_eq!(patched.status(), 200);
+    let (start, high_watermark, size) =
+        wait_for_partition(&app, "aging", log_start_at_least(5)).await;
+    assert_eq!(
+        (start, high_watermark, size),
+        (5, 5, 0),
+        "all five aged out"
+    );
+
+    // New records are kept until they age too; retention off keeps them for good.
+    let patched = app.patch_topic("aging", json!({"retention_ms": -1})).await;
+    assert_eq!(patched.status(), 200);
+    publish_batches(&app, "aging", 5, 3, 10).await;
+    let dir = app.stop().await;
+    let app = TestApp::spawn_in(dir, &FAST_RETENTION).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (start, high_watermark, size) = wait_for_partition(&app, "aging", |_| true).await;
+    assert_eq!(
+        (start, high_watermark),
+        (5, 8),
+        "the start survives a restart"
+    );
+    assert!(size > 0);
+    assert_intact_from(&app, "aging", 5, 8).await;
+    expect_error(
+        app.fetch("aging", 0, "offset=0").await,
+        416,
+        "offset_out_of_range",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn websocket_and_group_readers_below_the_start_are_told_and_go_on() {
+    let app = TestApp::spawn_with(&FAST_RETENTION).await;
+    app.create_topic_with(json!({"name": "trimmed", "partitions": 1, "retention_bytes": 500}))
+        .await;
+    publish_batches(&app, "trimmed", 0, 2, 50).await;
+    // A group commits offset 1, then retention deletes past it.
+    let poll = app
+        .post("/v1/groups/lagging/poll")
+        .json(&json!({"topics": ["trimmed"], "auto_offset_reset": "earliest", "limit": 1}))
+        .send()
+        .await
+        .expect("poll");
+    let poll = json_body(poll).await;
+    let commit = app
+        .post("/v1/groups/lagging/commit")
+        .json(&json!({
+            "member_id": poll["member_id"], "generation": poll["generation"],
+            "offsets": [{"topic": "trimmed", "partition": 0, "offset": 1}],
+        }))
+        .send()
+        .await
+        .expect("commit");
+    assert_eq!(commit.status(), 204);
+    let leave = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!(
+                "/v1/groups/lagging/members/{}",
+                poll["member_id"].as_str().unwrap()
+            ),
+        )
+        .send()
+        .await
+        .expect("leave");
+    assert_eq!(leave.status(), 204);
+    publish_batches(&app, "trimmed", 2, 20, 50).await;
+    let (start, high_watermark, _) =
+        wait_for_partition(&app, "trimmed", log_start_at_least(2)).await;
+
+    // The group's lag counts from its committed offset, below the start.
+    let group = json_body(app.get("/v1/groups/lagging").send().await.expect("group")).await;
+    let progress = &group["partitions"][0];
+    assert_eq!(progress["committed_offset"], 1);
+    assert_eq!(progress["lag"], high_watermark - 1);
+    assert_eq!(progress["log_start_offset"], start);
+
+    // A new member restarts per auto_offset_reset: earliest is the new start.
+    let poll = app
+        .post("/v1/groups/lagging/poll")
+        .json(&json!({"topics": ["trimmed"], "auto_offset_reset": "earliest", "limit": 1}))
+        .send()
+        .await
+        .expect("poll");
+    let poll = json_body(poll).await;
+    assert_eq!(poll["records"][0]["offset"], start, "{poll}");
+
+    // A WebSocket subscriber asking for offset 0 hears where the log starts, then gets it.
+    let mut ws = Ws::connect(&app.base_url, &app.admin_token).await;
+    ws.send(
+        json!({"op": "subscribe", "req": 1, "topic": "trimmed", "from": {"offsets": {"0": 0}}}),
+    )
+    .await;
+    let mut told = false;
+    let mut first_offset = None;
+    let deadline = Instant::now() + WAIT;
+    while first_offset.is_none() {
+        assert!(Instant::now() < deadline, "no records after the notice");
+        let message = ws.next().await.expect("the socket stays open");
+        match message["type"].as_str() {
+            Some("error") => {
+                let text = message["error"]["message"].as_str().unwrap_or_default();
+                assert!(text.contains(&format!("log start {start}")), "{message}");
+                told = true;
+            }
+            Some("records") => first_offset = message["records"][0]["offset"].as_u64(),
+            _ => {}
+        }
+    }
+    assert!(told, "the gap was reported before delivery");
+    assert_eq!(first_offset, Some(start));
+}
+
+/// The database file of a data directory.
+fn database_len(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join("tidegate.redb"))
+        .expect("database file")
+        .len()
+}
+
+#[tokio::test]
+async fn the_database_file_stops_growing_under_a_steady_load_with_small_retention() {
+    let app = TestApp::spawn_with(&FAST_RETENTION).await;
+    app.create_topic_with(json!({"name": "steady", "partitions": 1, "retention_bytes": 65536}))
+        .await;
+    let round = |n: u64| {
+        let records: Vec<Value> = (0..10)
+            .map(|i| json!({"value": value(n * 10 + i, 1000), "partition": 0}))
+            .collect();
+        json!(records)
+    };
+    let mut sizes = Vec::new();
+    for n in 0..1600 {
+        app.publish_ok("steady", round(n)).await;
+        if n % 100 == 99 {
+            // Let retention catch up, so each sample sees the same retained size.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            sizes.push(database_len(app.data_dir()));
+        }
+    }
+    // 16 MB were published; 64 KiB are kept. Freed pages are reused, so the file settles
+    // within the first megabytes (redb allocates in regions, so it moves up and down).
+    let (first, second) = sizes.split_at(sizes.len() / 2);
+    let peak = |sizes: &[u64]| sizes.iter().copied().max().unwrap_or(0);
+    assert!(
+        peak(second) <= peak(first) + peak(first) / 2,
+        "the file kept growing: {sizes:?} bytes after each 1 MB"
+    );
+    assert!(
+        peak(&sizes) < 8_000_000,
+        "retention freed nothing: {sizes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_kill_during_retention_loses_no_record_above_the_start() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let data = dir.path().to_str().expect("utf-8 path");
+    let args = [
+        "--auth",
+        "none",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+    ];
+    let client = reqwest::Client::new();
+    let mut server = Process::spawn(&[&args[..], &FAST_RETENTION].concat(), "warn");
+    let post = |url: String, body: Value| client.post(url).json(&body).send();
+    let created = post(
+        server.url("/v1/topics"),
+        json!({"name": "killed", "partitions": 1}),
+    )
+    .await
+    .expect("create");
+    assert_eq!(created.status(), 201);
+    // 3000 batches: retention needs several bounded passes to delete most of them.
+    const BATCHES: u64 = 3000;
+    for n in 0..BATCHES {
+        let published = post(
+            server.url("/v1/topics/killed/records"),
+            json!({"records": [{"value": value(n, 20), "partition": 0}]}),
+        )
+        .await
+        .expect("publish");
+        assert_eq!(published.status(), 200);
+    }
+    let patched = client
+        .patch(server.url("/v1/topics/killed"))
+        .json(&json!({"retention_bytes": 1000}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(patched.status(), 200);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    // SIGKILL, mid-deletion or just after: either way nothing above the start is lost.
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status();
+    server.stop();
+
+    let server = Process::spawn(&[&args[..], &FAST_RETENTION].concat(), "warn");
+    let deadline = Instant::now() + DEADLINE;
+    let (start, high_watermark) = loop {
+        let details: Value = client
+            .get(server.url("/v1/topics/killed"))
+            .send()
+            .await
+            .expect("describe")
+            .json()
+            .await
+            .expect("json");
+        let partition = &details["partition_offsets"][0];
+        let start = partition["log_start_offset"].as_u64().expect("start");
+        let high_watermark = partition["high_watermark"].as_u64().expect("hwm");
+        assert_eq!(
+            high_watermark, BATCHES,
+            "every acknowledged record is counted"
+        );
+        if partition["size_bytes"].as_u64().expect("size") < 2000 {
+            break (start, high_watermark);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention did not finish: {partition}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut next = start;
+    while next < high_watermark {
+        let body: Value = client
+            .get(server.url(&format!(
+                "/v1/topics/killed/partitions/0/records?offset={next}"
+            )))
+            .send()
+            .await
+            .expect("fetch")
+            .json()
+            .await
+            .expect("json");
+        for record in records(&body) {
+            assert_eq!(record["value"]["n"], next, "record {next} intact");
+            next += 1;
+        }
+    }
+    assert!(start > 0 && start < BATCHES, "start {start}");
+}
