@@ -6,7 +6,7 @@
 //
 //   import { subscribe } from "./tidegate.js";
 //   const orders = subscribe({
-//     url: "https://events.example.com",
+//     url: location.origin,                    // the tidegate server's origin
 //     token: () => getTokenFromYourBackend(), // called on every (re)connect; or a string
 //     topic: "orders",
 //     from: "earliest",                        // or "latest", or {offsets: {"0": 42}}
@@ -16,7 +16,12 @@
 //   orders.close();
 //
 // Pass `token` as a function if tokens expire: the server closes the socket with 4001 at
-// expiry, and the reconnect then asks for a fresh token.
+// expiry, and the reconnect then asks for a fresh token. An empty token connects without
+// one (a server run with `--auth none`).
+//
+// `onState` hears "connecting", "open" (the socket), "subscribed" (records flow from
+// here on), "reconnecting (CLOSE CODE)" and, once the subscription has ended (`close()`,
+// or a subscribe the server refused), "closed".
 
 export function subscribe({
   url,
@@ -43,9 +48,10 @@ export function subscribe({
       return retry();
     }
     if (closed) return;
+    onState("connecting");
     const address = new URL("/v1/ws", url);
     address.protocol = address.protocol === "https:" ? "wss:" : "ws:";
-    address.searchParams.set("access_token", accessToken);
+    if (accessToken) address.searchParams.set("access_token", accessToken);
     socket = new WebSocket(address);
     socket.onopen = () => {
       onState("open");
@@ -58,6 +64,7 @@ export function subscribe({
         failures = 0;
         // Resume from here even if the socket drops before the first records.
         cursor = message.cursor;
+        onState("subscribed");
       } else if (message.type === "records") {
         onRecords(message.records, message);
         cursor = message.cursor;
@@ -69,8 +76,12 @@ export function subscribe({
     };
     socket.onclose = (event) => {
       socket = null;
-      onState(`closed ${event.code}`);
-      if (!closed) retry();
+      if (closed) {
+        onState("closed");
+      } else {
+        onState(`reconnecting (${event.code})`);
+        retry();
+      }
     };
   }
 
@@ -83,7 +94,8 @@ export function subscribe({
   function close() {
     closed = true;
     clearTimeout(timer);
-    socket?.close(1000);
+    if (socket) socket.close(1000);
+    else onState("closed"); // between attempts: no socket left to report it
   }
 
   connect();

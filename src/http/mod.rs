@@ -9,6 +9,7 @@ mod groups;
 mod guard;
 mod health;
 mod openapi;
+mod pages;
 mod records;
 mod telemetry;
 mod topics;
@@ -95,6 +96,7 @@ pub fn app(
             "/asyncapi.json",
             crate::ws::asyncapi::document(),
         ))
+        .configure(pages::configure)
         .default_service(web::to(move |request: HttpRequest| {
             std::future::ready(connection::fallback(&request, routes.get()))
         }))

@@ -8,74 +8,22 @@
 // partition.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
 import { createServer } from "node:http";
 import { connect, createServer as createTcpServer } from "node:net";
-import { existsSync, mkdtempSync, readFileSync, rmSync, openSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { extname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { ROOT, apiAt, launchChromium, sleep, startTidegate, token, waitFor } from "./harness.mjs";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const EXAMPLE = join(ROOT, "examples", "browser");
-const SECRET = "tidegate-browser-test-secret-0123456789";
 const TOPIC = "browser";
 const PARTITIONS = 3;
 
-const binary =
-  process.env.TIDEGATE_BIN ??
-  join(process.env.CARGO_TARGET_DIR ?? join(ROOT, "target"), "release", "tidegate");
-
-// Debian's /usr/bin/chromium is a wrapper script; the browser itself is beside it.
-const browserPath =
-  process.env.CHROMIUM ??
-  ["/usr/lib/chromium/chromium", "/usr/bin/chromium"].find((path) => existsSync(path));
-
-let dataDir;
 let tidegate;
 let serverUrl;
+let api;
 let pageServer;
 let proxy;
 let browser;
-
-function token(scope) {
-  return execFileSync(
-    binary,
-    ["token", "--sub", "browser-test", "--scope", scope, "--ttl", "1h", "--jwt-secret", SECRET],
-    { encoding: "utf8" },
-  ).trim();
-}
-
-/** Starts `tidegate serve` on port 0 and reads its address from stdout (a file, not a
- * pipe, so an undrained pipe never blocks its logging). */
-async function startTidegate(allowedOrigin) {
-  dataDir = mkdtempSync(join(tmpdir(), "tidegate-browser-"));
-  const stdout = join(dataDir, "stdout.log");
-  const stderr = join(dataDir, "stderr.log");
-  const env = Object.fromEntries(
-    Object.entries(process.env).filter(([name]) => !name.startsWith("TIDEGATE_")),
-  );
-  tidegate = spawn(
-    binary,
-    [
-      "--listen", "127.0.0.1:0",
-      "--data-dir", join(dataDir, "data"),
-      "--jwt-secret", SECRET,
-      "--allowed-origins", allowedOrigin,
-    ],
-    { env: { ...env, RUST_LOG: "warn" }, stdio: ["ignore", openSync(stdout, "w"), openSync(stderr, "w")] },
-  );
-  const prefix = "tidegate listening on ";
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    const line = readFileSync(stdout, "utf8").split("\n").find((l) => l.startsWith(prefix));
-    if (line) return line.slice(prefix.length).trim();
-    if (tidegate.exitCode !== null) break;
-    await sleep(50);
-  }
-  throw new Error(`tidegate did not start: ${readFileSync(stderr, "utf8")}`);
-}
 
 /** Serves examples/browser on its own port: another origin than the API's. */
 function servePage() {
@@ -129,66 +77,24 @@ function listen(server) {
   });
 }
 
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function api(method, path, body, bearer) {
-  const response = await fetch(serverUrl + path, {
-    method,
-    headers: { Authorization: `Bearer ${bearer}`, "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  assert.ok(response.ok, `${method} ${path}: ${response.status} ${text}`);
-  return JSON.parse(text);
-}
-
-async function waitFor(what, predicate, describe, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (predicate()) return;
-    await sleep(50);
-  }
-  assert.fail(`timed out waiting for ${what}: ${describe()}`);
-}
-
 const pageUrl = (origin, settings) => `${origin}/index.html#${new URLSearchParams(settings)}`;
 
 let pageOrigin;
 
 before(async () => {
-  assert.ok(existsSync(binary), `no tidegate binary at ${binary}: run cargo build --release`);
-  assert.ok(browserPath, "no Chromium: apt-get install chromium (or set CHROMIUM)");
   pageOrigin = await servePage();
-  serverUrl = await startTidegate(pageOrigin);
+  tidegate = await startTidegate(["--allowed-origins", pageOrigin]);
+  serverUrl = tidegate.url;
+  api = apiAt(serverUrl);
   proxy = await startProxy(serverUrl);
-  browser = await chromium.launch({
-    executablePath: browserPath,
-    headless: true,
-    args: [
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
   proxy?.close();
   pageServer?.close();
-  if (tidegate && tidegate.exitCode === null) {
-    const exited = new Promise((resolve) => tidegate.once("exit", resolve));
-    tidegate.kill("SIGTERM");
-    const stuck = setTimeout(() => tidegate.kill("SIGKILL"), 10_000);
-    await exited;
-    clearTimeout(stuck);
-  }
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  await tidegate?.stop();
 });
 
 test("a page on another origin receives records over WebSocket and EventSource, across dropped connections, exactly once", async () => {
