@@ -177,6 +177,18 @@ pub struct Config {
     /// `*` allows every origin.
     #[arg(long, env = "TIDEGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// Serve `/metrics` to anyone; by default it needs an admin token.
+    #[arg(long, env = "TIDEGATE_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+
+    /// Distinct topics that get their own label in metrics; the rest count as `_other`.
+    #[arg(long, env = "TIDEGATE_METRICS_MAX_TOPICS", default_value_t = 1000)]
+    pub metrics_max_topics: usize,
+
+    /// Consumer groups reported in metrics (members, rebalances, lag), the first by name.
+    #[arg(long, env = "TIDEGATE_METRICS_MAX_GROUPS", default_value_t = 1000)]
+    pub metrics_max_groups: usize,
 }
 
 /// Bounds on push delivery (WebSocket and Server-Sent Events).

@@ -13,6 +13,7 @@
 //! - [`records`]: what a producer may publish, whatever the transport.
 //! - [`http`]: actix handlers, error mapping and the OpenAPI document.
 //! - [`wire`]: JSON encoding of stored records shared by every transport.
+//! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`telemetry`]: tracing subscriber setup.
 //!
 //! See ARCHITECTURE.md for the invariants that hold between these modules.
@@ -25,6 +26,7 @@ pub mod groups;
 pub mod http;
 pub mod json;
 pub mod log;
+pub mod metrics;
 pub mod panics;
 pub mod private_fs;
 pub mod push;

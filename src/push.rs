@@ -190,6 +190,15 @@ impl Batch {
             .sum()
     }
 
+    /// Key, value and header bytes of the records.
+    pub fn payload_bytes(&self) -> usize {
+        self.records
+            .iter()
+            .flat_map(|p| &p.slices)
+            .map(EncodedSlice::payload_bytes)
+            .sum()
+    }
+
     /// The records' objects separated by commas, for a JSON array.
     pub fn json_parts(&self) -> impl Iterator<Item = Bytes> + '_ {
         self.records

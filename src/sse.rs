@@ -21,6 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::http::{ApiError, Caller, ErrorBody, ErrorCode};
 use crate::log::{Offset, PartitionId, TopicName};
+use crate::metrics::Open;
 use crate::push::{self, FrameLimits, Positions, Start};
 
 /// Reconnection delay suggested to `EventSource`, in ms.
@@ -123,6 +124,7 @@ pub async fn events(
         })?;
     let watches = subscriber.watches(&positions);
     let push = caller.state().push;
+    let metrics = caller.state().metrics.clone();
     let stream = Stream {
         shutdown: caller.state().shutdown.clone(),
         expiry: caller.expires_at(),
@@ -138,6 +140,7 @@ pub async fn events(
         heartbeat: Duration::from_millis(push.sse_heartbeat_ms),
         opened: false,
         finished: false,
+        _counted: Open::new(&metrics.push.sse_streams),
     };
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
@@ -160,6 +163,7 @@ struct Stream {
     opened: bool,
     /// Set after the last event (an error): the next call ends the stream.
     finished: bool,
+    _counted: Open,
 }
 
 impl Stream {

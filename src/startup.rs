@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::groups::Coordinator;
 use crate::http::{self, AppParts, AppState};
 use crate::log::{EventLog, OpenError, RedbLog};
+use crate::metrics::{LabelCaps, Metrics};
 
 /// Why the server could not start; shown to the user as one line.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +48,18 @@ impl Application {
         config.validate().map_err(StartupError::Config)?;
         let auth = auth_setup::setup(&config.auth, &config.data_dir)?;
         let shutdown = CancellationToken::new();
-        let redb = Arc::new(RedbLog::open(&config.log_options(), shutdown.clone())?);
+        let metrics = Arc::new(
+            Metrics::new(LabelCaps {
+                topics: config.metrics_max_topics,
+                groups: config.metrics_max_groups,
+            })
+            .map_err(|err| StartupError::Config(format!("metrics: {err}")))?,
+        );
+        let redb = Arc::new(RedbLog::open(
+            &config.log_options(),
+            metrics.log.clone(),
+            shutdown.clone(),
+        )?);
         let log: Arc<dyn EventLog> = redb.clone();
         let groups = Arc::new(Coordinator::new(
             log.clone(),
@@ -63,6 +75,8 @@ impl Application {
             limits: config.limits,
             push: config.push,
             allowed_origins: config.allowed_origins.clone(),
+            metrics,
+            metrics_public: config.metrics_public,
             shutdown: shutdown.clone(),
         }));
         let mut server = HttpServer::new(move || http::app(state.clone()))

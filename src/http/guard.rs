@@ -34,8 +34,10 @@ use crate::groups::{
 };
 use crate::log::{
     AppendOutcome, AppendRequest, EventLog, FetchRequest, FetchResult, GroupId, LogError, Offset,
-    PartitionId, Readiness, TimestampOffset, TopicConfig, TopicDescription, TopicName, TopicUpdate,
+    PartitionId, Readiness, StoredRecord, TimestampOffset, TopicConfig, TopicDescription,
+    TopicName, TopicUpdate,
 };
+use crate::metrics::{GroupSample, Metrics, TrafficMetrics};
 use crate::push::{self, FrameLimits, Positions, PushError, Start};
 
 /// What every handler shares.
@@ -48,6 +50,9 @@ pub struct AppState {
     pub push: PushLimits,
     /// Browser origins allowed besides the server's own (`*`: any).
     pub allowed_origins: Vec<String>,
+    pub metrics: Arc<Metrics>,
+    /// `/metrics` without a token (`--metrics-public`).
+    metrics_public: bool,
     /// Cancelled at shutdown: long-lived connections end on it.
     pub shutdown: CancellationToken,
 }
@@ -60,6 +65,8 @@ pub struct AppParts {
     pub limits: Limits,
     pub push: PushLimits,
     pub allowed_origins: Vec<String>,
+    pub metrics: Arc<Metrics>,
+    pub metrics_public: bool,
     pub shutdown: CancellationToken,
 }
 
@@ -72,8 +79,22 @@ impl AppState {
             limits: parts.limits,
             push: parts.push,
             allowed_origins: parts.allowed_origins,
+            metrics: parts.metrics,
+            metrics_public: parts.metrics_public,
             shutdown: parts.shutdown,
         }
+    }
+
+    pub fn metrics_public(&self) -> bool {
+        self.metrics_public
+    }
+
+    /// Who may scrape `/metrics`: anyone with `--metrics-public`, else an admin.
+    pub fn scraper(&self, request: &HttpRequest) -> Result<Scraper<'_>, ApiError> {
+        if !self.metrics_public {
+            authenticate(request)?.admin()?;
+        }
+        Ok(Scraper { state: self })
     }
 
     /// Whether a browser page of `origin` may use the API: the server's own origin (same
@@ -163,6 +184,7 @@ impl Caller {
         Ok(Publisher {
             log: &*self.state.log,
             topic,
+            traffic: &self.state.metrics.traffic,
         })
     }
 
@@ -172,6 +194,7 @@ impl Caller {
         Ok(Subscriber {
             log: &*self.state.log,
             topic,
+            traffic: &self.state.metrics.traffic,
         })
     }
 
@@ -236,11 +259,18 @@ impl Caller {
 pub struct Publisher<'a> {
     log: &'a dyn EventLog,
     topic: &'a TopicName,
+    traffic: &'a TrafficMetrics,
 }
 
 impl Publisher<'_> {
     pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, LogError> {
-        self.log.append(self.topic, request).await
+        let records = request.records.len();
+        let bytes = request.records.iter().map(|r| r.payload_len()).sum();
+        let outcome = self.log.append(self.topic, request).await?;
+        if !outcome.replayed {
+            self.traffic.published(self.topic.as_str(), records, bytes);
+        }
+        Ok(outcome)
     }
 }
 
@@ -248,6 +278,7 @@ impl Publisher<'_> {
 pub struct Subscriber<'a> {
     log: &'a dyn EventLog,
     topic: &'a TopicName,
+    traffic: &'a TrafficMetrics,
 }
 
 impl Subscriber<'_> {
@@ -271,7 +302,13 @@ impl Subscriber<'_> {
         rotation: &mut usize,
         limits: FrameLimits,
     ) -> Result<push::Batch, LogError> {
-        push::read(self.log, self.topic, positions, rotation, limits).await
+        let batch = push::read(self.log, self.topic, positions, rotation, limits).await?;
+        self.traffic.delivered(
+            self.topic.as_str(),
+            batch.record_count(),
+            batch.payload_bytes(),
+        );
+        Ok(batch)
     }
 
     /// High-watermark receivers of the partitions of `positions`.
@@ -284,7 +321,11 @@ impl Subscriber<'_> {
         partition: PartitionId,
         request: FetchRequest,
     ) -> Result<FetchResult, LogError> {
-        self.log.fetch(self.topic, partition, request).await
+        let fetched = self.log.fetch(self.topic, partition, request).await?;
+        let bytes = fetched.records.iter().map(StoredRecord::payload_len).sum();
+        self.traffic
+            .delivered(self.topic.as_str(), fetched.records.len(), bytes);
+        Ok(fetched)
     }
 
     pub async fn offset_for_timestamp(
@@ -360,7 +401,13 @@ impl GroupAccess<'_> {
 
     pub async fn poll(&self, request: PollRequest) -> Result<Polled, ApiError> {
         self.subscribes_to(&request.topics)?;
-        Ok(self.coordinator().poll(self.group, request).await?)
+        let polled = self.coordinator().poll(self.group, request).await?;
+        let traffic = &self.caller.state.metrics.traffic;
+        for chunk in polled.records.chunk_by(|a, b| a.0 == b.0) {
+            let bytes = chunk.iter().map(|(_, record)| record.payload_len()).sum();
+            traffic.delivered(chunk[0].0.as_str(), chunk.len(), bytes);
+        }
+        Ok(polled)
     }
 
     pub async fn commit(&self, request: CommitRequest) -> Result<(), ApiError> {
@@ -479,5 +526,36 @@ fn bearer_token(request: &HttpRequest) -> Result<String, ApiError> {
             "`access_token` is empty",
         ))),
         (None, _) => Err(ApiError::Unauthorized(AuthError::Missing)),
+    }
+}
+
+/// Reads the metrics, with every consumer group's members, rebalances and lag as the
+/// coordinator knows them now.
+pub struct Scraper<'a> {
+    state: &'a AppState,
+}
+
+impl Scraper<'_> {
+    pub async fn render(&self) -> Result<String, GroupError> {
+        let mut samples = Vec::new();
+        for summary in self.state.groups.list().await? {
+            let description = match self.state.groups.describe(&summary.group).await {
+                Ok(description) => description,
+                // Deleted between the list and now.
+                Err(GroupError::GroupNotFound(_)) => continue,
+                Err(err) => return Err(err),
+            };
+            samples.push(GroupSample {
+                group: summary.group.to_string(),
+                members: description.members.len(),
+                rebalances: description.generation,
+                lag: description
+                    .partitions
+                    .iter()
+                    .filter_map(|p| Some((p.topic.to_string(), p.partition.get(), p.lag?)))
+                    .collect(),
+            });
+        }
+        Ok(self.state.metrics.render(samples))
     }
 }

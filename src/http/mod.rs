@@ -8,6 +8,7 @@ mod error;
 mod groups;
 mod guard;
 mod health;
+mod metrics;
 mod openapi;
 mod pages;
 mod records;
@@ -16,6 +17,7 @@ mod topics;
 
 use std::cell::OnceCell;
 use std::rc::Rc;
+use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
@@ -54,6 +56,10 @@ pub fn app(
     let routes: Rc<OnceCell<connection::RouteTable>> = Rc::default();
     let fill_routes = routes.clone();
     let cors = cors(state.allowed_origins.clone());
+    let bearer = BearerAuth {
+        metrics_public: state.metrics_public(),
+    };
+    let request_metrics = state.metrics.clone();
     let constraints = Constraints {
         limits: state.limits,
         groups: state.group_settings(),
@@ -66,6 +72,7 @@ pub fn app(
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .service(health::healthz)
         .service(health::readyz)
+        .service(metrics::metrics)
         .service(topics::create_topic)
         .service(topics::list_topics)
         .service(topics::describe_topic)
@@ -86,7 +93,7 @@ pub fn app(
         .openapi_service(|mut api| {
             // After every route is registered: modifiers in `#[openapi]` run before
             // utoipa-actix-web adds the paths.
-            BearerAuth.modify(&mut api);
+            bearer.modify(&mut api);
             constraints.modify(&mut api);
             let _ = fill_routes.set(connection::RouteTable::from_openapi(&api));
             json_document("/openapi.json", api)
@@ -104,6 +111,22 @@ pub fn app(
             let body = connection::track_body(&mut request);
             let response = service.call(request);
             async move { Ok(connection::finish_response(response.await?, body)) }
+        })
+        .wrap_fn(move |request, service| {
+            let started = Instant::now();
+            let metrics = request_metrics.clone();
+            let response = service.call(request);
+            async move {
+                let response = response.await?;
+                let request = response.request();
+                metrics.http.observe(
+                    request.match_pattern().as_deref().unwrap_or("unmatched"),
+                    request.method().as_str(),
+                    response.status().as_u16(),
+                    started.elapsed(),
+                );
+                Ok(response)
+            }
         })
         .wrap(TracingLogger::<RequestSpan>::new())
         .wrap(cors)

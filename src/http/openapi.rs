@@ -31,7 +31,10 @@ const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
 
 /// Declares the bearer scheme, and on every operation outside [`OPEN_PATHS`] the
 /// requirement and its 401/403 answers, mirroring what the `Caller` guard enforces.
-pub struct BearerAuth;
+pub struct BearerAuth {
+    /// `--metrics-public`: `/metrics` needs no token.
+    pub metrics_public: bool,
+}
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -64,7 +67,7 @@ impl Modify for BearerAuth {
             )
         };
         for (path, item) in openapi.paths.paths.iter_mut() {
-            if OPEN_PATHS.contains(&path.as_str()) {
+            if OPEN_PATHS.contains(&path.as_str()) || (self.metrics_public && path == "/metrics") {
                 continue;
             }
             for operation in [

@@ -25,6 +25,8 @@ pub struct EncodedBatch {
     json: Bytes,
     /// Byte offset just past each record's object in `json`.
     ends: Vec<usize>,
+    /// Key, value and header bytes of the records up to and including each one.
+    payload_ends: Vec<usize>,
 }
 
 impl EncodedBatch {
@@ -33,17 +35,22 @@ impl EncodedBatch {
         let base = records.first().map_or(0, |r| r.offset.get());
         let mut json = Vec::with_capacity(records.iter().map(|r| r.value.len() + 96).sum());
         let mut ends = Vec::with_capacity(records.len());
+        let mut payload_ends = Vec::with_capacity(records.len());
+        let mut payload = 0;
         for (i, record) in records.iter().enumerate() {
             if i > 0 {
                 json.push(b',');
             }
             crate::wire::write_record(&mut json, None, record);
             ends.push(json.len());
+            payload += record.payload_len();
+            payload_ends.push(payload);
         }
         EncodedBatch {
             base,
             json: Bytes::from(json),
             ends,
+            payload_ends,
         }
     }
 
@@ -53,7 +60,7 @@ impl EncodedBatch {
     }
 
     fn bytes(&self) -> usize {
-        self.json.len() + self.ends.len() * std::mem::size_of::<usize>()
+        self.json.len() + (self.ends.len() + self.payload_ends.len()) * std::mem::size_of::<usize>()
     }
 }
 
@@ -78,6 +85,15 @@ impl EncodedSlice {
 
     pub fn len(&self) -> usize {
         self.records.len()
+    }
+
+    /// Key, value and header bytes of the records.
+    pub fn payload_bytes(&self) -> usize {
+        let before = match self.records.start {
+            0 => 0,
+            i => self.batch.payload_ends[i - 1],
+        };
+        self.batch.payload_ends[self.records.end - 1] - before
     }
 
     /// Each record's offset and object, in order.

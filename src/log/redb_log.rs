@@ -21,6 +21,7 @@ use super::writer::{
     TopicChange, WRITER_STOPPED, Writer,
 };
 use super::{EventLog, Fsync, LogError, OffsetStore, Readiness, StorageFault};
+use crate::metrics::LogMetrics;
 use crate::{panics, private_fs};
 
 /// Name of the database file inside the data directory.
@@ -60,6 +61,7 @@ pub struct RedbLog {
     health: Arc<Health>,
     cache: Arc<BatchCache>,
     retention_check_interval: Duration,
+    metrics: LogMetrics,
 }
 
 impl RedbLog {
@@ -68,7 +70,11 @@ impl RedbLog {
     ///
     /// Only a missing file means a new database: an empty or damaged one is refused, so a
     /// truncated file is never silently replaced by an empty log.
-    pub fn open(options: &LogOptions, shutdown: CancellationToken) -> Result<RedbLog, OpenError> {
+    pub fn open(
+        options: &LogOptions,
+        metrics: LogMetrics,
+        shutdown: CancellationToken,
+    ) -> Result<RedbLog, OpenError> {
         let dir = &options.data_dir;
         private_fs::create_dir(dir).map_err(|err| {
             OpenError(format!(
@@ -119,6 +125,7 @@ impl RedbLog {
                 options.fsync,
                 options.idempotency_window,
                 health.clone(),
+                metrics.clone(),
             )
         })
         .map_err(|panic| damaged(format!("redb panicked while loading it ({panic})")))?
@@ -144,6 +151,7 @@ impl RedbLog {
             health,
             cache,
             retention_check_interval: options.retention_check_interval,
+            metrics,
         })
     }
 
@@ -151,7 +159,8 @@ impl RedbLog {
     /// no longer keeps; each pass is one bounded change through the writer, repeated at
     /// once while work remains. Ends with the shutdown token.
     pub async fn run_retention(self: Arc<Self>) {
-        let mut ticks = tokio::time::interval(self.retention_check_interval);
+        let period = self.retention_check_interval;
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -161,6 +170,9 @@ impl RedbLog {
             while self.health.failure().is_none() {
                 match self.submit(|reply| Box::new(Retention::new(reply))).await {
                     Ok(outcome) => {
+                        self.metrics.retention_batches.inc_by(outcome.batches);
+                        self.metrics.retention_records.inc_by(outcome.records);
+                        self.metrics.retention_bytes.inc_by(outcome.bytes);
                         if outcome.batches > 0 {
                             tracing::debug!(
                                 batches = outcome.batches,

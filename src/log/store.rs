@@ -289,13 +289,7 @@ pub(super) fn read_batches(
 }
 
 fn payload_len(record: &DecodedRecord<'_>) -> usize {
-    record.key.map_or(0, str::len)
-        + record.value.len()
-        + record
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
+    super::types::payload_len(record.key, record.value, record.headers.iter().copied())
 }
 
 fn to_stored(partition: u32, offset: u64, record: DecodedRecord<'_>) -> StoredRecord {

@@ -236,13 +236,11 @@ pub struct NewRecord {
 impl NewRecord {
     /// Bytes this record contributes to a batch, for the per-record limit.
     pub fn payload_len(&self) -> usize {
-        self.key.as_ref().map_or(0, String::len)
-            + self.value.get().len()
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+        payload_len(
+            self.key.as_deref(),
+            self.value.get(),
+            self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
     }
 }
 
@@ -333,6 +331,26 @@ pub struct StoredRecord {
     /// The producer's JSON text, validated at publish and never parsed again.
     pub value: Box<str>,
     pub headers: Vec<(String, String)>,
+}
+
+impl StoredRecord {
+    /// Bytes of its key, value and headers, as [`NewRecord::payload_len`] counts them.
+    pub fn payload_len(&self) -> usize {
+        payload_len(
+            self.key.as_deref(),
+            &self.value,
+            self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    }
+}
+
+/// What a record weighs for limits and metrics: its key, value and header bytes.
+pub(super) fn payload_len<'a>(
+    key: Option<&str>,
+    value: &str,
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+) -> usize {
+    key.map_or(0, str::len) + value.len() + headers.map(|(k, v)| k.len() + v.len()).sum::<usize>()
 }
 
 /// What a fetch asks for.

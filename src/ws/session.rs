@@ -25,6 +25,7 @@ use crate::http::{ApiError, AppState, Caller};
 use crate::log::{
     AppendRequest, GroupId, NewRecord, Offset, PartitionId, RecordPosition, TopicName,
 };
+use crate::metrics::Open;
 use crate::push::{FrameLimits, Gap, Positions, Start};
 use crate::records;
 
@@ -98,6 +99,7 @@ struct Subscription {
     /// Wakes the connection when a partition of this subscription gets records (or, for a
     /// group subscription, when its assignment changes).
     watcher: JoinHandle<()>,
+    _counted: Open,
 }
 
 impl Drop for Subscription {
@@ -119,6 +121,7 @@ struct Connection {
     wake: Arc<Notify>,
     /// Since when delivery has been waiting for a queue that drains nothing.
     stalled_since: Option<Instant>,
+    _counted: Open,
 }
 
 /// Runs a connection until it closes. `caller` is `None` when the request carried no
@@ -131,6 +134,7 @@ pub(super) async fn run(
     writer: Writer,
 ) {
     let drained = writer.drained();
+    let counted = state.metrics.push.ws_connections.clone();
     let push = state.push;
     let shutdown = state.shutdown.clone();
     let mut connection = Connection {
@@ -145,6 +149,7 @@ pub(super) async fn run(
         },
         wake: Arc::new(Notify::new()),
         stalled_since: None,
+        _counted: Open::new(&counted),
     };
     let auth_deadline =
         tokio::time::Instant::now() + Duration::from_millis(push.ws_auth_timeout_ms);
@@ -216,7 +221,10 @@ pub(super) async fn run(
     let close = match closing {
         Closing::Gone => CloseCode::Normal.into(),
         Closing::With(reason) => reason,
-        Closing::SlowConsumer => reason(SLOW_CONSUMER, "slow consumer"),
+        Closing::SlowConsumer => {
+            connection.state.metrics.push.ws_slow_consumer_closes.inc();
+            reason(SLOW_CONSUMER, "slow consumer")
+        }
     };
     // The close goes out after what is queued; the dispatcher ends the connection after it.
     let _ = connection.outbox.control(Outgoing::Close(close));
@@ -581,6 +589,7 @@ impl Connection {
                 rotation: 0,
                 membership,
                 watcher,
+                _counted: Open::new(&self.state.metrics.push.ws_subscriptions),
             }),
         );
         Ok(subscribed)

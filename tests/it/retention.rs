@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::{TestApp, expect_error, json_body, records};
+use crate::metrics::{scrape, value as metric};
 use crate::process::Process;
 use crate::push::client::{WAIT, Ws};
 
@@ -94,6 +95,17 @@ async fn retention_bytes_keeps_the_newest_bytes_and_advances_the_start() {
         "no batch kept that the newer ones cover: {kept} batches, {size} bytes"
     );
     assert_intact_from(&app, "sized", start, high_watermark).await;
+    let metrics = scrape(&app).await;
+    let deleted = |name: &str| metric(&metrics, name, &[]);
+    assert_eq!(
+        deleted("tidegate_retention_deleted_records_total"),
+        start as f64
+    );
+    assert_eq!(
+        deleted("tidegate_retention_deleted_batches_total"),
+        start as f64
+    );
+    assert!(deleted("tidegate_retention_deleted_bytes_total") > 0.0);
 
     let below = app
         .fetch("sized", 0, &format!("offset={}", start - 1))

@@ -49,6 +49,7 @@ use super::store::{
 };
 use super::types::{Offset, PartitionId, TopicConfig};
 use super::{Fsync, LogError};
+use crate::metrics::LogMetrics;
 use crate::panics;
 
 /// Most requests staged into one transaction; bounds a commit's latency and memory.
@@ -257,6 +258,7 @@ pub(super) struct Writer {
     /// Set while commits exist that `--fsync never` has not synced yet.
     unsynced_since: Option<Instant>,
     health: Arc<Health>,
+    metrics: LogMetrics,
 }
 
 impl Writer {
@@ -267,6 +269,7 @@ impl Writer {
         fsync: Fsync,
         idempotency_window: Duration,
         health: Arc<Health>,
+        metrics: LogMetrics,
     ) -> Result<Writer, LogError> {
         let txn = db.begin_write()?;
         // Create every table up front so read transactions never find one missing.
@@ -284,6 +287,7 @@ impl Writer {
             fsync,
             unsynced_since: None,
             health,
+            metrics,
         };
         let unrecorded = writer.reload()?;
         if !unrecorded.is_empty() {
@@ -450,6 +454,10 @@ impl Writer {
                 for change in staged {
                     change.answer(Ok(()));
                 }
+                self.metrics.commit_requests.observe(count as f64);
+                self.metrics
+                    .commit_duration
+                    .observe(started.elapsed().as_secs_f64());
                 tracing::debug!(
                     requests = count,
                     elapsed_us = started.elapsed().as_micros() as u64,
@@ -529,6 +537,9 @@ impl Writer {
             append::prune_idempotency(&mut staging)?;
         }
         txn.commit()?;
+        if durable {
+            self.metrics.fsyncs.inc();
+        }
         self.unsynced_since = match (durable, self.unsynced_since) {
             (true, _) => None,
             (false, Some(since)) => Some(since),
@@ -601,7 +612,10 @@ impl Writer {
             Ok(())
         });
         match result {
-            Ok(Ok(())) => self.unsynced_since = None,
+            Ok(Ok(())) => {
+                self.metrics.fsyncs.inc();
+                self.unsynced_since = None;
+            }
             Ok(Err(err)) => tracing::error!(%err, "syncing the log failed"),
             Err(panic) => self.health.fail(
                 DAMAGED,

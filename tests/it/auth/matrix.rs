@@ -63,6 +63,7 @@ enum Access {
 enum Route {
     Healthz,
     Readyz,
+    Metrics,
     OpenApi,
     CreateTopic,
     ListTopics,
@@ -83,9 +84,10 @@ enum Route {
     WebSocket,
 }
 
-const ROUTES: [Route; 20] = [
+const ROUTES: [Route; 21] = [
     Route::Healthz,
     Route::Readyz,
+    Route::Metrics,
     Route::OpenApi,
     Route::CreateTopic,
     Route::ListTopics,
@@ -129,6 +131,7 @@ impl Route {
         match self {
             Route::Healthz => "/healthz".into(),
             Route::Readyz => "/readyz".into(),
+            Route::Metrics => "/metrics".into(),
             Route::OpenApi => "/openapi.json".into(),
             Route::CreateTopic | Route::ListTopics => "/v1/topics".into(),
             Route::DescribeTopic | Route::PatchTopic => format!("/v1/topics/{TOPIC}"),
@@ -153,6 +156,7 @@ impl Route {
         match self {
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
+            Route::Metrics => "/metrics",
             Route::OpenApi => "/openapi.json",
             Route::CreateTopic | Route::ListTopics => "/v1/topics",
             Route::DescribeTopic | Route::PatchTopic | Route::DeleteTopic => "/v1/topics/{topic}",
@@ -191,7 +195,9 @@ impl Route {
             Route::DescribeTopic => Access::Viewer,
             Route::Publish => Access::Publish,
             Route::Fetch | Route::Offsets => Access::Subscribe,
-            Route::CreateTopic | Route::PatchTopic | Route::DeleteTopic => Access::Admin,
+            Route::CreateTopic | Route::PatchTopic | Route::DeleteTopic | Route::Metrics => {
+                Access::Admin
+            }
             Route::GroupPoll | Route::GroupCommit | Route::GroupSeek => Access::GroupAndTopic,
             Route::ListGroups => Access::AnyToken,
             Route::DescribeGroup | Route::LeaveGroup | Route::DeleteGroup => Access::Group,

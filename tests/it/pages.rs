@@ -1,0 +1,62 @@
+//! The console and docs pages are served from the binary: content types, revalidation,
+//! the content security policy, and clear errors for what is not there.
+
+use reqwest::Method;
+use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+
+use crate::harness::{TestApp, expect_error};
+
+#[tokio::test]
+async fn pages_and_their_files_are_served_and_revalidated() {
+    let app = TestApp::spawn().await;
+    for (path, content_type) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/console/console.js", "text/javascript; charset=utf-8"),
+        ("/console/console.css", "text/css; charset=utf-8"),
+        ("/console/tidegate.js", "text/javascript; charset=utf-8"),
+        ("/docs", "text/html; charset=utf-8"),
+        (
+            "/docs/swagger-ui-bundle.js",
+            "text/javascript; charset=utf-8",
+        ),
+        ("/docs/asyncapi-react.js", "text/javascript; charset=utf-8"),
+    ] {
+        let page = app.anonymous(Method::GET, path).send().await.expect("page");
+        assert_eq!(page.status(), 200, "{path}");
+        assert_eq!(page.headers()[CONTENT_TYPE], content_type, "{path}");
+        let policy = page.headers()[CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("ascii");
+        assert!(policy.starts_with("default-src 'self'"), "{path}: {policy}");
+        let etag = page.headers()[ETAG].clone();
+        assert!(!page.bytes().await.expect("body").is_empty(), "{path}");
+
+        let again = app
+            .anonymous(Method::GET, path)
+            .header(IF_NONE_MATCH, etag)
+            .send()
+            .await
+            .expect("revalidation");
+        assert_eq!(again.status(), 304, "{path} unchanged");
+    }
+}
+
+#[tokio::test]
+async fn unknown_files_and_other_methods_are_refused() {
+    let app = TestApp::spawn().await;
+    let missing = app
+        .anonymous(Method::GET, "/console/secrets.txt")
+        .send()
+        .await
+        .expect("missing");
+    expect_error(missing, 404, "not_found").await;
+    let missing = app
+        .anonymous(Method::GET, "/docs/..%2Fconsole.js")
+        .send()
+        .await
+        .expect("missing");
+    expect_error(missing, 404, "not_found").await;
+    let posted = app.anonymous(Method::POST, "/").send().await.expect("post");
+    assert_eq!(posted.headers()["allow"], "GET");
+    expect_error(posted, 405, "method_not_allowed").await;
+}
