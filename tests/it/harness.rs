@@ -218,6 +218,33 @@ impl TestApp {
         offsets_of(self.publish(topic, records).await).await
     }
 
+    /// One group poll with `body`; asserts 200 and returns the answer.
+    pub async fn poll_group(&self, group: &str, body: Value) -> Value {
+        let response = self
+            .post(&format!("/v1/groups/{group}/poll"))
+            .json(&body)
+            .send()
+            .await
+            .expect("poll");
+        assert_eq!(response.status(), 200, "poll {body}");
+        json_body(response).await
+    }
+
+    /// Commits `offsets` as the member a [`TestApp::poll_group`] answer names; asserts 204.
+    pub async fn commit_as(&self, group: &str, polled: &Value, offsets: Value) {
+        let body = json!({
+            "member_id": polled["member_id"], "generation": polled["generation"],
+            "offsets": offsets,
+        });
+        let response = self
+            .post(&format!("/v1/groups/{group}/commit"))
+            .json(&body)
+            .send()
+            .await
+            .expect("commit");
+        assert_eq!(response.status(), 204, "commit {body}");
+    }
+
     /// Fetches with a raw query string, e.g. `"offset=0&limit=10"`.
     pub async fn fetch(&self, topic: &str, partition: u32, query: &str) -> Response {
         self.get(&format!(

@@ -7,7 +7,7 @@ use openmetrics_parser::prometheus::parse_prometheus;
 use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, expect_error, json_body, token};
+use crate::harness::{TestApp, expect_error, token};
 use crate::push::client::Ws;
 
 /// No retention passes during these tests: each would be a group commit of its own.
@@ -221,22 +221,17 @@ async fn groups_report_members_rebalances_and_lag_per_partition() {
         .collect();
     app.publish_ok("lagged", json!(records)).await;
     let poll = app
-        .post("/v1/groups/readers/poll")
-        .json(&json!({"topics": ["lagged"], "auto_offset_reset": "earliest", "limit": 1}))
-        .send()
-        .await
-        .expect("poll");
-    let poll = json_body(poll).await;
-    let commit = app
-        .post("/v1/groups/readers/commit")
-        .json(&json!({
-            "member_id": poll["member_id"], "generation": poll["generation"],
-            "offsets": [{"topic": "lagged", "partition": 0, "offset": 1}],
-        }))
-        .send()
-        .await
-        .expect("commit");
-    assert_eq!(commit.status(), 204);
+        .poll_group(
+            "readers",
+            json!({"topics": ["lagged"], "auto_offset_reset": "earliest", "limit": 1}),
+        )
+        .await;
+    app.commit_as(
+        "readers",
+        &poll,
+        json!([{"topic": "lagged", "partition": 0, "offset": 1}]),
+    )
+    .await;
     let scrape = scrape(&app).await;
     let group = [("group", "readers")];
     assert_eq!(value(&scrape, "tidegate_group_members", &group), 1.0);

@@ -169,23 +169,14 @@ async fn websocket_and_group_readers_below_the_start_are_told_and_go_on() {
         .await;
     publish_batches(&app, "trimmed", 0, 2, 50).await;
     // A group commits offset 1, then retention deletes past it.
-    let poll = app
-        .post("/v1/groups/lagging/poll")
-        .json(&json!({"topics": ["trimmed"], "auto_offset_reset": "earliest", "limit": 1}))
-        .send()
-        .await
-        .expect("poll");
-    let poll = json_body(poll).await;
-    let commit = app
-        .post("/v1/groups/lagging/commit")
-        .json(&json!({
-            "member_id": poll["member_id"], "generation": poll["generation"],
-            "offsets": [{"topic": "trimmed", "partition": 0, "offset": 1}],
-        }))
-        .send()
-        .await
-        .expect("commit");
-    assert_eq!(commit.status(), 204);
+    let from_earliest = json!({"topics": ["trimmed"], "auto_offset_reset": "earliest", "limit": 1});
+    let poll = app.poll_group("lagging", from_earliest.clone()).await;
+    app.commit_as(
+        "lagging",
+        &poll,
+        json!([{"topic": "trimmed", "partition": 0, "offset": 1}]),
+    )
+    .await;
     let leave = app
         .request(
             reqwest::Method::DELETE,
@@ -210,13 +201,7 @@ async fn websocket_and_group_readers_below_the_start_are_told_and_go_on() {
     assert_eq!(progress["log_start_offset"], start);
 
     // A new member restarts per auto_offset_reset: earliest is the new start.
-    let poll = app
-        .post("/v1/groups/lagging/poll")
-        .json(&json!({"topics": ["trimmed"], "auto_offset_reset": "earliest", "limit": 1}))
-        .send()
-        .await
-        .expect("poll");
-    let poll = json_body(poll).await;
+    let poll = app.poll_group("lagging", from_earliest).await;
     assert_eq!(poll["records"][0]["offset"], start, "{poll}");
 
     // A WebSocket subscriber asking for offset 0 hears where the log starts, then gets it.
