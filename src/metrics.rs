@@ -11,8 +11,8 @@
 //! and topic and group labels stop at `--metrics-max-topics` / `--metrics-max-groups`
 //! distinct values; the rest are counted under [`OTHER`].
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use prometheus::{
@@ -52,11 +52,36 @@ pub struct HttpMetrics {
 
 /// Records and their bytes (key, value and headers) in and out, per topic.
 pub struct TrafficMetrics {
-    records_in: IntCounterVec,
-    bytes_in: IntCounterVec,
-    records_out: IntCounterVec,
-    bytes_out: IntCounterVec,
-    topics: CappedLabels,
+    families: [IntCounterVec; 4],
+    /// Each topic's series, resolved once: a delivery then costs a map lookup under a read
+    /// lock and two atomic adds, not two label hashes and lookups (fan-out calls this for
+    /// every frame of every subscriber).
+    topics: RwLock<HashMap<String, TopicCounters>>,
+    /// The series past the cap, under [`OTHER`].
+    other: TopicCounters,
+    cap: usize,
+}
+
+/// One topic's series, in the order of `TrafficMetrics::families`.
+struct TopicCounters {
+    records_in: IntCounter,
+    bytes_in: IntCounter,
+    records_out: IntCounter,
+    bytes_out: IntCounter,
+}
+
+impl TopicCounters {
+    fn new(families: &[IntCounterVec; 4], topic: &str) -> TopicCounters {
+        let [records_in, bytes_in, records_out, bytes_out] = families
+            .each_ref()
+            .map(|family| family.with_label_values(&[topic]));
+        TopicCounters {
+            records_in,
+            bytes_in,
+            records_out,
+            bytes_out,
+        }
+    }
 }
 
 /// The log writer's group commits and retention.
@@ -112,34 +137,6 @@ pub struct GroupSample {
     pub lag: Vec<(String, u32, u64)>,
 }
 
-/// A label whose distinct values stop at a cap.
-struct CappedLabels {
-    seen: Mutex<HashSet<String>>,
-    cap: usize,
-}
-
-impl CappedLabels {
-    fn new(cap: usize) -> CappedLabels {
-        CappedLabels {
-            seen: Mutex::default(),
-            cap,
-        }
-    }
-
-    /// `value` itself while fewer than `cap` values were seen (or it is one of them).
-    fn label<'a>(&self, value: &'a str) -> &'a str {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.contains(value) {
-            return value;
-        }
-        if seen.len() < self.cap {
-            seen.insert(value.to_owned());
-            return value;
-        }
-        OTHER
-    }
-}
-
 /// Bucket bounds (seconds) for request latency: 1 ms to 10 s.
 const REQUEST_SECONDS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -173,29 +170,31 @@ impl Metrics {
                     &["route", "method"],
                 )?,
             },
-            traffic: TrafficMetrics {
-                records_in: r.counter_vec(
-                    "records_in_total",
-                    "Records published, by topic.",
-                    &["topic"],
-                )?,
-                bytes_in: r.counter_vec(
-                    "record_bytes_in_total",
-                    "Bytes of published records (key, value and headers), by topic.",
-                    &["topic"],
-                )?,
-                records_out: r.counter_vec(
-                    "records_out_total",
-                    "Records delivered by fetch, group poll, WebSocket and SSE, by topic.",
-                    &["topic"],
-                )?,
-                bytes_out: r.counter_vec(
-                    "record_bytes_out_total",
-                    "Bytes of delivered records (key, value and headers), by topic.",
-                    &["topic"],
-                )?,
-                topics: CappedLabels::new(caps.topics),
-            },
+            traffic: TrafficMetrics::new(
+                [
+                    r.counter_vec(
+                        "records_in_total",
+                        "Records published, by topic.",
+                        &["topic"],
+                    )?,
+                    r.counter_vec(
+                        "record_bytes_in_total",
+                        "Bytes of published records (key, value and headers), by topic.",
+                        &["topic"],
+                    )?,
+                    r.counter_vec(
+                        "records_out_total",
+                        "Records delivered by fetch, group poll, WebSocket and SSE, by topic.",
+                        &["topic"],
+                    )?,
+                    r.counter_vec(
+                        "record_bytes_out_total",
+                        "Bytes of delivered records (key, value and headers), by topic.",
+                        &["topic"],
+                    )?,
+                ],
+                caps.topics,
+            ),
             log: LogMetrics {
                 commit_requests: r.histogram(
                     HistogramOpts::new(
@@ -295,27 +294,51 @@ impl HttpMetrics {
 }
 
 impl TrafficMetrics {
+    fn new(families: [IntCounterVec; 4], cap: usize) -> TrafficMetrics {
+        TrafficMetrics {
+            other: TopicCounters::new(&families, OTHER),
+            families,
+            topics: RwLock::default(),
+            cap,
+        }
+    }
+
     pub fn published(&self, topic: &str, records: usize, bytes: usize) {
-        let topic = self.topics.label(topic);
-        self.records_in
-            .with_label_values(&[topic])
-            .inc_by(records as u64);
-        self.bytes_in
-            .with_label_values(&[topic])
-            .inc_by(bytes as u64);
+        self.with_topic(topic, |counters| {
+            counters.records_in.inc_by(records as u64);
+            counters.bytes_in.inc_by(bytes as u64);
+        });
     }
 
     pub fn delivered(&self, topic: &str, records: usize, bytes: usize) {
         if records == 0 {
             return;
         }
-        let topic = self.topics.label(topic);
-        self.records_out
-            .with_label_values(&[topic])
-            .inc_by(records as u64);
-        self.bytes_out
-            .with_label_values(&[topic])
-            .inc_by(bytes as u64);
+        self.with_topic(topic, |counters| {
+            counters.records_out.inc_by(records as u64);
+            counters.bytes_out.inc_by(bytes as u64);
+        });
+    }
+
+    /// Runs `count` on the topic's series: its own while fewer topics than the cap were
+    /// seen, else the shared [`OTHER`] ones.
+    fn with_topic(&self, topic: &str, count: impl FnOnce(&TopicCounters)) {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(counters) = topics.get(topic) {
+            return count(counters);
+        }
+        if topics.len() >= self.cap {
+            return count(&self.other);
+        }
+        drop(topics);
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        if topics.len() >= self.cap && !topics.contains_key(topic) {
+            return count(&self.other);
+        }
+        let counters = topics
+            .entry(topic.to_owned())
+            .or_insert_with(|| TopicCounters::new(&self.families, topic));
+        count(counters);
     }
 }
 
