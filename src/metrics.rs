@@ -12,7 +12,7 @@
 //! distinct values; the rest are counted under [`OTHER`].
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use prometheus::{
@@ -37,6 +37,8 @@ pub struct LabelCaps {
 /// Every metric of one server.
 pub struct Metrics {
     registry: Registry,
+    /// Scrapes one at a time: each resets and refills the group series before gathering.
+    scraping: Mutex<()>,
     pub http: HttpMetrics,
     pub traffic: TrafficMetrics,
     pub log: LogMetrics,
@@ -84,21 +86,26 @@ impl TopicCounters {
     }
 }
 
-/// The log writer's group commits and retention.
+/// The log writer's group commits and retention (see `Metrics::new` for each family).
 #[derive(Clone)]
 pub struct LogMetrics {
+    /// Requests per group commit that was committed.
     pub commit_requests: Histogram,
+    /// Staging and committing one group commit, fsync included.
     pub commit_duration: Histogram,
+    /// Durable commits.
     pub fsyncs: IntCounter,
+    /// What retention deleted.
     pub retention_batches: IntCounter,
     pub retention_records: IntCounter,
     pub retention_bytes: IntCounter,
 }
 
-/// Long-lived connections.
+/// Long-lived connections; the gauges are held by [`Open`] guards.
 pub struct PushMetrics {
     pub ws_connections: IntGauge,
     pub ws_subscriptions: IntGauge,
+    /// Closes with 4008.
     pub ws_slow_consumer_closes: IntCounter,
     pub sse_streams: IntGauge,
 }
@@ -107,6 +114,7 @@ pub struct PushMetrics {
 pub struct Open(IntGauge);
 
 impl Open {
+    /// Raises `gauge` now and lowers it when dropped.
     pub fn new(gauge: &IntGauge) -> Open {
         gauge.inc();
         Open(gauge.clone())
@@ -258,6 +266,7 @@ impl Metrics {
                 cap: caps.groups,
             },
             registry,
+            scraping: Mutex::default(),
         };
         metrics.registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -265,8 +274,14 @@ impl Metrics {
         Ok(metrics)
     }
 
+    /// How many groups a scrape reports: the first ones by name.
+    pub fn group_cap(&self) -> usize {
+        self.groups.cap
+    }
+
     /// The text exposition of every metric, with the groups as `groups` describes them.
     pub fn render(&self, groups: Vec<GroupSample>) -> String {
+        let _one_at_a_time = self.scraping.lock().unwrap_or_else(|e| e.into_inner());
         self.groups.set(groups);
         let mut text = Vec::new();
         // Encoding into memory fails only on invalid metric names, which are constants.
@@ -303,6 +318,7 @@ impl TrafficMetrics {
         }
     }
 
+    /// Records appended (replays excluded) and their payload bytes.
     pub fn published(&self, topic: &str, records: usize, bytes: usize) {
         self.with_topic(topic, |counters| {
             counters.records_in.inc_by(records as u64);
@@ -310,6 +326,18 @@ impl TrafficMetrics {
         });
     }
 
+    /// Drops a deleted topic's series and frees its place under the cap.
+    pub fn forget(&self, topic: &str) {
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        if topics.remove(topic).is_some() {
+            for family in &self.families {
+                // Absent only if never created, which the map rules out.
+                let _ = family.remove_label_values(&[topic]);
+            }
+        }
+    }
+
+    /// Records handed to one consumer (a fetch page, a poll, a pushed frame).
     pub fn delivered(&self, topic: &str, records: usize, bytes: usize) {
         if records == 0 {
             return;
@@ -343,10 +371,8 @@ impl TrafficMetrics {
 }
 
 impl GroupMetrics {
-    /// Replaces every group series with `groups` (the first `cap` by name).
-    fn set(&self, mut groups: Vec<GroupSample>) {
-        groups.sort_by(|a, b| a.group.cmp(&b.group));
-        groups.truncate(self.cap);
+    /// Replaces every group series with `groups`.
+    fn set(&self, groups: Vec<GroupSample>) {
         self.members.reset();
         self.rebalances.reset();
         self.lag.reset();

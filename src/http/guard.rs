@@ -231,6 +231,7 @@ impl Caller {
         }
         Ok(Admin {
             log: &*self.state.log,
+            traffic: &self.state.metrics.traffic,
         })
     }
 
@@ -354,6 +355,7 @@ impl Viewer<'_> {
 /// Topic administration.
 pub struct Admin<'a> {
     log: &'a dyn EventLog,
+    traffic: &'a TrafficMetrics,
 }
 
 impl Admin<'_> {
@@ -374,7 +376,9 @@ impl Admin<'_> {
     }
 
     pub async fn delete_topic(&self, name: &TopicName) -> Result<(), LogError> {
-        self.log.delete_topic(name).await
+        self.log.delete_topic(name).await?;
+        self.traffic.forget(name.as_str());
+        Ok(())
     }
 }
 
@@ -537,13 +541,20 @@ pub struct Scraper<'a> {
 
 impl Scraper<'_> {
     pub async fn render(&self) -> Result<String, GroupError> {
+        let metrics = &self.state.metrics;
         let mut samples = Vec::new();
-        for summary in self.state.groups.list().await? {
+        // Listed by name: the cap keeps the first, and only those are described.
+        let groups = self.state.groups.list().await?;
+        for summary in groups.into_iter().take(metrics.group_cap()) {
             let description = match self.state.groups.describe(&summary.group).await {
                 Ok(description) => description,
                 // Deleted between the list and now.
                 Err(GroupError::GroupNotFound(_)) => continue,
-                Err(err) => return Err(err),
+                // The rest of the metrics matter most when storage is in trouble.
+                Err(err) => {
+                    tracing::warn!(group = %summary.group, %err, "a group left out of /metrics");
+                    continue;
+                }
             };
             samples.push(GroupSample {
                 group: summary.group.to_string(),
@@ -556,6 +567,6 @@ impl Scraper<'_> {
                     .collect(),
             });
         }
-        Ok(self.state.metrics.render(samples))
+        Ok(metrics.render(samples))
     }
 }

@@ -144,10 +144,14 @@ fn serve(request: &HttpRequest, site: &'static Site, name: &str) -> HttpResponse
         return actix_web::ResponseError::error_response(&missing);
     };
     let etag = asset.etag();
+    // A list of tags, weak or strong (RFC 9110 compares them weakly for If-None-Match).
     let fresh = request
         .headers()
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|tags| tags.as_bytes() == etag.as_bytes());
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|tags| tags.split(','))
+        .map(|tag| tag.trim())
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag);
     let mut response = if fresh {
         HttpResponse::NotModified()
     } else {

@@ -74,7 +74,8 @@ pub struct PartitionBounds {
     log_start_offset: u64,
     /// Offset the next record will get.
     high_watermark: u64,
-    /// Bytes the partition's stored batches take on disk (what `retention_bytes` bounds).
+    /// Bytes of the partition's stored batches as encoded (records and batch headers,
+    /// without the database's own page overhead): what `retention_bytes` bounds.
     size_bytes: u64,
 }
 

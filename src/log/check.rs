@@ -20,7 +20,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBa
 use super::codec;
 use super::redb_log::DATABASE_FILE;
 use super::store::{
-    self, BATCHES, IDEMPOTENCY, IdempotentReply, PARTITIONS, TOPICS, decode_config,
+    self, BATCHES, IDEMPOTENCY, IdempotentReply, PARTITION_BYTES, PARTITIONS, TOPICS, decode_config,
 };
 use crate::panics;
 
@@ -153,6 +153,12 @@ fn check_tables(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), S
     let topics = txn.open_table(TOPICS).map_err(|e| err(e.into()))?;
     let starts = txn.open_table(PARTITIONS).map_err(|e| err(e.into()))?;
     let batches = txn.open_table(BATCHES).map_err(|e| err(e.into()))?;
+    // Absent in a database from before it; the server counts and stores the sizes at start.
+    let sizes = match txn.open_table(PARTITION_BYTES) {
+        Ok(sizes) => Some(sizes),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(err(e.into())),
+    };
     let mut problems = Vec::new();
     for entry in topics.iter().map_err(|e| err(e.into()))? {
         let (name, config) = entry.map_err(|e| err(e.into()))?;
@@ -176,11 +182,13 @@ fn check_tables(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), S
                 continue;
             };
             let mut expected = None;
+            let mut bytes = 0u64;
             let range = (name.as_str(), partition, 0)..=(name.as_str(), partition, u64::MAX);
             for batch in batches.range(range).map_err(|e| err(e.into()))? {
                 let (key, value) = batch.map_err(|e| err(e.into()))?;
                 let base = key.value().2;
                 report.batches += 1;
+                bytes += value.value().len() as u64;
                 let count = match codec::decode(value.value()) {
                     Ok(records) => records.len() as u64,
                     Err(e) => {
@@ -202,6 +210,20 @@ fn check_tables(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), S
                     ));
                 }
                 expected = Some(base + count);
+            }
+            let stored = match &sizes {
+                Some(sizes) => sizes
+                    .get((name.as_str(), partition))
+                    .map_err(|e| err(e.into()))?
+                    .map(|v| v.value()),
+                None => None,
+            };
+            if let Some(stored) = stored
+                && stored != bytes
+            {
+                problems.push(format!(
+                    "{name}/{partition}: {stored} bytes recorded, its batches hold {bytes}"
+                ));
             }
         }
     }

@@ -89,6 +89,9 @@ impl EncodedSlice {
 
     /// Key, value and header bytes of the records.
     pub fn payload_bytes(&self) -> usize {
+        if self.records.is_empty() {
+            return 0;
+        }
         let before = match self.records.start {
             0 => 0,
             i => self.batch.payload_ends[i - 1],

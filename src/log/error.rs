@@ -74,6 +74,13 @@ impl LogError {
     pub(crate) fn panicked(message: String) -> LogError {
         LogError::Storage(Arc::new(StorageFault::Panicked(message)))
     }
+
+    /// Whether this says the file is damaged (bytes that do not decode, a panic inside
+    /// redb), as opposed to a failure that may pass (I/O, a full disk).
+    pub(crate) fn is_damage(&self) -> bool {
+        matches!(self, LogError::Storage(fault)
+            if matches!(**fault, StorageFault::Panicked(_) | StorageFault::Corrupt(_)))
+    }
 }
 
 impl From<StorageFault> for LogError {

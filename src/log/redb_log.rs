@@ -20,7 +20,7 @@ use super::writer::{
     Append, Change, CommitOffsets, DAMAGED, DeleteOffsets, Health, Message, Retention, TopicAdmin,
     TopicChange, WRITER_STOPPED, Writer,
 };
-use super::{EventLog, Fsync, LogError, OffsetStore, Readiness, StorageFault};
+use super::{EventLog, Fsync, LogError, OffsetStore, Readiness};
 use crate::metrics::LogMetrics;
 use crate::{panics, private_fs};
 
@@ -167,7 +167,7 @@ impl RedbLog {
                 _ = self.shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            while self.health.failure().is_none() {
+            while self.health.failure().is_none() && !self.shutdown.is_cancelled() {
                 match self.submit(|reply| Box::new(Retention::new(reply))).await {
                     Ok(outcome) => {
                         self.metrics.retention_batches.inc_by(outcome.batches);
@@ -252,16 +252,13 @@ impl RedbLog {
         })
         .await
         .unwrap_or_else(|err| Err(LogError::panicked(format!("read task failed: {err}"))));
-        if let Err(LogError::Storage(fault)) = &result
-            && matches!(
-                **fault,
-                StorageFault::Panicked(_) | StorageFault::Corrupt(_)
-            )
+        if let Err(err) = &result
+            && err.is_damage()
         {
             // Writing on into a file that reads back damaged could only make it worse.
             self.health.fail(
                 DAMAGED,
-                &format!("a read found the database damaged: {fault}"),
+                &format!("a read found the database damaged: {err}"),
             );
         }
         result
@@ -419,7 +416,8 @@ impl EventLog for RedbLog {
         let high_watermark = bounds.high_watermark().get();
         let key = (entry.incarnation, partition.get());
         let log_start = bounds.log_start_offset().get();
-        // The cache may still hold batches retention deleted; they are not served.
+        // The cache may still hold batches retention deleted: a reader below the published
+        // start is told where the log starts instead.
         if from.get() > high_watermark || from.get() < log_start {
             return Err(LogError::OffsetOutOfRange {
                 offset: from.get(),

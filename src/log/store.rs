@@ -59,6 +59,8 @@ pub(super) struct PartitionTail {
     /// False when the database predates `partition_bytes`: the size was counted by a scan
     /// and the writer stores it, once.
     pub size_recorded: bool,
+    /// The oldest stored batch's length and summary, for retention.
+    pub head: Option<(u64, codec::BatchSummary)>,
 }
 
 /// A topic as loaded at start, with the tail of every partition.
@@ -77,7 +79,12 @@ pub(super) fn decode_config(bytes: &[u8]) -> Result<TopicConfig, LogError> {
 pub(super) fn load_topics(txn: &ReadTransaction) -> Result<Vec<LoadedTopic>, LogError> {
     let topics = txn.open_table(TOPICS)?;
     let starts = txn.open_table(PARTITIONS)?;
-    let sizes = txn.open_table(PARTITION_BYTES)?;
+    // Absent in a database from before it (`tidegate check` reads such a file unchanged).
+    let sizes = match txn.open_table(PARTITION_BYTES) {
+        Ok(sizes) => Some(sizes),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(err) => return Err(err.into()),
+    };
     let batches = txn.open_table(BATCHES)?;
     let mut loaded = Vec::new();
     for entry in topics.iter()? {
@@ -90,7 +97,10 @@ pub(super) fn load_topics(txn: &ReadTransaction) -> Result<Vec<LoadedTopic>, Log
                 .get((name.as_str(), partition))?
                 .map_or(0, |v| v.value());
             let range = (name.as_str(), partition, 0)..=(name.as_str(), partition, u64::MAX);
-            let recorded = sizes.get((name.as_str(), partition))?.map(|v| v.value());
+            let recorded = match &sizes {
+                Some(sizes) => sizes.get((name.as_str(), partition))?.map(|v| v.value()),
+                None => None,
+            };
             let size_bytes = match recorded {
                 Some(size) => size,
                 None => {
@@ -107,7 +117,12 @@ pub(super) fn load_topics(txn: &ReadTransaction) -> Result<Vec<LoadedTopic>, Log
                 last_timestamp: i64::MIN,
                 size_bytes,
                 size_recorded: recorded.is_some(),
+                head: None,
             };
+            if let Some(first) = batches.range(range.clone())?.next() {
+                let batch = first?.1;
+                tail.head = Some((batch.value().len() as u64, codec::summary(batch.value())?));
+            }
             let last = batches.range(range)?.next_back();
             if let Some(last) = last {
                 let (key, batch) = last?;

@@ -60,6 +60,17 @@ fn log_start_at_least(start: u64) -> impl Fn(&Value) -> bool {
     move |partition| partition["log_start_offset"].as_u64() >= Some(start)
 }
 
+/// Retention by bytes is done with a partition of equal-sized batches: it moved the start,
+/// keeps at least `keep` bytes, and would fall below them without its oldest batch.
+fn trimmed_to(keep: u64) -> impl Fn(&Value) -> bool {
+    move |partition| {
+        let number = |field: &str| partition[field].as_u64().unwrap_or(0);
+        let (start, size) = (number("log_start_offset"), number("size_bytes"));
+        let kept = number("high_watermark") - start;
+        start > 0 && kept > 0 && size >= keep && size - size / kept < keep
+    }
+}
+
 /// Records from the log start on are intact: dense, in order, with their values.
 async fn assert_intact_from(app: &TestApp, topic: &str, start: u64, high_watermark: u64) {
     let mut next = start;
@@ -83,29 +94,31 @@ async fn retention_bytes_keeps_the_newest_bytes_and_advances_the_start() {
         .await;
     publish_batches(&app, "sized", 0, 40, 200).await;
 
-    let (start, high_watermark, size) =
-        wait_for_partition(&app, "sized", log_start_at_least(1)).await;
     // Every batch is one ~230-byte record: Kafka's rule keeps the fewest newest batches
     // holding at least retention_bytes, so about 9 of 40 remain.
+    let (start, high_watermark, _) = wait_for_partition(&app, "sized", trimmed_to(2000)).await;
     assert_eq!(high_watermark, 40);
-    let kept = high_watermark - start;
-    assert!(size >= 2000, "at least retention_bytes kept, got {size}");
-    assert!(
-        size < 2000 + size / kept,
-        "no batch kept that the newer ones cover: {kept} batches, {size} bytes"
-    );
+    assert!(start > 20, "most batches went: the start is {start}");
     assert_intact_from(&app, "sized", start, high_watermark).await;
-    let metrics = scrape(&app).await;
-    let deleted = |name: &str| metric(&metrics, name, &[]);
-    assert_eq!(
-        deleted("tidegate_retention_deleted_records_total"),
-        start as f64
-    );
-    assert_eq!(
-        deleted("tidegate_retention_deleted_batches_total"),
-        start as f64
-    );
-    assert!(deleted("tidegate_retention_deleted_bytes_total") > 0.0);
+    // The counters move after the commit that the bounds come from.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let metrics = scrape(&app).await;
+        let deleted = |name: &str| metric(&metrics, name, &[]);
+        if deleted("tidegate_retention_deleted_records_total") == start as f64 {
+            assert_eq!(
+                deleted("tidegate_retention_deleted_batches_total"),
+                start as f64
+            );
+            assert!(deleted("tidegate_retention_deleted_bytes_total") > 0.0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention counters never reached {start}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let below = app
         .fetch("sized", 0, &format!("offset={}", start - 1))
@@ -190,8 +203,11 @@ async fn websocket_and_group_readers_below_the_start_are_told_and_go_on() {
         .expect("leave");
     assert_eq!(leave.status(), 204);
     publish_batches(&app, "trimmed", 2, 20, 50).await;
-    let (start, high_watermark, _) =
-        wait_for_partition(&app, "trimmed", log_start_at_least(2)).await;
+    let (start, high_watermark, _) = wait_for_partition(&app, "trimmed", trimmed_to(500)).await;
+    assert!(
+        start >= 2,
+        "the committed offset 1 lies below the start {start}"
+    );
 
     // The group's lag counts from its committed offset, below the start.
     let group = json_body(app.get("/v1/groups/lagging").send().await.expect("group")).await;
@@ -258,15 +274,16 @@ async fn the_database_file_stops_growing_under_a_steady_load_with_small_retentio
         }
     }
     // 16 MB were published; 64 KiB are kept. Freed pages are reused, so the file settles
-    // within the first megabytes (redb allocates in regions, so it moves up and down).
+    // within the first megabytes (redb allocates in regions, so it moves up and down by a
+    // megabyte or two); without retention the second half alone would add 8 MB.
     let (first, second) = sizes.split_at(sizes.len() / 2);
     let peak = |sizes: &[u64]| sizes.iter().copied().max().unwrap_or(0);
     assert!(
-        peak(second) <= peak(first) + peak(first) / 2,
+        peak(second) <= peak(first) + 2_000_000,
         "the file kept growing: {sizes:?} bytes after each 1 MB"
     );
     assert!(
-        peak(&sizes) < 8_000_000,
+        peak(&sizes) < 6_000_000,
         "retention freed nothing: {sizes:?}"
     );
 }
@@ -311,8 +328,23 @@ async fn a_kill_during_retention_loses_no_record_above_the_start() {
         .await
         .expect("patch");
     assert_eq!(patched.status(), 200);
-    tokio::time::sleep(Duration::from_millis(60)).await;
-    // SIGKILL, mid-deletion or just after: either way nothing above the start is lost.
+    // SIGKILL as soon as a pass has committed: the later passes (3 000 batches take three)
+    // are then running or due. Either way nothing above the start may be lost.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let details: Value = client
+            .get(server.url("/v1/topics/killed"))
+            .send()
+            .await
+            .expect("describe")
+            .json()
+            .await
+            .expect("json");
+        if details["partition_offsets"][0]["log_start_offset"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "retention never started");
+    }
     let _ = std::process::Command::new("kill")
         .args(["-KILL", &server.pid().to_string()])
         .status();

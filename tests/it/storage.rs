@@ -267,3 +267,105 @@ async fn serve_or_refuse(data: &str) -> bool {
     assert!(output.status.success(), "stopped with {}", output.status);
     true
 }
+
+/// A record batch as format version 1 wrote it (no newest timestamp in the header): one
+/// record per value, all at `timestamp`, null keys, no headers.
+fn version_1_batch(timestamp: i64, values: &[&str]) -> Vec<u8> {
+    let mut batch = vec![1];
+    batch.extend_from_slice(&(values.len() as u32).to_le_bytes());
+    batch.extend_from_slice(&timestamp.to_le_bytes());
+    for value in values {
+        // Timestamp delta 0, null key, the value's length (under 128: one varint byte),
+        // the value, no headers.
+        batch.extend_from_slice(&[0, 0, value.len() as u8]);
+        batch.extend_from_slice(value.as_bytes());
+        batch.push(0);
+    }
+    batch
+}
+
+/// A database as the server wrote it before retention: version 1 batches and no
+/// `partition_bytes` table.
+fn database_before_retention(dir: &Path) -> u64 {
+    use redb::TableDefinition;
+    let db = redb::Database::create(dir.join(DATABASE)).expect("create database");
+    let txn = db.begin_write().expect("write");
+    let batches = [
+        version_1_batch(1_700_000_000_000, &[r#"{"n":0}"#, r#"{"n":1}"#]),
+        version_1_batch(1_700_000_000_500, &[r#"{"n":2}"#]),
+    ];
+    {
+        let mut topics = txn
+            .open_table(TableDefinition::<&str, &[u8]>::new("topics"))
+            .expect("topics");
+        let config = json!({"partitions": 1, "retention_ms": -1, "retention_bytes": -1});
+        topics
+            .insert("old", config.to_string().as_bytes())
+            .expect("topic");
+        let mut starts = txn
+            .open_table(TableDefinition::<(&str, u32), u64>::new("partitions"))
+            .expect("partitions");
+        starts.insert(("old", 0), 0).expect("start");
+        let mut table = txn
+            .open_table(TableDefinition::<(&str, u32, u64), &[u8]>::new("batches"))
+            .expect("batches");
+        table
+            .insert(("old", 0, 0), batches[0].as_slice())
+            .expect("batch");
+        table
+            .insert(("old", 0, 2), batches[1].as_slice())
+            .expect("batch");
+        txn.open_table(TableDefinition::<(&str, &str), &[u8]>::new("idempotency"))
+            .expect("idempotency");
+        txn.open_table(TableDefinition::<(i64, &str, &str), ()>::new(
+            "idempotency_expiry",
+        ))
+        .expect("idempotency expiry");
+        txn.open_table(TableDefinition::<(&str, &str, u32), (u64, i64)>::new(
+            "offsets",
+        ))
+        .expect("offsets");
+    }
+    txn.commit().expect("commit");
+    batches.iter().map(|b| b.len() as u64).sum()
+}
+
+#[tokio::test]
+async fn a_database_from_before_retention_is_checked_read_and_trimmed() {
+    let dir = TempDir::new().expect("temp dir");
+    let size = database_before_retention(dir.path());
+    let (code, report) = check(dir.path());
+    assert_eq!(code, 0, "{report}");
+
+    let app = TestApp::spawn_in(dir, &["--retention-check-interval-ms", "50"]).await;
+    let details = app.describe("old").await;
+    assert_eq!(
+        details["partition_offsets"][0]["size_bytes"], size,
+        "{details}"
+    );
+    let fetched = app.fetch_ok("old", 0, "offset=0").await;
+    let values: Vec<_> = crate::harness::records(&fetched)
+        .iter()
+        .map(|r| r["value"]["n"].clone())
+        .collect();
+    assert_eq!(values, vec![json!(0), json!(1), json!(2)]);
+    assert_eq!(
+        app.publish_ok("old", json!([{"value": {"n": 3}}])).await,
+        vec![(0, 3)]
+    );
+
+    // Retention weighs the old batches too: keeping 1 byte leaves only the newest batch.
+    let patched = app.patch_topic("old", json!({"retention_bytes": 1})).await;
+    assert_eq!(patched.status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while app.describe("old").await["partition_offsets"][0]["log_start_offset"] != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old batches stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dir = app.stop().await;
+    let (code, report) = check(dir.path());
+    assert_eq!(code, 0, "sizes recorded and consistent: {report}");
+}

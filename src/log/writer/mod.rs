@@ -43,7 +43,7 @@ pub(super) use retention::Retention;
 pub(super) use topics::{TopicAdmin, TopicChange};
 
 use super::catalog::{Catalog, PartitionEntry, TopicEntry};
-use super::codec::BatchBuilder;
+use super::codec::{self, BatchBuilder};
 use super::store::{
     self, BATCHES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, OFFSETS, PARTITION_BYTES, PARTITIONS, TOPICS,
 };
@@ -78,6 +78,12 @@ pub(super) trait Change: Send {
     /// Answers the requester once the outcome is known: `Ok` after its commit (the change
     /// then sends what it staged), the error otherwise.
     fn answer(self: Box<Self>, result: Result<(), LogError>);
+
+    /// Whether it staged rows once staged; a group of changes that wrote nothing (a
+    /// retention pass with nothing due) is not committed, so an idle log never syncs.
+    fn wrote(&self) -> bool {
+        true
+    }
 }
 
 /// What travels over the writer's channel.
@@ -151,6 +157,8 @@ pub(super) struct WriterPartition {
     pub last_timestamp: i64,
     /// Bytes of its stored batches, as `partition_bytes` holds them.
     pub size_bytes: u64,
+    /// Its oldest batch, so a retention pass decides without reading; `None` when empty.
+    pub head: Option<BatchHead>,
 }
 
 impl WriterPartition {
@@ -159,7 +167,15 @@ impl WriterPartition {
         next_offset: 0,
         last_timestamp: i64::MIN,
         size_bytes: 0,
+        head: None,
     };
+}
+
+/// What retention weighs of a stored batch.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct BatchHead {
+    pub len: u64,
+    pub newest_timestamp: i64,
 }
 
 /// One topic as the writer tracks it.
@@ -214,6 +230,12 @@ impl Staging<'_, '_> {
                 let batch = builder.finish();
                 let stored = &mut state.partitions[partition as usize];
                 stored.size_bytes += batch.len() as u64;
+                if stored.head.is_none() {
+                    stored.head = Some(BatchHead {
+                        len: batch.len() as u64,
+                        newest_timestamp: codec::summary(&batch)?.newest_timestamp,
+                    });
+                }
                 let key = (topic.as_str(), partition);
                 self.tables
                     .batches
@@ -349,6 +371,10 @@ impl Writer {
                             next_offset: t.high_watermark,
                             last_timestamp: t.last_timestamp,
                             size_bytes: t.size_bytes,
+                            head: t.head.map(|(len, summary)| BatchHead {
+                                len,
+                                newest_timestamp: summary.newest_timestamp,
+                            }),
                         })
                         .collect(),
                     next_keyless: 0,
@@ -449,21 +475,29 @@ impl Writer {
             self.stage_and_commit(&mut queue, &mut staged, &mut reshaped, &mut touched)
         });
         let failure = match outcome {
-            Ok(Ok(())) => {
+            Ok(Ok(committed)) => {
                 self.publish(&reshaped, &touched);
                 for change in staged {
                     change.answer(Ok(()));
                 }
-                self.metrics.commit_requests.observe(count as f64);
-                self.metrics
-                    .commit_duration
-                    .observe(started.elapsed().as_secs_f64());
+                if committed {
+                    self.metrics.commit_requests.observe(count as f64);
+                    self.metrics
+                        .commit_duration
+                        .observe(started.elapsed().as_secs_f64());
+                }
                 tracing::debug!(
                     requests = count,
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "group commit"
                 );
                 return;
+            }
+            Ok(Err(err)) if err.is_damage() => {
+                // Bytes the writer read back (a batch retention weighed) do not decode.
+                self.health
+                    .fail(DAMAGED, &format!("the log writer read damaged data: {err}"));
+                LogError::Unavailable(DAMAGED.into())
             }
             Ok(Err(err)) => {
                 tracing::error!(error = %err, source = ?std::error::Error::source(&err), "log commit failed; reloading state from disk");
@@ -498,7 +532,7 @@ impl Writer {
         staged: &mut Vec<Box<dyn Change>>,
         reshaped: &mut Vec<String>,
         touched: &mut Vec<(String, u32)>,
-    ) -> Result<(), LogError> {
+    ) -> Result<bool, LogError> {
         let now = now_ms();
         let mut txn = self.db.begin_write()?;
         let durable = match self.fsync {
@@ -533,6 +567,11 @@ impl Writer {
                     Err(refusal) => change.answer(Err(refusal)),
                 }
             }
+            if !staged.iter().any(|change| change.wrote()) {
+                drop(tables);
+                txn.abort()?;
+                return Ok(false);
+            }
             staging.flush_batches()?;
             append::prune_idempotency(&mut staging)?;
         }
@@ -545,7 +584,7 @@ impl Writer {
             (false, Some(since)) => Some(since),
             (false, None) => Some(Instant::now()),
         };
-        Ok(())
+        Ok(true)
     }
 
     /// Makes committed changes visible to readers: reshaped topics first, then the bounds

@@ -1,8 +1,6 @@
 //! Consumer-group offsets: commits and deletions, in the same group commits as records,
 //! so an acknowledged commit is as durable as an acknowledged record.
 
-use redb::ReadableTable;
-
 use super::{Change, Reply, Staging, settle};
 use crate::log::LogError;
 use crate::log::types::{CommittedOffset, GroupId};
@@ -34,14 +32,9 @@ impl Change for CommitOffsets {
             })?;
             // Committing the high watermark means "all read"; beyond it nothing exists.
             if committed.offset.get() > state.next_offset {
-                let log_start = staging
-                    .tables
-                    .partitions
-                    .get((name, partition))?
-                    .map_or(0, |start| start.value());
                 return Err(LogError::OffsetOutOfRange {
                     offset: committed.offset.get(),
-                    log_start_offset: log_start,
+                    log_start_offset: state.log_start_offset,
                     high_watermark: state.next_offset,
                 });
             }

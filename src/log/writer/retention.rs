@@ -4,7 +4,7 @@
 
 use redb::ReadableTable;
 
-use super::{Change, Reply, Staging, Tables, WriterPartition, settle};
+use super::{BatchHead, Change, Reply, Staging, Tables, WriterPartition, settle};
 use crate::log::LogError;
 use crate::log::codec;
 
@@ -58,6 +58,13 @@ impl Change for Retention {
                 continue;
             }
             for (partition, state) in (0u32..).zip(topic.partitions.iter_mut()) {
+                // Decided in memory: a pass reads only the partitions it deletes from.
+                if !state
+                    .head
+                    .is_some_and(|head| rule.is_due(head, state.size_bytes))
+                {
+                    continue;
+                }
                 if budget == 0 {
                     outcome.more = true;
                     break 'topics;
@@ -80,6 +87,10 @@ impl Change for Retention {
     fn answer(self: Box<Self>, result: Result<(), LogError>) {
         settle(self.reply, self.outcome, result);
     }
+
+    fn wrote(&self) -> bool {
+        self.outcome.is_some_and(|outcome| outcome.batches > 0)
+    }
 }
 
 /// When a batch is due, for one topic.
@@ -93,19 +104,20 @@ struct Rule {
 }
 
 impl Rule {
-    fn is_due(&self, summary: codec::BatchSummary, len: u64, size: u64) -> bool {
+    /// Whether the oldest batch `head` goes, in a partition of `size` bytes.
+    fn is_due(&self, head: BatchHead, size: u64) -> bool {
         let expired = self
             .cutoff_ms
-            .is_some_and(|cutoff| summary.newest_timestamp < cutoff);
+            .is_some_and(|cutoff| head.newest_timestamp < cutoff);
         let beyond_size = self
             .keep_bytes
-            .is_some_and(|keep| size.checked_sub(len).is_some_and(|rest| rest >= keep));
+            .is_some_and(|keep| size.checked_sub(head.len).is_some_and(|rest| rest >= keep));
         expired || beyond_size
     }
 }
 
 /// Deletes the due batches at the start of one partition, at most `budget` of them, and
-/// stores its new log start and size.
+/// stores its new log start and size; the next batch becomes the partition's head.
 fn trim(
     tables: &mut Tables<'_>,
     topic: &str,
@@ -118,29 +130,31 @@ fn trim(
     let mut due = Vec::new();
     let mut size = state.size_bytes;
     let mut log_start = state.log_start_offset;
+    let mut head = None;
     for entry in tables
         .batches
         .range((topic, partition, 0)..(topic, partition, state.next_offset))?
-        .take(budget)
+        .take(budget + 1)
     {
         let (key, batch) = entry?;
-        let len = batch.value().len() as u64;
         let summary = codec::summary(batch.value())?;
-        if !rule.is_due(summary, len, size) {
+        let batch_head = BatchHead {
+            len: batch.value().len() as u64,
+            newest_timestamp: summary.newest_timestamp,
+        };
+        if due.len() == budget || !rule.is_due(batch_head, size) {
+            head = Some(batch_head);
             break;
         }
         let base = key.value().2;
-        size -= len;
+        size -= batch_head.len;
         log_start = base + u64::from(summary.record_count);
         trimmed.records += u64::from(summary.record_count);
-        trimmed.bytes += len;
+        trimmed.bytes += batch_head.len;
         due.push(base);
     }
-    if due.is_empty() {
-        return Ok(trimmed);
-    }
     trimmed.batches = due.len() as u64;
-    trimmed.more = due.len() == budget;
+    trimmed.more = due.len() == budget && head.is_some();
     for base in due {
         tables.batches.remove((topic, partition, base))?;
     }
@@ -148,5 +162,6 @@ fn trim(
     tables.partition_bytes.insert((topic, partition), size)?;
     state.log_start_offset = log_start;
     state.size_bytes = size;
+    state.head = head;
     Ok(trimmed)
 }
