@@ -288,4 +288,35 @@ async fn topic_labels_stop_at_the_cap() {
         !any_series_with(&scrape, "topic", "t3"),
         "t3 has no series of its own"
     );
+
+    // A deleted topic takes its series with it and frees its place.
+    assert_eq!(app.delete_topic("t1").await.status(), 204);
+    app.create_topic("t5", 1).await;
+    app.publish_ok("t5", json!([{"value": 1}])).await;
+    let after_delete = self::scrape(&app).await;
+    assert!(
+        !any_series_with(&after_delete, "topic", "t1"),
+        "t1 forgotten"
+    );
+    assert_eq!(
+        value(
+            &after_delete,
+            "tidegate_records_in_total",
+            &[("topic", "t5")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn an_idle_log_never_commits_for_retention() {
+    let app = TestApp::spawn_with(&["--retention-check-interval-ms", "20"]).await;
+    app.create_topic_with(json!({"name": "idle", "partitions": 2, "retention_ms": 60_000}))
+        .await;
+    app.publish_ok("idle", json!([{"value": 1}])).await;
+    // About 25 passes find nothing due: none of them commits or syncs.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let scrape = scrape(&app).await;
+    assert_eq!(value(&scrape, "tidegate_fsyncs_total", &[]), 2.0);
+    assert_eq!(value(&scrape, "tidegate_commit_batch_requests", &[]), 2.0);
 }
