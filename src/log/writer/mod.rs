@@ -79,8 +79,8 @@ pub(super) trait Change: Send {
     /// then sends what it staged), the error otherwise.
     fn answer(self: Box<Self>, result: Result<(), LogError>);
 
-    /// Whether it staged rows once staged; a group of changes that wrote nothing (a
-    /// retention pass with nothing due) is not committed, so an idle log never syncs.
+    /// Whether staging it wrote rows. A group in which no change wrote any (retention
+    /// passes with nothing due) is not committed, so an idle log never syncs.
     fn wrote(&self) -> bool {
         true
     }
