@@ -183,28 +183,22 @@ pub struct Batch {
 
 impl Batch {
     pub fn record_count(&self) -> usize {
-        self.records
-            .iter()
-            .flat_map(|p| &p.slices)
-            .map(EncodedSlice::len)
-            .sum()
+        self.slices().map(EncodedSlice::len).sum()
     }
 
     /// Key, value and header bytes of the records.
     pub fn payload_bytes(&self) -> usize {
-        self.records
-            .iter()
-            .flat_map(|p| &p.slices)
-            .map(EncodedSlice::payload_bytes)
-            .sum()
+        self.slices().map(EncodedSlice::payload_bytes).sum()
     }
 
     /// The records' objects separated by commas, for a JSON array.
     pub fn json_parts(&self) -> impl Iterator<Item = Bytes> + '_ {
-        self.records
-            .iter()
-            .flat_map(|p| &p.slices)
-            .map(EncodedSlice::json)
+        self.slices().map(EncodedSlice::json)
+    }
+
+    /// Every slice of records, partition after partition.
+    fn slices(&self) -> impl Iterator<Item = &EncodedSlice> {
+        self.records.iter().flat_map(|p| &p.slices)
     }
 }
 

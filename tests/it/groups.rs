@@ -22,14 +22,6 @@ struct Member {
     assignment: BTreeSet<Partition>,
 }
 
-async fn poll_raw(app: &TestApp, group: &str, body: Value) -> Response {
-    app.post(&format!("/v1/groups/{group}/poll"))
-        .json(&body)
-        .send()
-        .await
-        .expect("poll")
-}
-
 /// Polls with `body` (plus `member_id` when known); asserts 200 and returns the records as
 /// (topic, partition, offset, value).
 async fn poll(
@@ -42,7 +34,7 @@ async fn poll(
     if let Some(member) = member {
         body["member_id"] = json!(member.id);
     }
-    let response = poll_raw(app, group, body.clone()).await;
+    let response = app.post_group(group, "poll", &body).await;
     let status = response.status();
     let answer = json_body(response).await;
     assert_eq!(status, 200, "poll {body}: {answer}");
@@ -77,14 +69,6 @@ async fn poll(
         .collect()
 }
 
-async fn commit_raw(app: &TestApp, group: &str, body: Value) -> Response {
-    app.post(&format!("/v1/groups/{group}/commit"))
-        .json(&body)
-        .send()
-        .await
-        .expect("commit")
-}
-
 /// Commits, for each partition in `records`, the offset after the last one; asserts 204.
 async fn commit(
     app: &TestApp,
@@ -106,7 +90,7 @@ async fn commit(
         })
         .collect();
     let body = json!({"member_id": member.id, "generation": member.generation, "offsets": offsets});
-    let response = commit_raw(app, group, body.clone()).await;
+    let response = app.post_group(group, "commit", &body).await;
     let status = response.status();
     let text = response.text().await.expect("body");
     assert_eq!(status, 204, "commit {body}: {text}");
@@ -228,7 +212,12 @@ async fn a_join_raises_the_generation_and_fences_stale_commits() {
     // b commits with the generation it knew: fenced.
     let stale = json!({"member_id": b.as_ref().unwrap().id, "generation": old,
         "offsets": [{"topic": "t", "partition": records[0].1, "offset": records[0].2 + 1}]});
-    let error = expect_error(commit_raw(&app, "g", stale).await, 409, "stale_generation").await;
+    let error = expect_error(
+        app.post_group("g", "commit", &stale).await,
+        409,
+        "stale_generation",
+    )
+    .await;
     assert!(
         error["message"]
             .as_str()
@@ -239,7 +228,12 @@ async fn a_join_raises_the_generation_and_fences_stale_commits() {
     // Without a generation at all: fenced as well.
     let none = json!({"member_id": b.as_ref().unwrap().id,
         "offsets": [{"topic": "t", "partition": 0, "offset": 0}]});
-    expect_error(commit_raw(&app, "g", none).await, 409, "stale_generation").await;
+    expect_error(
+        app.post_group("g", "commit", &none).await,
+        409,
+        "stale_generation",
+    )
+    .await;
 
     // After polling, b knows the new generation; a partition it does not own is refused.
     poll(&app, "g", &mut b, poll_body("t", 1)).await;
@@ -251,7 +245,7 @@ async fn a_join_raises_the_generation_and_fences_stale_commits() {
     let body = json!({"member_id": b_now.id, "generation": new,
         "offsets": [{"topic": "t", "partition": foreign, "offset": 0}]});
     expect_error(
-        commit_raw(&app, "g", body).await,
+        app.post_group("g", "commit", &body).await,
         409,
         "partition_not_assigned",
     )
@@ -259,7 +253,7 @@ async fn a_join_raises_the_generation_and_fences_stale_commits() {
     // While members live, nobody else may commit for the group.
     let anonymous = json!({"offsets": [{"topic": "t", "partition": 0, "offset": 0}]});
     expect_error(
-        commit_raw(&app, "g", anonymous).await,
+        app.post_group("g", "commit", &anonymous).await,
         409,
         "group_not_empty",
     )
@@ -317,7 +311,12 @@ async fn an_expired_members_partitions_move_to_the_survivor_at_the_committed_off
     assert!(x_now.generation > generation);
     // y is gone: its next poll learns it.
     let body_y = json!({"topics": ["t"], "member_id": y.as_ref().unwrap().id});
-    expect_error(poll_raw(&app, "g", body_y).await, 404, "member_not_found").await;
+    expect_error(
+        app.post_group("g", "poll", &body_y).await,
+        404,
+        "member_not_found",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -475,11 +474,8 @@ async fn two_groups_each_get_every_record_and_auto_commit_tracks_lag() {
 }
 
 async fn seek(app: &TestApp, group: &str, to: Value) -> Response {
-    app.post(&format!("/v1/groups/{group}/seek"))
-        .json(&json!({"topic": "t", "to": to}))
-        .send()
+    app.post_group(group, "seek", &json!({"topic": "t", "to": to}))
         .await
-        .expect("seek")
 }
 
 #[tokio::test]
@@ -602,16 +598,7 @@ async fn committed_offsets_survive_a_graceful_restart() {
 async fn a_commit_acknowledged_just_before_kill_9_survives() {
     let dir = tempfile::TempDir::new().expect("temp dir");
     let data = dir.path().to_str().expect("utf-8").to_owned();
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data,
-        "--auth",
-        "none",
-        "--fsync",
-        "always",
-    ];
+    let args = crate::process::open_server_args(&data, &["--fsync", "always"]);
     let client = reqwest::Client::new();
     let server = crate::process::Process::spawn(&args, "warn");
     let post = |path: &str, body: Value| client.post(server.url(path)).json(&body).send();
@@ -659,7 +646,7 @@ async fn deleting_a_topic_removes_its_committed_offsets() {
     publish_numbers(&app, "u", 0, 3).await;
     let body = json!({"offsets": [{"topic": "t", "partition": 0, "offset": 2},
                                   {"topic": "u", "partition": 0, "offset": 1}]});
-    assert_eq!(commit_raw(&app, "g", body).await.status(), 204);
+    assert_eq!(app.post_group("g", "commit", &body).await.status(), 204);
     assert_eq!(app.delete_topic("t").await.status(), 204);
     let description = describe(&app, "g").await;
     assert!(committed(&description, "t").is_empty(), "{description}");
@@ -761,13 +748,7 @@ async fn bad_input_gets_the_error_body_never_a_500() {
         ),
     ];
     for (route, body, status, code) in cases {
-        let response = app
-            .post(&format!("/v1/groups/g/{route}"))
-            .json(&body)
-            .send()
-            .await
-            .expect("send");
-        expect_error(response, status, code).await;
+        expect_error(app.post_group("g", route, &body).await, status, code).await;
     }
     for path in [
         "/v1/groups/bad%20name",
@@ -877,11 +858,8 @@ async fn every_group_route_checks_its_scopes_in_order() {
     expect_error(response, 404, "topic_not_found").await;
     // Listings show only the groups a token may see.
     let response = app
-        .post("/v1/groups/other/poll")
-        .json(&json!({"topics": ["t"]}))
-        .send()
-        .await
-        .unwrap();
+        .post_group("other", "poll", &json!({"topics": ["t"]}))
+        .await;
     assert_eq!(response.status(), 200);
     let listed = json_body(
         send(Method::GET, "/v1/groups", &json!(null), both)

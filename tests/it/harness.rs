@@ -218,14 +218,18 @@ impl TestApp {
         offsets_of(self.publish(topic, records).await).await
     }
 
-    /// One group poll with `body`; asserts 200 and returns the answer.
-    pub async fn poll_group(&self, group: &str, body: Value) -> Value {
-        let response = self
-            .post(&format!("/v1/groups/{group}/poll"))
-            .json(&body)
+    /// `POST /v1/groups/{group}/{action}` (poll, commit, seek) with a JSON `body`.
+    pub async fn post_group(&self, group: &str, action: &str, body: &Value) -> Response {
+        self.post(&format!("/v1/groups/{group}/{action}"))
+            .json(body)
             .send()
             .await
-            .expect("poll");
+            .unwrap_or_else(|err| panic!("{action} {group}: {err}"))
+    }
+
+    /// One group poll with `body`; asserts 200 and returns the answer.
+    pub async fn poll_group(&self, group: &str, body: Value) -> Value {
+        let response = self.post_group(group, "poll", &body).await;
         assert_eq!(response.status(), 200, "poll {body}");
         json_body(response).await
     }
@@ -236,12 +240,7 @@ impl TestApp {
             "member_id": polled["member_id"], "generation": polled["generation"],
             "offsets": offsets,
         });
-        let response = self
-            .post(&format!("/v1/groups/{group}/commit"))
-            .json(&body)
-            .send()
-            .await
-            .expect("commit");
+        let response = self.post_group(group, "commit", &body).await;
         assert_eq!(response.status(), 204, "commit {body}");
     }
 

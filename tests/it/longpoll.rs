@@ -360,17 +360,8 @@ async fn abandoned_long_polls_release_their_sockets_at_once() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::TempDir::new().expect("temp dir");
     let data = dir.path().to_str().expect("utf-8");
-    let server = crate::process::Process::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data,
-            "--auth",
-            "none",
-        ],
-        "warn",
-    );
+    let server =
+        crate::process::Process::spawn(&crate::process::open_server_args(data, &[]), "warn");
     let created = reqwest::Client::new()
         .post(server.url("/v1/topics"))
         .json(&json!({"name": "quiet", "partitions": 1}))

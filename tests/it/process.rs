@@ -22,6 +22,21 @@ pub fn command(args: &[&str]) -> Command {
     command
 }
 
+/// `serve` flags for a server on a free port over `data_dir` with authentication off,
+/// followed by `extra`.
+pub fn open_server_args<'a>(data_dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir,
+        "--auth",
+        "none",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// What a child printed; grows while it runs.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<String>>);

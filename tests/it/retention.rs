@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{TestApp, expect_error, json_body, records};
 use crate::metrics::{scrape, value as metric};
-use crate::process::Process;
+use crate::process::{Process, open_server_args};
 use crate::push::client::{WAIT, Ws};
 
 /// Retention passes run this often in these tests.
@@ -288,20 +288,20 @@ async fn the_database_file_stops_growing_under_a_steady_load_with_small_retentio
     );
 }
 
+/// The JSON body of `GET url`.
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    let response = client.get(&url).send().await;
+    let response = response.unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    response.json().await.expect("a JSON body")
+}
+
 #[tokio::test]
 async fn a_kill_during_retention_loses_no_record_above_the_start() {
     let dir = tempfile::TempDir::new().expect("temp dir");
     let data = dir.path().to_str().expect("utf-8 path");
-    let args = [
-        "--auth",
-        "none",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data,
-    ];
+    let args = open_server_args(data, &FAST_RETENTION);
     let client = reqwest::Client::new();
-    let mut server = Process::spawn(&[&args[..], &FAST_RETENTION].concat(), "warn");
+    let mut server = Process::spawn(&args, "warn");
     let post = |url: String, body: Value| client.post(url).json(&body).send();
     let created = post(
         server.url("/v1/topics"),
@@ -332,14 +332,7 @@ async fn a_kill_during_retention_loses_no_record_above_the_start() {
     // are then running or due. Either way nothing above the start may be lost.
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let details: Value = client
-            .get(server.url("/v1/topics/killed"))
-            .send()
-            .await
-            .expect("describe")
-            .json()
-            .await
-            .expect("json");
+        let details = get_json(&client, server.url("/v1/topics/killed")).await;
         if details["partition_offsets"][0]["log_start_offset"].as_u64() > Some(0) {
             break;
         }
@@ -350,17 +343,10 @@ async fn a_kill_during_retention_loses_no_record_above_the_start() {
         .status();
     server.stop();
 
-    let server = Process::spawn(&[&args[..], &FAST_RETENTION].concat(), "warn");
+    let server = Process::spawn(&args, "warn");
     let deadline = Instant::now() + DEADLINE;
     let (start, high_watermark) = loop {
-        let details: Value = client
-            .get(server.url("/v1/topics/killed"))
-            .send()
-            .await
-            .expect("describe")
-            .json()
-            .await
-            .expect("json");
+        let details = get_json(&client, server.url("/v1/topics/killed")).await;
         let partition = &details["partition_offsets"][0];
         let start = partition["log_start_offset"].as_u64().expect("start");
         let high_watermark = partition["high_watermark"].as_u64().expect("hwm");
@@ -379,16 +365,8 @@ async fn a_kill_during_retention_loses_no_record_above_the_start() {
     };
     let mut next = start;
     while next < high_watermark {
-        let body: Value = client
-            .get(server.url(&format!(
-                "/v1/topics/killed/partitions/0/records?offset={next}"
-            )))
-            .send()
-            .await
-            .expect("fetch")
-            .json()
-            .await
-            .expect("json");
+        let path = format!("/v1/topics/killed/partitions/0/records?offset={next}");
+        let body = get_json(&client, server.url(&path)).await;
         for record in records(&body) {
             assert_eq!(record["value"]["n"], next, "record {next} intact");
             next += 1;

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 use crate::harness::TestApp;
-use crate::process::{Process, command};
+use crate::process::{Process, command, open_server_args};
 
 const DATABASE: &str = "tidegate.redb";
 
@@ -24,17 +24,6 @@ fn mode(path: &Path) -> u32 {
 
 fn digest(path: &Path) -> Vec<u8> {
     Sha256::digest(std::fs::read(path).expect("read database")).to_vec()
-}
-
-fn serve_args(data_dir: &str) -> Vec<&str> {
-    vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data_dir,
-        "--auth",
-        "none",
-    ]
 }
 
 /// `tidegate check --data-dir DIR`: exit code and output.
@@ -78,7 +67,9 @@ fn an_empty_database_file_is_refused_not_replaced() {
     let path = dir.path().join(DATABASE);
     std::fs::write(&path, b"").expect("create empty file");
     let data = dir.path().to_str().expect("utf-8");
-    let output = command(&serve_args(data)).output().expect("run tidegate");
+    let output = command(&open_server_args(data, &[]))
+        .output()
+        .expect("run tidegate");
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
     assert!(!output.status.success(), "started on an empty file");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
@@ -119,7 +110,7 @@ async fn check_passes_an_intact_database_and_leaves_it_unchanged() {
 
     // A running server holds the file: check refuses instead of reading a moving target.
     let data = dir.path().to_str().expect("utf-8");
-    let mut server = Process::spawn(&serve_args(data), "warn");
+    let mut server = Process::spawn(&open_server_args(data, &[]), "warn");
     let (code, report) = check(dir.path());
     assert_ne!(code, 0, "{report}");
     assert!(report.contains("in use"), "{report}");
@@ -172,7 +163,7 @@ async fn a_damaged_database_is_refused_or_served_read_only_never_with_panic_text
 /// then every partition is read and a few records published; any failure must show in
 /// `/readyz` as 503, and no body may carry internal text (true).
 async fn serve_or_refuse(data: &str) -> bool {
-    let mut child = command(&serve_args(data))
+    let mut child = command(&open_server_args(data, &[]))
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

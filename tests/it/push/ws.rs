@@ -404,24 +404,21 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_stalls_nobody() {
     let dir = tempfile::TempDir::new().expect("temp dir");
     let data = dir.path().to_str().expect("utf-8");
     let server = crate::process::Process::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
+        &crate::process::open_server_args(
             data,
-            "--auth",
-            "none",
-            "--fsync",
-            "never",
-            "--ws-outbound-bytes",
-            "65536",
-            "--ws-slow-consumer-ms",
-            "1000",
-            "--push-frame-bytes",
-            "16384",
-            "--push-cache-bytes",
-            "8388608",
-        ],
+            &[
+                "--fsync",
+                "never",
+                "--ws-outbound-bytes",
+                "65536",
+                "--ws-slow-consumer-ms",
+                "1000",
+                "--push-frame-bytes",
+                "16384",
+                "--push-cache-bytes",
+                "8388608",
+            ],
+        ),
         "warn",
     );
     let client = reqwest::Client::new();

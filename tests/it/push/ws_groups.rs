@@ -147,14 +147,14 @@ async fn a_websocket_member_and_an_http_poller_share_a_group() {
     let app = TestApp::spawn().await;
     app.create_topic("t", 4).await;
     let mut ws = Member::join(&app, "mixed").await;
-    let poll = |member: Option<String>| {
+    let poll_body = |member: Option<String>| {
         let mut body = json!({"topics": ["t"], "auto_offset_reset": "earliest", "limit": 100});
         if let Some(member) = member {
             body["member_id"] = member.into();
         }
-        app.post("/v1/groups/mixed/poll").json(&body).send()
+        body
     };
-    let first = json_body(poll(None).await.unwrap()).await;
+    let first = app.poll_group("mixed", poll_body(None)).await;
     let member_id = first["member_id"].as_str().unwrap().to_owned();
     let mut seen = BTreeMap::new();
     ws.consume(Duration::from_millis(300), &mut seen, "ws")
@@ -174,7 +174,9 @@ async fn a_websocket_member_and_an_http_poller_share_a_group() {
     while seen.len() < 60 && started.elapsed() < Duration::from_secs(20) {
         ws.consume(Duration::from_millis(100), &mut seen, "ws")
             .await;
-        let answer = json_body(poll(Some(member_id.clone())).await.unwrap()).await;
+        let answer = app
+            .poll_group("mixed", poll_body(Some(member_id.clone())))
+            .await;
         for record in answer["records"].as_array().unwrap() {
             let key = (
                 record["partition"].as_u64().unwrap(),
@@ -201,11 +203,7 @@ async fn commits_over_websocket_are_fenced_by_the_assignment() {
     let old = a.generation;
     let partition = a.partitions[0];
     // An HTTP member joins: a's generation is stale until it reads its new assignment.
-    app.post("/v1/groups/g/poll")
-        .json(&json!({"topics": ["t"]}))
-        .send()
-        .await
-        .unwrap();
+    app.poll_group("g", json!({"topics": ["t"]})).await;
     let assignment = a.ws.expect("assignment").await;
     assert!(assignment["generation"].as_u64().unwrap() > old);
     a.apply(&assignment);
