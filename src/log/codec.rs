@@ -91,6 +91,11 @@ impl BatchBuilder {
         self.count += 1;
     }
 
+    /// The newest timestamp pushed so far (the base timestamp before any).
+    pub fn newest_timestamp(&self) -> i64 {
+        self.newest_timestamp
+    }
+
     pub fn finish(mut self) -> Vec<u8> {
         self.buf[1..5].copy_from_slice(&self.count.to_le_bytes());
         self.buf[13..21].copy_from_slice(&self.newest_timestamp.to_le_bytes());

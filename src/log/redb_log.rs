@@ -367,9 +367,7 @@ impl EventLog for RedbLog {
         request: FetchRequest,
     ) -> Result<FetchResult, LogError> {
         let entry = self.catalog.partition(topic.as_str(), partition)?;
-        let offset = request
-            .offset
-            .unwrap_or_else(|| entry.offsets(partition).log_start_offset);
+        let offset = request.offset.unwrap_or_else(|| entry.log_start_offset());
         if offset == entry.high_watermark() && !request.wait.is_zero() {
             // Hold only a receiver while waiting: a deleted topic drops its sender, which
             // wakes the wait instead of keeping the partition alive.

@@ -43,7 +43,7 @@ pub(super) use retention::Retention;
 pub(super) use topics::{TopicAdmin, TopicChange};
 
 use super::catalog::{Catalog, PartitionEntry, TopicEntry};
-use super::codec::{self, BatchBuilder};
+use super::codec::BatchBuilder;
 use super::store::{
     self, BATCHES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, OFFSETS, PARTITION_BYTES, PARTITIONS, TOPICS,
 };
@@ -227,13 +227,14 @@ impl Staging<'_, '_> {
                 .get_mut(&topic)
                 .ok_or_else(|| LogError::TopicNotFound(topic.clone()))?;
             for (partition, (base_offset, builder)) in partitions {
+                let newest_timestamp = builder.newest_timestamp();
                 let batch = builder.finish();
                 let stored = &mut state.partitions[partition as usize];
                 stored.size_bytes += batch.len() as u64;
                 if stored.head.is_none() {
                     stored.head = Some(BatchHead {
                         len: batch.len() as u64,
-                        newest_timestamp: codec::summary(&batch)?.newest_timestamp,
+                        newest_timestamp,
                     });
                 }
                 let key = (topic.as_str(), partition);
