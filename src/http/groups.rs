@@ -115,10 +115,7 @@ pub struct PollResponse {
         (status = 200, description = "Records from the member's partitions, possibly none", body = PollResponse),
         (status = 400, description = "Invalid body, topic name, member id or limits", body = ErrorBody),
         (status = 404, description = "No such topic, or the member is not in the group (expired or left)", body = ErrorBody),
-        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = ErrorBody),
         (status = 409, description = "The group is full (--max-group-members)", body = ErrorBody),
-        (status = 413, description = "Body over --max-body-bytes", body = ErrorBody),
-        (status = 415, description = "Body is not JSON, or Content-Encoding is not gzip", body = ErrorBody),
     )
 )]
 #[post("/v1/groups/{group}/poll")]
@@ -198,10 +195,7 @@ pub struct CommitBody {
         (status = 204, description = "Committed durably"),
         (status = 400, description = "Invalid body, names or offsets", body = ErrorBody),
         (status = 404, description = "No such topic or partition, or the member is not in the group", body = ErrorBody),
-        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = ErrorBody),
         (status = 409, description = "Stale generation, a partition not assigned to the member, or a commit without member_id while the group has members", body = ErrorBody),
-        (status = 413, description = "Body over --max-body-bytes", body = ErrorBody),
-        (status = 415, description = "Body is not JSON, or Content-Encoding is not gzip", body = ErrorBody),
         (status = 416, description = "An offset past the partition's high watermark", body = ErrorBody),
     )
 )]
@@ -302,9 +296,6 @@ pub struct SeekResponse {
         (status = 200, description = "Moved; members continue from here after their next poll", body = SeekResponse),
         (status = 400, description = "Invalid body, names or offsets", body = ErrorBody),
         (status = 404, description = "No such topic or partition", body = ErrorBody),
-        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = ErrorBody),
-        (status = 413, description = "Body over --max-body-bytes", body = ErrorBody),
-        (status = 415, description = "Body is not JSON, or Content-Encoding is not gzip", body = ErrorBody),
         (status = 416, description = "An offset past the partition's high watermark", body = ErrorBody),
     )
 )]

@@ -26,7 +26,7 @@ use tracing_actix_web::TracingLogger;
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
 
-use openapi::{ApiDoc, BearerAuth, Constraints};
+use openapi::{ApiDoc, BearerAuth, BodyErrors, Constraints};
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use guard::{AppParts, AppState, Caller};
@@ -94,6 +94,7 @@ pub fn app(
             // After every route is registered: modifiers in `#[openapi]` run before
             // utoipa-actix-web adds the paths.
             bearer.modify(&mut api);
+            BodyErrors.modify(&mut api);
             constraints.modify(&mut api);
             let _ = fill_routes.set(connection::RouteTable::from_openapi(&api));
             json_document("/openapi.json", api)

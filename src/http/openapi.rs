@@ -41,7 +41,6 @@ impl Modify for BearerAuth {
         use utoipa::openapi::security::{
             HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
         };
-        use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -55,17 +54,6 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
-        let error = |description: &str| {
-            RefOr::T(
-                ResponseBuilder::new()
-                    .description(description)
-                    .content(
-                        "application/json",
-                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
-                    )
-                    .build(),
-            )
-        };
         for (path, item) in openapi.paths.paths.iter_mut() {
             if OPEN_PATHS.contains(&path.as_str()) || (self.metrics_public && path == "/metrics") {
                 continue;
@@ -85,11 +73,58 @@ impl Modify for BearerAuth {
                     Vec::<String>::new(),
                 )]);
                 let responses = &mut operation.responses.responses;
-                responses.insert("401".into(), error("Missing, invalid or expired token"));
-                responses.insert("403".into(), error("The token lacks the scope this needs"));
+                responses.insert(
+                    "401".into(),
+                    error_response("Missing, invalid or expired token"),
+                );
+                responses.insert(
+                    "403".into(),
+                    error_response("The token lacks the scope this needs"),
+                );
             }
         }
     }
+}
+
+/// On every operation that takes a body, the answers `http/body.rs` gives for any body:
+/// 408, 413 and 415. An operation that words one of them itself keeps its wording.
+pub struct BodyErrors;
+
+impl Modify for BodyErrors {
+    fn modify(&self, api: &mut Document) {
+        for item in api.paths.paths.values_mut() {
+            let operations = [&mut item.post, &mut item.put, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                if operation.request_body.is_none() {
+                    continue;
+                }
+                let responses = &mut operation.responses.responses;
+                for (status, description) in [
+                    ("408", "The body did not arrive within --body-timeout-ms"),
+                    ("413", "Body over --max-body-bytes"),
+                    ("415", "Body is not JSON, or Content-Encoding is not gzip"),
+                ] {
+                    responses
+                        .entry(status.into())
+                        .or_insert_with(|| error_response(description));
+                }
+            }
+        }
+    }
+}
+
+/// An answer with the SPEC's error body.
+fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{Content, Ref, ResponseBuilder};
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+            )
+            .build(),
+    )
 }
 
 /// The constraints only the running configuration knows (fetch, publish and group limits),

@@ -67,7 +67,6 @@ impl From<&RecordPosition> for PublishedOffset {
         (status = 200, description = "Committed; `Idempotency-Replayed: true` when this repeats an earlier request", body = PublishResponse),
         (status = 400, description = "Malformed body or record, value nested too deep", body = ErrorBody),
         (status = 404, description = "No such topic or partition", body = ErrorBody),
-        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = ErrorBody),
         (status = 413, description = "Body, record or record count over the limit", body = ErrorBody),
         (status = 415, description = "Content-Type is not JSON or NDJSON, or Content-Encoding is not gzip", body = ErrorBody),
         (status = 422, description = "The Idempotency-Key was used for a different request", body = ErrorBody),

@@ -118,10 +118,7 @@ impl From<TopicDescription> for TopicDetails {
     responses(
         (status = 201, description = "Created", body = TopicDetails),
         (status = 400, description = "Invalid name or settings", body = ErrorBody),
-        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = ErrorBody),
         (status = 409, description = "A topic with this name exists", body = ErrorBody),
-        (status = 413, description = "Body over --max-body-bytes", body = ErrorBody),
-        (status = 415, description = "Body is not JSON, or Content-Encoding is not gzip", body = ErrorBody),
     )
 )]
 #[post("/v1/topics")]
@@ -190,10 +187,7 @@ pub async fn describe_topic(
         (status = 200, description = "Changed", body = TopicDetails),
         (status = 400, description = "Invalid name or settings", body = ErrorBody),
         (status = 404, description = "No such topic", body = ErrorBody),
-        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = ErrorBody),
         (status = 409, description = "Fewer partitions than the topic has: partitions can only be added", body = ErrorBody),
-        (status = 413, description = "Body over --max-body-bytes", body = ErrorBody),
-        (status = 415, description = "Body is not JSON, or Content-Encoding is not gzip", body = ErrorBody),
     )
 )]
 #[patch("/v1/topics/{topic}")]
