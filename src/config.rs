@@ -9,7 +9,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::groups::GroupSettings;
-use crate::log::{Fsync, LogOptions};
+use crate::log::redb::{Fsync, LogOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,7 +32,8 @@ pub enum Command {
     Serve(Box<Config>),
     /// Print a token signed with the configured HS secret (or the data directory's).
     Token(Box<TokenArgs>),
-    /// Check the database for damage without changing it (stop the server first).
+    /// Check the embedded store's database file (the redb backend's) for damage without
+    /// changing it (stop the server first).
     /// Exits 0 when intact, 1 when damaged.
     Check(CheckArgs),
 }
@@ -441,7 +442,6 @@ impl Config {
             data_dir: self.data_dir.clone(),
             fsync: self.fsync,
             idempotency_window: Duration::from_millis(self.idempotency_window_ms),
-            push_cache_bytes: self.push.push_cache_bytes,
             retention_check_interval: Duration::from_millis(self.retention_check_interval_ms),
         }
     }

@@ -6,6 +6,9 @@
 //!   in range, so every body valid by the documents is read as the client meant it.
 //! - [`Object`]: serde builds a struct from an array of its fields in order too (`[null, 1]`
 //!   as a record), which no client means and the schemas forbid.
+//! - [`value`]: what in valid JSON text would break consumers' parsers (nesting too deep,
+//!   unpaired surrogate escapes), checked on publish and on records other Kafka clients
+//!   wrote.
 
 /// `T` read from a JSON object only, never from an array of its fields.
 pub struct Object<T>(pub T);
@@ -127,6 +130,121 @@ mod tests {
             r#"{"count": 1, "limit": 9007199254740994.0}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+pub mod value {
+    /// Why a value would break consumers.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum ValueProblem {
+        TooDeep,
+        LoneSurrogate,
+    }
+
+    /// One pass over valid JSON text: nesting depth (arrays and objects) and `\u` escapes of
+    /// surrogates that are not a high-low pair. Multi-byte UTF-8 never contains the ASCII
+    /// bytes looked at here, so scanning bytes is exact.
+    pub fn scan(json: &str, max_depth: usize) -> Result<(), ValueProblem> {
+        let bytes = json.as_bytes();
+        let mut depth = 0usize;
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'"' => {
+                    i = skip_string(bytes, i + 1)?;
+                    continue;
+                }
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max_depth {
+                        return Err(ValueProblem::TooDeep);
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// From just inside an opening quote to just past the closing one.
+    fn skip_string(bytes: &[u8], mut i: usize) -> Result<usize, ValueProblem> {
+        while let Some(&b) = bytes.get(i) {
+            match b {
+                b'"' => return Ok(i + 1),
+                b'\\' if bytes.get(i + 1) == Some(&b'u') => {
+                    let unit = hex4(bytes, i + 2);
+                    i += 6;
+                    match unit {
+                        Some(0xD800..=0xDBFF) => {
+                            let low = (bytes.get(i) == Some(&b'\\')
+                                && bytes.get(i + 1) == Some(&b'u'))
+                            .then(|| hex4(bytes, i + 2))
+                            .flatten();
+                            if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                                return Err(ValueProblem::LoneSurrogate);
+                            }
+                            i += 6;
+                        }
+                        Some(0xDC00..=0xDFFF) => return Err(ValueProblem::LoneSurrogate),
+                        _ => {}
+                    }
+                }
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+        Ok(i)
+    }
+
+    fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
+        let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+        u32::from_str_radix(digits, 16).ok()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn nested(depth: usize) -> String {
+            format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+        }
+
+        #[test]
+        fn depth_counts_arrays_and_objects_not_brackets_in_strings() {
+            assert_eq!(scan("1", 0), Ok(()));
+            assert_eq!(scan(&nested(64), 64), Ok(()));
+            assert_eq!(scan(&nested(65), 64), Err(ValueProblem::TooDeep));
+            assert_eq!(scan(&nested(100_000), 64), Err(ValueProblem::TooDeep));
+            assert_eq!(scan(r#"{"a":{"b":[{}]}}"#, 4), Ok(()));
+            assert_eq!(scan(r#"{"a":{"b":[{}]}}"#, 3), Err(ValueProblem::TooDeep));
+            assert_eq!(scan(r#"["[[[[\"[[["]"#, 1), Ok(()));
+            assert_eq!(scan(r#"[1,[2],[3],[4]]"#, 2), Ok(()));
+        }
+
+        #[test]
+        fn surrogates_must_pair() {
+            for ok in [
+                r#""\ud83d\ude00""#,
+                r#""\uD83D\uDE00 and \u00e9""#,
+                r#"["\\ud800"]"#,
+                r#""😀""#,
+                r#"{"k\ud83d\ude00":1}"#,
+            ] {
+                assert_eq!(scan(ok, 64), Ok(()), "{ok}");
+            }
+            for bad in [
+                r#""\ud800""#,
+                r#""\udc00""#,
+                r#""\ud800\u0041""#,
+                r#""\ud800x""#,
+                r#"{"\udfff":1}"#,
+                r#"["a", "\uDBFF"]"#,
+            ] {
+                assert_eq!(scan(bad, 64), Err(ValueProblem::LoneSurrogate), "{bad}");
+            }
         }
     }
 }

@@ -1,41 +1,49 @@
 //! tidegate: an HTTP/WebSocket gateway for event streams with Kafka's model — a durable,
-//! partitioned log on redb, publish and fetch over HTTP, JWT-scoped topics.
+//! partitioned log (embedded on redb, or an Apache Kafka cluster), publish and fetch over
+//! HTTP, push over WebSocket and Server-Sent Events, consumer groups, JWT-scoped topics.
 //!
-//! # Layout
-//! - [`config`]: the one `Config`, from flags and `TIDEGATE_*` environment variables.
-//! - [`startup`]: [`startup::Application`] binds the server over a log; used by `main`
-//!   and by the tests.
-//! - [`auth`]: JWT verification, scopes, token minting (no HTTP here); [`auth_setup`]
-//!   turns the configuration into a verifier and keeps the first-run secret.
-//! - [`log`]: the partitioned log behind the [`log::EventLog`] trait, committed group offsets
-//!   behind [`log::OffsetStore`] (no HTTP here).
-//! - [`groups`]: consumer groups: membership, sticky assignment, generations, positions.
-//! - [`records`]: what a producer may publish, whatever the transport.
-//! - [`http`]: actix handlers, error mapping and the OpenAPI document.
-//! - [`wire`]: JSON encoding of stored records shared by every transport.
-//! - [`metrics`]: the Prometheus registry behind `/metrics`.
-//! - [`telemetry`]: tracing subscriber setup.
+//! # Layout (each layer imports only those below it)
+//! - [`startup`]: `Application::build(config)` picks the backend, builds the gateway and
+//!   binds the server; used by `main` and by the tests. [`config`]: the one `Config`.
+//! - `http`: actix routes (mounting the WebSocket upgrade and the event stream too),
+//!   extractors, CORS, the OpenAPI document, error → response.
+//! - `ws`, `sse`: the push transports over the gateway.
+//! - `gateway`: the transport-neutral layer: state, the caller and its capabilities,
+//!   error codes, the one publish path and the one subscribe-start.
+//! - `groups`: consumer groups behind the `GroupCoordinator` trait.
+//! - `push`: positions and cursors, and the shared cache of encoded records.
+//! - `records`: what a producer may publish; `wire`: records as JSON.
+//! - `log`: the `EventLog` and `OffsetStore` traits; backends in `log::redb` and
+//!   `log::kafka`.
+//! - [`auth`]: JWT verification, scopes, token minting; `auth_setup`: configuration into a
+//!   verifier, and the first-run secret.
+//! - Leaves: `metrics` (the Prometheus registry), `json`, `echo`, `panics`, `private_fs`,
+//!   `telemetry`.
 //!
 //! See ARCHITECTURE.md for the invariants that hold between these modules.
 
 pub mod auth;
-pub mod auth_setup;
+mod auth_setup;
 pub mod config;
-pub mod echo;
-pub mod groups;
-pub mod http;
-pub mod json;
-pub mod log;
-pub mod metrics;
-pub mod panics;
-pub mod private_fs;
-pub mod push;
-pub mod records;
-pub mod sse;
+mod echo;
+mod gateway;
+mod groups;
+mod http;
+mod json;
+mod log;
+mod metrics;
+mod panics;
+mod private_fs;
+mod push;
+mod records;
+mod sse;
 pub mod startup;
-pub mod telemetry;
-pub mod wire;
-pub mod ws;
+mod telemetry;
+mod wire;
+mod ws;
+
+#[cfg(test)]
+mod layers;
 
 use std::process::ExitCode;
 
@@ -65,7 +73,7 @@ pub fn run() -> ExitCode {
         Some(Command::Token(args)) => auth_setup::mint_token(&args)
             .map(|token| println!("{token}"))
             .map_err(|err| err.to_string()),
-        Some(Command::Check(args)) => match log::check(&args.data_dir) {
+        Some(Command::Check(args)) => match log::redb::check(&args.data_dir) {
             Ok(report) => {
                 println!("{report}");
                 return if report.intact {

@@ -1,7 +1,7 @@
 //! What a producer may publish, whatever the transport: the limits on a request and on each
 //! record, the values no consumer could read back, and the shape of idempotency keys. HTTP
-//! publish calls this now; WebSocket publish will call the same, so both accept and refuse
-//! exactly the same records.
+//! and WebSocket publish both come through here (via the gateway's publish path), so both
+//! accept and refuse exactly the same records.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +10,70 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use crate::config::Limits;
-use crate::log::{NewRecord, PartitionChoice, PartitionId};
+use crate::json::value::{self, ValueProblem};
+use crate::log::PartitionId;
+
+/// Where a record should go, as the producer asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionChoice {
+    Explicit(PartitionId),
+    /// No partition given: keyed records hash, keyless ones rotate per request.
+    Default,
+}
+
+/// A record as a producer hands it in, before its partition is chosen.
+#[derive(Clone, Debug)]
+pub struct NewRecord {
+    pub partition: PartitionChoice,
+    pub key: Option<String>,
+    /// Valid JSON text, stored and served byte for byte.
+    pub value: Box<RawValue>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl NewRecord {
+    /// Bytes this record contributes to a batch, for the per-record limit.
+    pub fn payload_len(&self) -> usize {
+        crate::log::payload_len(
+            self.key.as_deref(),
+            self.value.get(),
+            self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    }
+}
+
+/// SHA-256 over every record's partition choice, key, value text and headers, framed with
+/// lengths so that no two different requests hash the same input: what tells a repeat of an
+/// idempotent publish from a reuse of its key.
+pub fn request_digest(records: &[NewRecord]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    fn field(hasher: &mut Sha256, bytes: &[u8]) {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    }
+    let mut h = Sha256::new();
+    h.update((records.len() as u64).to_le_bytes());
+    for record in records {
+        match record.partition {
+            PartitionChoice::Explicit(p) => field(&mut h, &p.get().to_le_bytes()),
+            PartitionChoice::Default => field(&mut h, &[]),
+        }
+        match &record.key {
+            Some(key) => {
+                h.update([1]);
+                field(&mut h, key.as_bytes());
+            }
+            None => h.update([0]),
+        }
+        field(&mut h, record.value.get().as_bytes());
+        h.update((record.headers.len() as u64).to_le_bytes());
+        for (name, value) in &record.headers {
+            field(&mut h, name.as_bytes());
+            field(&mut h, value.as_bytes());
+        }
+    }
+    h.finalize().into()
+}
 
 /// One record to publish.
 #[derive(Deserialize, ToSchema)]
@@ -98,7 +161,7 @@ pub fn validate(records: &[NewRecord], limits: &Limits) -> Result<(), PublishErr
                 limit: limits.max_record_bytes,
             });
         }
-        match scan_value(record.value.get(), limits.max_value_depth) {
+        match value::scan(record.value.get(), limits.max_value_depth) {
             Ok(()) => {}
             Err(ValueProblem::TooDeep) => {
                 return Err(PublishError::ValueTooDeep {
@@ -141,122 +204,9 @@ pub fn idempotency_key(raw: &[u8], limits: &Limits) -> Result<String, Idempotenc
     Ok(String::from_utf8_lossy(raw).into_owned())
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum ValueProblem {
-    TooDeep,
-    LoneSurrogate,
-}
-
-/// One pass over valid JSON text: nesting depth (arrays and objects) and `\u` escapes of
-/// surrogates that are not a high-low pair. Multi-byte UTF-8 never contains the ASCII
-/// bytes looked at here, so scanning bytes is exact.
-fn scan_value(json: &str, max_depth: usize) -> Result<(), ValueProblem> {
-    let bytes = json.as_bytes();
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' => {
-                i = skip_string(bytes, i + 1)?;
-                continue;
-            }
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max_depth {
-                    return Err(ValueProblem::TooDeep);
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    Ok(())
-}
-
-/// From just inside an opening quote to just past the closing one.
-fn skip_string(bytes: &[u8], mut i: usize) -> Result<usize, ValueProblem> {
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'"' => return Ok(i + 1),
-            b'\\' if bytes.get(i + 1) == Some(&b'u') => {
-                let unit = hex4(bytes, i + 2);
-                i += 6;
-                match unit {
-                    Some(0xD800..=0xDBFF) => {
-                        let low = (bytes.get(i) == Some(&b'\\') && bytes.get(i + 1) == Some(&b'u'))
-                            .then(|| hex4(bytes, i + 2))
-                            .flatten();
-                        if !matches!(low, Some(0xDC00..=0xDFFF)) {
-                            return Err(ValueProblem::LoneSurrogate);
-                        }
-                        i += 6;
-                    }
-                    Some(0xDC00..=0xDFFF) => return Err(ValueProblem::LoneSurrogate),
-                    _ => {}
-                }
-            }
-            b'\\' => i += 2,
-            _ => i += 1,
-        }
-    }
-    Ok(i)
-}
-
-fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
-    let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
-    u32::from_str_radix(digits, 16).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn nested(depth: usize) -> String {
-        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
-    }
-
-    #[test]
-    fn depth_counts_arrays_and_objects_not_brackets_in_strings() {
-        assert_eq!(scan_value("1", 0), Ok(()));
-        assert_eq!(scan_value(&nested(64), 64), Ok(()));
-        assert_eq!(scan_value(&nested(65), 64), Err(ValueProblem::TooDeep));
-        assert_eq!(scan_value(&nested(100_000), 64), Err(ValueProblem::TooDeep));
-        assert_eq!(scan_value(r#"{"a":{"b":[{}]}}"#, 4), Ok(()));
-        assert_eq!(
-            scan_value(r#"{"a":{"b":[{}]}}"#, 3),
-            Err(ValueProblem::TooDeep)
-        );
-        assert_eq!(scan_value(r#"["[[[[\"[[["]"#, 1), Ok(()));
-        assert_eq!(scan_value(r#"[1,[2],[3],[4]]"#, 2), Ok(()));
-    }
-
-    #[test]
-    fn surrogates_must_pair() {
-        for ok in [
-            r#""\ud83d\ude00""#,
-            r#""\uD83D\uDE00 and \u00e9""#,
-            r#"["\\ud800"]"#,
-            r#""😀""#,
-            r#"{"k\ud83d\ude00":1}"#,
-        ] {
-            assert_eq!(scan_value(ok, 64), Ok(()), "{ok}");
-        }
-        for bad in [
-            r#""\ud800""#,
-            r#""\udc00""#,
-            r#""\ud800\u0041""#,
-            r#""\ud800x""#,
-            r#"{"\udfff":1}"#,
-            r#"["a", "\uDBFF"]"#,
-        ] {
-            assert_eq!(
-                scan_value(bad, 64),
-                Err(ValueProblem::LoneSurrogate),
-                "{bad}"
-            );
-        }
-    }
 
     #[test]
     fn idempotency_keys_are_printable_ascii() {

@@ -1,5 +1,6 @@
-//! Server-Sent Events: `GET /v1/topics/{topic}/events`, a topic's records as
-//! `text/event-stream`, for `EventSource` in browsers and `curl -N`.
+//! Server-Sent Events: the body of `GET /v1/topics/{topic}/events` (routed by
+//! `http::push`), a topic's records as `text/event-stream`, for `EventSource` in browsers
+//! and `curl -N`. No actix here: the route wraps this stream in its response.
 //!
 //! Each record is one event: `data` is the record as JSON, `id` the cursor of the stream's
 //! position right after it (the same encoding as a WebSocket `records` cursor). A browser
@@ -10,124 +11,37 @@
 //! `--sse-heartbeat-ms`. No compression middleware sits in front of this route (actix's
 //! would hold the stream back), and `X-Accel-Buffering: no` asks proxies not to buffer.
 
+use std::convert::Infallible;
 use std::fmt::Write;
 use std::time::Duration;
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, get, web};
 use bytes::Bytes;
-use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
 
-use crate::http::{ApiError, Caller, ErrorBody, ErrorCode};
+use crate::gateway::{self, Caller, ErrorCode, ErrorDetail, GatewayError};
 use crate::log::{Offset, PartitionId, TopicName};
 use crate::metrics::Open;
-use crate::push::{self, FrameLimits, Positions, Start};
+use crate::push::{self, FrameLimits, Positions};
 
 /// Reconnection delay suggested to `EventSource`, in ms.
 const RETRY_MS: u64 = 3000;
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct EventParams {
-    /// `latest` (default): records published from now on; `earliest`: everything stored.
-    #[param(inline)]
-    from: Option<StreamFrom>,
-    /// Comma-separated partitions (default: all).
-    #[param(pattern = r"^[0-9]{1,9}(,[0-9]{1,9})*$")]
-    partitions: Option<String>,
-    /// Resume after this event id, as the `Last-Event-ID` header does (which wins when both
-    /// are sent). A partition it does not name starts at its log start. Up to 2 048
-    /// characters here, so the URL stays within what HTTP servers take; a longer cursor (a
-    /// topic of hundreds of partitions) goes in the header.
-    #[param(
-        pattern = r"^([0-9]{1,9}-[0-9]{1,18}(\.[0-9]{1,9}-[0-9]{1,18})*)?$",
-        max_length = 2048
-    )]
-    last_event_id: Option<String>,
-}
-
-#[derive(Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum StreamFrom {
-    Latest,
-    Earliest,
-}
-
-/// One event of the stream as `EventSource` parses it (the stream is a sequence of these,
-/// after a first `retry:` hint and comment; `:` comment lines are heartbeats).
-#[derive(ToSchema)]
-#[allow(dead_code)] // Only the OpenAPI document looks at the fields.
-pub struct StreamEvent {
-    /// Absent (`message`) for a record; `error` for a notice such as `offset_out_of_range`.
-    #[schema(pattern = "^(message|error)$")]
-    event: Option<String>,
-    /// The cursor right after this record: what `Last-Event-ID` resumes from.
-    id: Option<String>,
-    /// A record as JSON (`RecordJson`); for `error`, `{code, message, partition,
-    /// log_start_offset, high_watermark}`.
-    #[schema(content_media_type = "application/json")]
-    data: String,
-    /// Milliseconds to wait before reconnecting.
-    retry: Option<u64>,
-}
-
-/// Stream a topic's records as Server-Sent Events.
-#[utoipa::path(
-    tag = "push",
-    params(("topic" = String, Path, description = "Topic name"), EventParams),
-    responses(
-        (status = 200, description = "An endless `text/event-stream`: one event per record, `id` the resume cursor", content_type = "text/event-stream", body = StreamEvent),
-        (status = 400, description = "Invalid topic name, `from`, partitions or event id", body = ErrorBody),
-        (status = 404, description = "No such topic or partition", body = ErrorBody),
-    )
-)]
-#[get("/v1/topics/{topic}/events")]
-pub async fn events(
+/// The body of an event stream of `topic` from `positions`, for as long as the caller's
+/// token and the server last.
+pub async fn stream(
     caller: Caller,
-    path: web::Path<String>,
-    params: web::Query<EventParams>,
-    request: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let topic = TopicName::parse(&path)?;
-    let subscriber = caller.subscriber(&topic)?;
-    let invalid = |message: String| ApiError::new(ErrorCode::InvalidQuery, message);
-    let resume = request
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| params.last_event_id.clone());
-    let start = match (resume, params.from) {
-        (Some(id), _) => {
-            Start::Cursor(Positions::parse_cursor(&id).map_err(|err| invalid(err.to_string()))?)
-        }
-        (None, None | Some(StreamFrom::Latest)) => Start::Latest,
-        (None, Some(StreamFrom::Earliest)) => Start::Earliest,
+    topic: TopicName,
+    positions: Positions,
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + 'static {
+    let watches = match caller.subscriber(&topic) {
+        Ok(subscriber) => subscriber.watches(&positions).await,
+        Err(_) => Vec::new(),
     };
-    let partitions = params
-        .partitions
-        .as_deref()
-        .map(|list| {
-            list.split(',')
-                .map(|p| p.trim().parse::<u32>().map(PartitionId::new))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| invalid("partitions must be numbers separated by commas".into()))
-        })
-        .transpose()?;
-    let positions = subscriber
-        .resolve(partitions.as_deref(), &start)
-        .await
-        .map_err(|err| match err {
-            push::PushError::Log(err) => err.into(),
-            other => invalid(other.to_string()),
-        })?;
-    let watches = subscriber.watches(&positions);
-    let push = caller.state().push;
-    let metrics = caller.state().metrics.clone();
+    let gateway = caller.gateway().clone();
+    let push = gateway.push_limits;
     let stream = Stream {
-        shutdown: caller.state().shutdown.clone(),
+        shutdown: gateway.shutdown.clone(),
         expiry: caller.expires_at(),
+        _counted: Open::new(&gateway.metrics.push.sse_streams),
         caller,
         topic,
         positions,
@@ -140,13 +54,8 @@ pub async fn events(
         heartbeat: Duration::from_millis(push.sse_heartbeat_ms),
         opened: false,
         finished: false,
-        _counted: Open::new(&metrics.push.sse_streams),
     };
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(futures_util::stream::unfold(stream, Stream::next)))
+    futures_util::stream::unfold(stream, Stream::next)
 }
 
 /// One event stream's state.
@@ -168,7 +77,7 @@ struct Stream {
 
 impl Stream {
     /// The next chunk of the body; `None` ends the stream.
-    async fn next(mut self) -> Option<(Result<Bytes, actix_web::Error>, Stream)> {
+    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Stream)> {
         if self.finished {
             return None;
         }
@@ -182,20 +91,21 @@ impl Stream {
             // The token's scopes are checked on every read: access ends when they do.
             let subscriber = self.caller.subscriber(&self.topic).ok()?;
             let before = self.positions.clone();
-            let batch = match subscriber
+            let delivery = match subscriber
                 .read_push(&mut self.positions, &mut self.rotation, self.limits)
                 .await
             {
-                Ok(batch) => batch,
+                Ok(delivery) => delivery,
                 Err(err) => {
-                    // The log failed: say so, then end; the client's reconnect resumes.
-                    let event = error_event(&ApiError::from(err).to_string(), None);
+                    // The log failed, or cannot serve now: say so with the error's own code
+                    // (a retryable one says so), then end; the client's reconnect resumes.
+                    let event = error_event(&GatewayError::from(err).body(), None);
                     self.finished = true;
                     return Some((Ok(Bytes::from(event)), self));
                 }
             };
-            if batch.record_count() > 0 || !batch.gaps.is_empty() {
-                let chunk = events_chunk(&batch, before);
+            if delivery.record_count() > 0 || !delivery.gaps.is_empty() {
+                let chunk = events_chunk(&delivery, before);
                 return Some((Ok(Bytes::from(chunk)), self));
             }
             let expiry = self.expiry;
@@ -205,51 +115,36 @@ impl Stream {
                     return Some((Ok(Bytes::from_static(b":\n\n")), self));
                 }
                 _ = self.shutdown.cancelled() => return None,
-                _ = sleep_until_epoch(expiry), if expiry.is_some() => return None,
+                _ = gateway::expired(expiry), if expiry.is_some() => return None,
             }
         }
     }
 }
 
-async fn sleep_until_epoch(exp: Option<u64>) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let left = exp.map_or(u64::MAX, |exp| exp.saturating_sub(now));
-    tokio::time::sleep(Duration::from_secs(left.min(365 * 24 * 3600))).await;
-}
-
-/// `event: error` naming what happened, as JSON.
-fn error_event(message: &str, gap: Option<&push::Gap>) -> String {
-    let mut detail = serde_json::json!({
-        "code": if gap.is_some() { "offset_out_of_range" } else { "internal_error" },
-        "message": message,
-    });
+/// `event: error` with the error body as its data; a gap also names its partition.
+fn error_event(detail: &ErrorDetail, gap: Option<&push::Gap>) -> String {
+    let mut data = serde_json::to_value(detail).unwrap_or_default();
     if let Some(gap) = gap {
-        detail["partition"] = gap.partition.get().into();
-        detail["log_start_offset"] = gap.log_start_offset.get().into();
-        detail["high_watermark"] = gap.high_watermark.get().into();
+        data["partition"] = gap.partition.get().into();
     }
-    format!("event: error\ndata: {detail}\n\n")
+    format!("event: error\ndata: {data}\n\n")
 }
 
 /// The events of one read: gaps first, then one event per record, each with the cursor of
 /// the position right after it.
-fn events_chunk(batch: &push::Batch, mut position: Positions) -> String {
+fn events_chunk(delivery: &push::Delivery, mut position: Positions) -> String {
     let mut chunk = String::new();
-    for gap in &batch.gaps {
-        let message = format!(
-            "partition {}: offset {} is outside the log (log start {}, high watermark {}); the stream goes on from {}",
-            gap.partition,
-            gap.position,
-            gap.log_start_offset,
-            gap.high_watermark,
-            gap.log_start_offset
-        );
-        chunk.push_str(&error_event(&message, Some(gap)));
+    for gap in &delivery.gaps {
+        let detail = ErrorDetail {
+            code: ErrorCode::OffsetOutOfRange,
+            message: format!("{}; the stream goes on from {}", gap, gap.log_start_offset),
+            log_start_offset: Some(gap.log_start_offset.get()),
+            high_watermark: Some(gap.high_watermark.get()),
+        };
+        chunk.push_str(&error_event(&detail, Some(gap)));
         position.set(gap.partition, gap.log_start_offset);
     }
-    for partition in &batch.records {
+    for partition in &delivery.records {
         for slice in &partition.slices {
             for (offset, json) in slice.records() {
                 position.set(partition.partition, offset.next());
@@ -265,4 +160,32 @@ fn events_chunk(batch: &push::Batch, mut position: Positions) -> String {
         }
     }
     chunk
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::LogError;
+
+    /// A read that fails while the server shuts down, or while the log cannot serve, says
+    /// so with its own (retryable) code, never `internal_error`.
+    #[test]
+    fn failed_reads_name_their_own_code() {
+        for (err, code) in [
+            (LogError::ShuttingDown, "shutting_down"),
+            (LogError::Unavailable("writer failed".into()), "unavailable"),
+            (
+                LogError::ClusterUnavailable("no broker".into()),
+                "kafka_unavailable",
+            ),
+        ] {
+            let event = error_event(&GatewayError::from(err).body(), None);
+            let data = event
+                .strip_prefix("event: error\ndata: ")
+                .and_then(|rest| rest.strip_suffix("\n\n"))
+                .expect("one error event");
+            let data: serde_json::Value = serde_json::from_str(data).unwrap();
+            assert_eq!(data["code"], code, "{event}");
+        }
+    }
 }

@@ -10,9 +10,11 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::AuthError;
 use crate::auth_setup;
 use crate::config::Config;
-use crate::groups::Coordinator;
-use crate::http::{self, AppParts, AppState};
-use crate::log::{EventLog, OpenError, RedbLog};
+use crate::gateway::{Gateway, GatewayParts};
+use crate::groups::{Coordinator, GroupCoordinator};
+use crate::http;
+use crate::log::EventLog;
+use crate::log::redb::{OpenError, RedbLog};
 use crate::metrics::{LabelCaps, Metrics};
 
 /// Why the server could not start; shown to the user as one line.
@@ -36,14 +38,15 @@ pub struct Application {
     local_addr: SocketAddr,
     server: Server,
     log: Arc<dyn EventLog>,
-    redb: Arc<RedbLog>,
-    groups: Arc<Coordinator>,
+    groups: Arc<dyn GroupCoordinator>,
     shutdown: CancellationToken,
     first_run_token: Option<String>,
 }
 
 impl Application {
-    /// Opens the log and binds the listener; requests are served once `run` is awaited.
+    /// Opens the log, starts the backend's and the coordinator's background tasks, and
+    /// binds the listener; requests are served once `run` is awaited. Call within a Tokio
+    /// runtime.
     pub fn build(config: &Config) -> Result<Application, StartupError> {
         config.validate().map_err(StartupError::Config)?;
         let auth = auth_setup::setup(&config.auth, &config.data_dir)?;
@@ -55,31 +58,27 @@ impl Application {
             })
             .map_err(|err| StartupError::Config(format!("metrics: {err}")))?,
         );
-        let redb = Arc::new(RedbLog::open(
-            &config.log_options(),
-            metrics.log.clone(),
-            shutdown.clone(),
-        )?);
+        let redb = RedbLog::open(&config.log_options(), metrics.log.clone(), shutdown.clone())?;
         let log: Arc<dyn EventLog> = redb.clone();
-        let groups = Arc::new(Coordinator::new(
+        let groups: Arc<dyn GroupCoordinator> = Coordinator::start(
             log.clone(),
-            redb.clone(),
+            redb,
             config.groups.settings(),
             shutdown.clone(),
-        ));
+        );
         let auth_off = auth.verifier.is_none();
-        let state = web::Data::new(AppState::new(AppParts {
+        let gateway = web::Data::new(Gateway::new(GatewayParts {
             log: log.clone(),
             groups: groups.clone(),
             verifier: auth.verifier,
             limits: config.limits,
-            push: config.push,
+            push_limits: config.push,
             allowed_origins: config.allowed_origins.clone(),
             metrics,
             metrics_public: config.metrics_public,
             shutdown: shutdown.clone(),
         }));
-        let mut server = HttpServer::new(move || http::app(state.clone()))
+        let mut server = HttpServer::new(move || http::app(gateway.clone()))
             // We handle signals ourselves so long polls are released before draining.
             .disable_signals()
             // A client that closes its side is gone: drop its request at once (a long poll
@@ -112,7 +111,6 @@ impl Application {
             local_addr,
             server: server.run(),
             log,
-            redb,
             groups,
             shutdown,
             first_run_token: auth.first_run_token,
@@ -137,8 +135,6 @@ impl Application {
     /// Serves until the shutdown token is cancelled, then stops accepting, lets in-flight
     /// requests finish, commits what the log accepted and syncs it to disk.
     pub async fn run(self) -> std::io::Result<()> {
-        let maintenance = tokio::spawn(self.groups.clone().run_maintenance());
-        let retention = tokio::spawn(self.redb.clone().run_retention());
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
         let served = tokio::select! {
@@ -151,8 +147,7 @@ impl Application {
         };
         // Releases long polls if the server stopped on its own.
         self.shutdown.cancel();
-        let _ = maintenance.await;
-        let _ = retention.await;
+        self.groups.shutdown().await;
         self.log.shutdown().await;
         tracing::info!("log closed");
         served.map_err(std::io::Error::other)?

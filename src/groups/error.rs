@@ -1,10 +1,10 @@
 use thiserror::Error;
 
-use super::MemberId;
+use super::{Generation, MemberId};
 use crate::echo::quoted;
-use crate::log::{GroupId, LogError};
+use crate::log::{GroupId, LogError, PartitionId, TopicName};
 
-/// Everything the group coordinator can refuse or fail at; mapped to HTTP in `http::error`.
+/// Everything the group coordinator can refuse or fail at; the gateway gives each its code.
 #[derive(Debug, Error)]
 pub enum GroupError {
     #[error(transparent)]
@@ -23,11 +23,14 @@ pub enum GroupError {
         "generation {} is stale: the group is at generation {current}; poll to learn the new assignment",
         .given.map_or("(none)".to_owned(), |g| g.to_string())
     )]
-    StaleGeneration { given: Option<u64>, current: u64 },
+    StaleGeneration {
+        given: Option<Generation>,
+        current: Generation,
+    },
     #[error("partition {topic}/{partition} is not assigned to member {member}")]
     NotAssigned {
-        topic: String,
-        partition: u32,
+        topic: TopicName,
+        partition: PartitionId,
         member: MemberId,
     },
     /// Offsets without a member (manual assignment), or deleting the group, while members

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::MemberId;
 use super::assignor::{self, TopicPartition};
+use super::{Generation, MemberId};
 use crate::log::{Offset, PartitionId, TopicName};
 
 /// A member: an id that polls (or a WebSocket that stays open).
@@ -27,7 +27,7 @@ pub(super) struct Member {
     pub delivered: BTreeMap<TopicPartition, Offset>,
     /// Which owned partition a poll reads first; rotates so none starves.
     pub next_start: usize,
-    /// Bumped whenever this member's assignment changes.
+    /// Bumped whenever this member's partitions change: wakes its waiting poll.
     pub changes: watch::Sender<u64>,
 }
 
@@ -66,7 +66,10 @@ impl Member {
 #[derive(Default)]
 pub(super) struct GroupState {
     /// Raised by every rebalance; commits must name the current one.
-    pub generation: u64,
+    pub generation: Generation,
+    /// Raised by every seek, after its commit: a poll that read committed offsets outside
+    /// the lock while it moved reads them again.
+    pub offsets_epoch: u64,
     pub members: BTreeMap<MemberId, Member>,
     pub assignment: BTreeMap<TopicPartition, MemberId>,
     /// Partition count of every subscribed topic at the last rebalance.
@@ -82,7 +85,7 @@ impl GroupState {
             .collect()
     }
 
-    /// Removes members whose session ran out; true when any did.
+    /// Removes members whose session ran out, and names them.
     pub fn expire(&mut self, now: Instant) -> Vec<MemberId> {
         let expired: Vec<MemberId> = self
             .members
@@ -125,7 +128,7 @@ impl GroupState {
             .flat_map(|(topic, count)| (0..*count).map(|p| (topic.clone(), PartitionId::new(p))))
             .collect();
         let assignment = assignor::assign(&subscriptions, &partitions, &self.assignment);
-        self.generation += 1;
+        self.generation = self.generation.next();
         for (id, member) in &mut self.members {
             let before: BTreeSet<&TopicPartition> = self
                 .assignment
@@ -153,8 +156,10 @@ impl GroupState {
     }
 
     /// Forgets the positions of `partitions`, so members read them again from the committed
-    /// offsets on their next poll (after a seek).
+    /// offsets on their next poll (after a seek), and tells polls reading committed offsets
+    /// meanwhile to read them again.
     pub fn forget_positions(&mut self, partitions: &BTreeSet<TopicPartition>) {
+        self.offsets_epoch += 1;
         for member in self.members.values_mut() {
             member
                 .positions
@@ -189,7 +194,7 @@ mod tests {
         );
         let counts: BTreeMap<_, _> = [(topic("t"), 4)].into();
         state.rebalance(counts.clone());
-        assert_eq!(state.generation, 1);
+        assert_eq!(state.generation, Generation::new(1));
         assert_eq!(state.owned(&id("a")).len(), 4);
         let mut a_changes = state.members[&id("a")].changes.subscribe();
         a_changes.mark_unchanged();
@@ -205,7 +210,7 @@ mod tests {
             Member::new(topics, Duration::from_secs(1), None, now, 0),
         );
         state.rebalance(counts.clone());
-        assert_eq!(state.generation, 2);
+        assert_eq!(state.generation, Generation::new(2));
         assert_eq!(state.owned(&id("a")).len(), 2);
         assert_eq!(state.owned(&id("b")).len(), 2);
         assert!(a_changes.has_changed().unwrap());
@@ -218,7 +223,7 @@ mod tests {
 
         a_changes.mark_unchanged();
         state.rebalance(counts);
-        assert_eq!(state.generation, 3);
+        assert_eq!(state.generation, Generation::new(3));
         assert!(
             !a_changes.has_changed().unwrap(),
             "same assignment, no news"

@@ -15,8 +15,8 @@ use actix_web::http::header;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use super::error::{ApiError, ErrorCode};
 use crate::config::Limits;
+use crate::gateway::{ErrorCode, GatewayError};
 
 /// How a body is encoded, from its `Content-Type` (parameters such as charset ignored).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub enum BodyFormat {
 
 impl BodyFormat {
     /// The format of `request`, if it is one of `accepted`.
-    pub fn of(request: &HttpRequest, accepted: &[BodyFormat]) -> Result<BodyFormat, ApiError> {
+    pub fn of(request: &HttpRequest, accepted: &[BodyFormat]) -> Result<BodyFormat, GatewayError> {
         let essence = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -55,7 +55,7 @@ impl BodyFormat {
                     BodyFormat::NdJson => "application/x-ndjson",
                 })
                 .collect();
-            ApiError::new(
+            GatewayError::new(
                 ErrorCode::UnsupportedMediaType,
                 format!("Content-Type must be {}", names.join(" or ")),
             )
@@ -71,7 +71,7 @@ enum Encoding {
 }
 
 impl Encoding {
-    fn of(request: &HttpRequest) -> Result<Encoding, ApiError> {
+    fn of(request: &HttpRequest) -> Result<Encoding, GatewayError> {
         let mut encoding = Encoding::Identity;
         for value in request.headers().get_all(header::CONTENT_ENCODING) {
             let value = value.to_str().unwrap_or("?");
@@ -82,7 +82,7 @@ impl Encoding {
                         encoding = Encoding::Gzip
                     }
                     _ => {
-                        return Err(ApiError::new(
+                        return Err(GatewayError::new(
                             ErrorCode::UnsupportedMediaType,
                             format!(
                                 "Content-Encoding {} is not supported: send the body as is, or gzip it once",
@@ -104,7 +104,7 @@ pub async fn read(
     request: &HttpRequest,
     payload: Payload,
     limits: &Limits,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Vec<u8>, GatewayError> {
     let limit = limits.max_body_bytes;
     let encoding = Encoding::of(request)?;
     let announced = request
@@ -119,7 +119,7 @@ pub async fn read(
     tokio::time::timeout(timeout, collect(payload, encoding, limit))
         .await
         .unwrap_or_else(|_| {
-            Err(ApiError::new(
+            Err(GatewayError::new(
                 ErrorCode::RequestTimeout,
                 format!(
                     "the request body did not arrive within {} ms",
@@ -133,14 +133,14 @@ async fn collect(
     mut payload: Payload,
     encoding: Encoding,
     limit: usize,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Vec<u8>, GatewayError> {
     let mut gzip = (encoding == Encoding::Gzip)
         .then(|| flate2::write::GzDecoder::new(Bounded(Vec::new(), limit)));
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|err| match err {
             actix_web::error::PayloadError::Overflow => too_large(limit),
-            err => ApiError::new(ErrorCode::InvalidBody, format!("reading body: {err}")),
+            err => GatewayError::new(ErrorCode::InvalidBody, format!("reading body: {err}")),
         })?;
         match &mut gzip {
             Some(decoder) => decoder
@@ -179,19 +179,19 @@ impl Write for Bounded {
     }
 }
 
-fn gzip_error(err: std::io::Error, limit: usize) -> ApiError {
+fn gzip_error(err: std::io::Error, limit: usize) -> GatewayError {
     if err.kind() == std::io::ErrorKind::FileTooLarge {
         too_large(limit)
     } else {
-        ApiError::new(
+        GatewayError::new(
             ErrorCode::InvalidBody,
             format!("the body is not valid gzip: {err}"),
         )
     }
 }
 
-fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
+fn too_large(limit: usize) -> GatewayError {
+    GatewayError::new(
         ErrorCode::BodyTooLarge,
         format!("request body exceeds the limit of {limit} bytes"),
     )
@@ -237,11 +237,12 @@ pub async fn json<T: DeserializeOwned>(
     request: &HttpRequest,
     payload: Payload,
     limits: &Limits,
-) -> Result<T, ApiError> {
+) -> Result<T, GatewayError> {
     BodyFormat::of(request, &[BodyFormat::Json])?;
     let bytes = read(request, payload, limits).await?;
-    parse_json(&bytes)
-        .map_err(|err| ApiError::new(ErrorCode::InvalidBody, format!("invalid JSON body: {err}")))
+    parse_json(&bytes).map_err(|err| {
+        GatewayError::new(ErrorCode::InvalidBody, format!("invalid JSON body: {err}"))
+    })
 }
 
 #[cfg(test)]

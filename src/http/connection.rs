@@ -25,9 +25,8 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use futures_util::Stream;
 use tracing_actix_web::RequestId;
 
-use super::error::{
-    ApiError, ErrorBody, ErrorCode, ErrorDetail, InternalErrorMarker, route_not_found,
-};
+use super::error::{InternalErrorMarker, route_not_found};
+use crate::gateway::{ErrorBody, ErrorCode, ErrorDetail, GatewayError};
 
 /// The request's payload, shared between the handler and the response.
 pub struct SharedPayload {
@@ -201,7 +200,7 @@ pub fn fallback(request: &HttpRequest, routes: Option<&RouteTable>) -> HttpRespo
 /// 405 in the SPEC's error shape, with `Allow`.
 pub fn method_not_allowed(request: &HttpRequest, allowed: &[&str]) -> HttpResponse {
     let allow = allowed.join(", ");
-    let mut response = ApiError::new(
+    let mut response = GatewayError::new(
         ErrorCode::MethodNotAllowed,
         format!(
             "{} is not allowed here; allowed: {allow}",

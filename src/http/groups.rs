@@ -8,28 +8,29 @@ use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use std::io::Write;
+
 use super::body;
-use super::error::{ApiError, ErrorBody, ErrorCode};
-use super::guard::{AppState, Caller};
-use super::records::{RecordJson, read_limits};
+use super::records::read_limits;
 use super::topic_name;
+use crate::gateway::{Caller, ErrorBody, ErrorCode, Gateway, GatewayError};
 use crate::groups::{
-    CommitRequest, GroupDescription, GroupPhase, GroupSummary, MemberId, OffsetReset, PollRequest,
-    SeekTarget,
+    CommitRequest, Generation, GroupDescription, GroupPhase, GroupSummary, MemberId, OffsetReset,
+    PollRequest, Polled, SeekTarget,
 };
 use crate::log::{GroupId, Offset, PartitionId, TopicName};
-use crate::wire;
+use crate::wire::{self, RecordJson};
 
-fn group_id(raw: &str) -> Result<GroupId, ApiError> {
+fn group_id(raw: &str) -> Result<GroupId, GatewayError> {
     Ok(GroupId::parse(raw)?)
 }
 
-fn topics(names: &[String]) -> Result<Vec<TopicName>, ApiError> {
+fn topics(names: &[String]) -> Result<Vec<TopicName>, GatewayError> {
     names.iter().map(|name| topic_name(name)).collect()
 }
 
-fn offset(raw: u64) -> Result<Offset, ApiError> {
-    Offset::parse(raw).map_err(|err| ApiError::new(ErrorCode::InvalidBody, err.to_string()))
+fn offset(raw: u64) -> Result<Offset, GatewayError> {
+    Ok(Offset::parse(raw)?)
 }
 
 /// Where a member without a usable committed offset starts.
@@ -91,7 +92,7 @@ pub struct GroupRecordJson {
     record: RecordJson,
 }
 
-/// The answer to a poll (written by `wire::group_poll_response`).
+/// The answer to a poll (written by `poll_response`).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // Only the schema and the agreement test look at the fields.
@@ -121,11 +122,11 @@ pub struct PollResponse {
 #[post("/v1/groups/{group}/poll")]
 pub async fn poll(
     caller: Caller,
-    state: web::Data<AppState>,
+    state: web::Data<Gateway>,
     path: web::Path<String>,
     request: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let group = group_id(&path)?;
     let access = caller.group(&group)?;
     let body: PollBody = body::json(&request, payload.into_inner(), &state.limits).await?;
@@ -155,7 +156,38 @@ pub async fn poll(
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header(ContentType::json())
-        .body(wire::group_poll_response(&polled)))
+        .body(poll_response(&polled)))
+}
+
+/// The body of a poll: the member, its generation and assignment, and the records of every
+/// assigned partition, their values spliced in (`wire`).
+fn poll_response(polled: &Polled) -> Vec<u8> {
+    let payload: usize = polled
+        .records
+        .iter()
+        .map(|(_, r)| r.value.len() + 128)
+        .sum();
+    let mut out = Vec::with_capacity(payload + 256);
+    out.extend_from_slice(br#"{"member_id":"#);
+    let _ = serde_json::to_writer(&mut out, polled.member.as_str());
+    let _ = write!(out, r#","generation":{},"assignment":["#, polled.generation);
+    for (i, (topic, partition)) in polled.assignment.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"topic":"#);
+        let _ = serde_json::to_writer(&mut out, topic.as_str());
+        let _ = write!(out, r#","partition":{partition}}}"#);
+    }
+    out.extend_from_slice(br#"],"records":["#);
+    for (i, (topic, record)) in polled.records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        wire::write_record(&mut out, Some(topic), record);
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -202,11 +234,11 @@ pub struct CommitBody {
 #[post("/v1/groups/{group}/commit")]
 pub async fn commit(
     caller: Caller,
-    state: web::Data<AppState>,
+    state: web::Data<Gateway>,
     path: web::Path<String>,
     request: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let group = group_id(&path)?;
     let access = caller.group(&group)?;
     let body: CommitBody = body::json(&request, payload.into_inner(), &state.limits).await?;
@@ -220,11 +252,11 @@ pub async fn commit(
                 offset(o.offset)?,
             ))
         })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+        .collect::<Result<Vec<_>, GatewayError>>()?;
     access
         .commit(CommitRequest {
             member: body.member_id.as_deref().map(MemberId::parse).transpose()?,
-            generation: body.generation,
+            generation: body.generation.map(Generation::new),
             offsets,
         })
         .await?;
@@ -302,11 +334,11 @@ pub struct SeekResponse {
 #[post("/v1/groups/{group}/seek")]
 pub async fn seek(
     caller: Caller,
-    state: web::Data<AppState>,
+    state: web::Data<Gateway>,
     path: web::Path<String>,
     request: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let group = group_id(&path)?;
     let access = caller.group(&group)?;
     let body: SeekBody = body::json(&request, payload.into_inner(), &state.limits).await?;
@@ -319,7 +351,7 @@ pub async fn seek(
             offsets
                 .iter()
                 .map(|o| Ok((PartitionId::new(o.partition), offset(o.offset)?)))
-                .collect::<Result<_, ApiError>>()?,
+                .collect::<Result<_, GatewayError>>()?,
         ),
     };
     let moved = access.seek(&topic, target).await?;
@@ -365,7 +397,7 @@ impl From<GroupSummary> for GroupSummaryJson {
         GroupSummaryJson {
             group: summary.group.to_string(),
             state: summary.phase.into(),
-            generation: summary.generation,
+            generation: summary.generation.get(),
             members: summary.members,
         }
     }
@@ -382,7 +414,7 @@ pub struct GroupList {
     responses((status = 200, description = "Groups with live members or committed offsets", body = GroupList))
 )]
 #[get("/v1/groups")]
-pub async fn list_groups(caller: Caller) -> Result<HttpResponse, ApiError> {
+pub async fn list_groups(caller: Caller) -> Result<HttpResponse, GatewayError> {
     let groups = caller.visible_groups().await?;
     Ok(HttpResponse::Ok().json(GroupList {
         groups: groups.into_iter().map(Into::into).collect(),
@@ -439,7 +471,7 @@ impl From<GroupDescription> for GroupDetails {
         GroupDetails {
             group: group.group.to_string(),
             state: group.phase.into(),
-            generation: group.generation,
+            generation: group.generation.get(),
             members: group
                 .members
                 .into_iter()
@@ -485,7 +517,7 @@ impl From<GroupDescription> for GroupDetails {
 pub async fn describe_group(
     caller: Caller,
     path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let group = group_id(&path)?;
     let description = caller.group(&group)?.describe().await?;
     Ok(HttpResponse::Ok().json(GroupDetails::from(description)))
@@ -508,7 +540,7 @@ pub async fn describe_group(
 pub async fn leave_group(
     caller: Caller,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let (group, member) = path.into_inner();
     let group = group_id(&group)?;
     let access = caller.group(&group)?;
@@ -531,7 +563,7 @@ pub async fn leave_group(
 pub async fn delete_group(
     caller: Caller,
     path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let group = group_id(&path)?;
     caller.group(&group)?.delete().await?;
     Ok(HttpResponse::NoContent().finish())
@@ -542,7 +574,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::groups::Polled;
     use crate::log::StoredRecord;
 
     /// The schema types describe exactly what `wire` writes for a poll.
@@ -551,21 +582,11 @@ mod tests {
         let topic = TopicName::parse("orders").unwrap();
         let polled = Polled {
             member: MemberId::parse("m-1").unwrap(),
-            generation: 4,
+            generation: Generation::new(4),
             assignment: vec![(topic.clone(), PartitionId::new(2))],
-            records: vec![(
-                topic,
-                StoredRecord {
-                    partition: PartitionId::new(2),
-                    offset: Offset::new(9),
-                    timestamp: 5,
-                    key: None,
-                    value: "[1]".into(),
-                    headers: Vec::new(),
-                },
-            )],
+            records: vec![(topic, StoredRecord::sample(2, 9, "[1]"))],
         };
-        let body = wire::group_poll_response(&polled);
+        let body = poll_response(&polled);
         let parsed: PollResponse = serde_json::from_slice(&body).expect("wire matches schema");
         assert_eq!(parsed.member_id, "m-1");
         assert_eq!(parsed.generation, 4);

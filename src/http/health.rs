@@ -4,9 +4,7 @@ use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorBody};
-use super::guard::AppState;
-use crate::log::{LogError, Readiness};
+use crate::gateway::{ErrorBody, Gateway, GatewayError};
 
 #[derive(Serialize, ToSchema)]
 pub struct Status {
@@ -26,14 +24,11 @@ pub async fn healthz() -> HttpResponse {
     tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Status),
-        (status = 503, description = "Shutting down, or the log cannot take writes (the message says why)", body = ErrorBody),
+        (status = 503, description = "Shutting down, the log cannot take writes, or (on Kafka) the cluster cannot be reached (`kafka_unavailable`); the message says why", body = ErrorBody),
     )
 )]
 #[get("/readyz")]
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match state.readiness() {
-        Readiness::Ready => Ok(HttpResponse::Ok().json(Status { status: "ready" })),
-        Readiness::ShuttingDown => Err(LogError::ShuttingDown.into()),
-        Readiness::Failed(reason) => Err(LogError::Unavailable(reason).into()),
-    }
+pub async fn readyz(gateway: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
+    gateway.readiness()?;
+    Ok(HttpResponse::Ok().json(Status { status: "ready" }))
 }

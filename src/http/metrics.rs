@@ -1,9 +1,8 @@
 //! `GET /metrics`: the Prometheus text exposition (see `crate::metrics`).
 
-use actix_web::{HttpRequest, HttpResponse, get, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, get, web};
 
-use super::error::ApiError;
-use super::guard::AppState;
+use crate::gateway::{Caller, Gateway, GatewayError};
 
 /// The content type of the Prometheus text format, version 0.0.4.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -20,9 +19,15 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 )]
 #[get("/metrics")]
 pub async fn metrics(
-    state: web::Data<AppState>,
+    gateway: web::Data<Gateway>,
     request: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let text = state.scraper(&request)?.render().await?;
+) -> Result<HttpResponse, GatewayError> {
+    let text = match gateway.public_scraper() {
+        Some(scraper) => scraper.render().await?,
+        None => {
+            let caller = Caller::extract(&request).await?;
+            caller.admin()?.scraper().render().await?
+        }
+    };
     Ok(HttpResponse::Ok().content_type(TEXT_FORMAT).body(text))
 }

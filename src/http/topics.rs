@@ -5,9 +5,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::body;
-use super::error::{ApiError, ErrorBody};
-use super::guard::{AppState, Caller};
 use super::topic_name;
+use crate::gateway::{Caller, ErrorBody, Gateway, GatewayError};
 use crate::log::{
     DEFAULT_RETENTION_MS, PartitionOffsets, TopicConfig, TopicDescription, TopicUpdate,
 };
@@ -74,17 +73,19 @@ pub struct PartitionBounds {
     log_start_offset: u64,
     /// Offset the next record will get.
     high_watermark: u64,
-    /// Bytes of the partition's stored batches as encoded (records and batch headers,
-    /// without the database's own page overhead): what `retention_bytes` bounds.
-    size_bytes: u64,
+    /// Bytes of the partition's stored records as encoded (on redb: records and batch
+    /// headers, without the database's own page overhead): what `retention_bytes` bounds.
+    /// Null where the backend cannot tell (Kafka through librdkafka).
+    #[schema(required = true)]
+    size_bytes: Option<u64>,
 }
 
 impl From<PartitionOffsets> for PartitionBounds {
     fn from(p: PartitionOffsets) -> Self {
         PartitionBounds {
             partition: p.partition.get(),
-            log_start_offset: p.log_start_offset.get(),
-            high_watermark: p.high_watermark.get(),
+            log_start_offset: p.bounds.log_start_offset.get(),
+            high_watermark: p.bounds.high_watermark.get(),
             size_bytes: p.size_bytes,
         }
     }
@@ -124,10 +125,10 @@ impl From<TopicDescription> for TopicDetails {
 #[post("/v1/topics")]
 pub async fn create_topic(
     caller: Caller,
-    state: web::Data<AppState>,
+    state: web::Data<Gateway>,
     request: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let log = caller.admin()?;
     let body: CreateTopic = body::json(&request, payload.into_inner(), &state.limits).await?;
     let name = topic_name(&body.name)?;
@@ -143,7 +144,7 @@ pub async fn create_topic(
 /// List topics with their partition counts.
 #[utoipa::path(tag = "topics", responses((status = 200, description = "The topics the token may see", body = TopicList)))]
 #[get("/v1/topics")]
-pub async fn list_topics(caller: Caller) -> Result<HttpResponse, ApiError> {
+pub async fn list_topics(caller: Caller) -> Result<HttpResponse, GatewayError> {
     let topics = caller.visible_topics().await?;
     Ok(HttpResponse::Ok().json(TopicList {
         topics: topics
@@ -172,7 +173,7 @@ pub async fn list_topics(caller: Caller) -> Result<HttpResponse, ApiError> {
 pub async fn describe_topic(
     caller: Caller,
     path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let name = topic_name(&path)?;
     let topic = caller.viewer(&name)?.describe().await?;
     Ok(HttpResponse::Ok().json(TopicDetails::from(topic)))
@@ -193,11 +194,11 @@ pub async fn describe_topic(
 #[patch("/v1/topics/{topic}")]
 pub async fn update_topic(
     caller: Caller,
-    state: web::Data<AppState>,
+    state: web::Data<Gateway>,
     path: web::Path<String>,
     request: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let log = caller.admin()?;
     let name = topic_name(&path)?;
     let body: UpdateTopic = body::json(&request, payload.into_inner(), &state.limits).await?;
@@ -224,7 +225,7 @@ pub async fn update_topic(
 pub async fn delete_topic(
     caller: Caller,
     path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let admin = caller.admin()?;
     admin.delete_topic(&topic_name(&path)?).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -1,85 +1,53 @@
-//! The durable, partitioned log. No HTTP here: the web layer, and later consumer groups,
-//! WebSocket and SSE, all go through the [`EventLog`] trait.
+//! The partitioned log's contract: what the gateway needs from a backend, and the types
+//! that cross it. No backend here, and no HTTP: the gateway above speaks only these traits.
 //!
 //! # Layout
-//! - `types`: newtypes and plain data at the boundary (`TopicName`, records, fetch bounds).
-//! - `codec`: the on-disk batch encoding.
-//! - `partitioner`: Kafka's murmur2 default partitioner.
-//! - `store`: redb tables and the read paths.
-//! - `writer`: the single writer thread that group-commits every change.
-//! - `catalog`: committed topic state in memory, with a `watch` channel per partition.
-//! - `redb_log`: [`RedbLog`], the embedded implementation of [`EventLog`].
-//! - `encoded`: committed batches encoded once for push delivery, in a byte-bounded cache.
-//! - `check`: [`check`], the read-only integrity check behind `tidegate check`.
+//! - `types`: newtypes and plain data at the boundary (`TopicName`, records, bounds).
+//! - `error`: [`LogError`], with a backend-neutral [`Fault`] for what failed underneath.
+//! - [`redb`]: the embedded backend, one redb file (the default).
+//! - `conformance` (tests): what every backend must do, run against each.
 //!
-//! # Invariants
-//! - Only the writer thread opens write transactions; reads use redb snapshots and never
-//!   wait for it.
-//! - A record is visible to readers (its offset is below the published high watermark)
-//!   only after the transaction holding it committed.
-//! - Offsets of a partition are dense from its log start: each batch key is the previous
-//!   batch's base offset plus its record count.
+//! # What every backend guarantees
+//! - A record is readable (below the high watermark) only once its request committed, and
+//!   an append is answered only then; all records of one append commit or none does.
+//! - Offsets of a partition increase; on redb they are dense, on Kafka they may skip
+//!   (transaction markers take offsets). Readers continue from `next_offset` or a run's
+//!   `end`, never from "last + 1".
+//! - A read returns bounds and records of one snapshot; a start below the log start or
+//!   above the high watermark is [`LogError::OffsetOutOfRange`], never a silent skip.
+//! - [`EventLog::watch_high_watermark`] moves after each commit that appended to the
+//!   partition, and closes when the topic is deleted.
+//! - Partition choice, waiting for records, offset range checks for commits and the push
+//!   cache are the gateway's, above these traits, the same for every backend.
 
-mod catalog;
-mod check;
-mod codec;
-mod encoded;
+#[cfg(test)]
+mod conformance;
 mod error;
-mod partitioner;
-mod redb_log;
-mod store;
+pub mod redb;
 mod types;
-mod writer;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-pub use check::{CheckError, CheckReport, check};
-pub use encoded::{EncodedRead, EncodedSlice};
-pub use error::LogError;
-pub use error::StorageFault;
-pub use partitioner::{kafka_murmur2, partition_for_key};
-pub use redb_log::{DATABASE_FILE, LogOptions, OpenError, RedbLog};
+pub use error::{Fault, FaultKind, LogError};
+#[allow(unused_imports, reason = "the Kafka backend, next, uses it")]
+pub use types::Encoding;
+pub(crate) use types::payload_len;
 pub use types::{
-    AppendOutcome, AppendRequest, CommittedOffset, DEFAULT_RETENTION_MS, FetchRequest, FetchResult,
-    GroupId, IdempotencyKey, MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, NewRecord, Offset,
-    PartitionChoice, PartitionId, PartitionOffsets, RecordPosition, StoredRecord, TimestampOffset,
-    TopicConfig, TopicDescription, TopicName, TopicUpdate,
+    AppendOutcome, AppendRecord, AppendRequest, CommittedOffset, DEFAULT_RETENTION_MS,
+    FetchRequest, FetchResult, GroupId, IdempotencyKey, MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, Offset,
+    PartitionBounds, PartitionId, PartitionOffsets, RecordPosition, RecordRun, StoredRecord,
+    TimestampOffset, TopicConfig, TopicDescription, TopicId, TopicListing, TopicMeta, TopicName,
+    TopicUpdate,
 };
 
-/// When an append is acknowledged relative to the disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fsync {
-    /// Acknowledge after the commit is synced to disk (the default).
-    Always,
-    /// Acknowledge after the commit reaches the OS; a crash can lose about the last second.
-    Never,
-}
-
-impl Fsync {
-    /// The names `--fsync` takes.
-    pub const NAMES: [&str; 2] = ["always", "never"];
-}
-
-impl std::str::FromStr for Fsync {
-    type Err = String;
-
-    fn from_str(name: &str) -> Result<Fsync, String> {
-        match name {
-            "always" => Ok(Fsync::Always),
-            "never" => Ok(Fsync::Never),
-            other => Err(format!("unknown fsync mode {other:?} (always or never)")),
-        }
-    }
-}
-
-/// Consumer groups' committed offsets, kept by the log beside its records (a Kafka backend
-/// keeps them in Kafka's group offsets). Fencing (generations, assignment) is the group
-/// coordinator's job; a store only keeps what it is told, all or none per call.
+/// Consumer groups' committed offsets, kept beside the records: redb in its own table,
+/// written in the same group commits; Kafka as the group's offsets in the cluster, where
+/// Kafka's tools see them. Fencing (generations, assignment) and range checks are the
+/// group coordinator's; a store keeps what it is told, all or none per call.
 #[async_trait]
 pub trait OffsetStore: Send + Sync + 'static {
-    /// Stores `offsets` for `group` durably (as durable as a publish), all or none. Each
-    /// offset must lie within `[0, high watermark]` of its partition.
+    /// Stores `offsets` for `group` durably (as durable as a publish), all or none.
     async fn commit_offsets(
         &self,
         group: &GroupId,
@@ -96,17 +64,7 @@ pub trait OffsetStore: Send + Sync + 'static {
     async fn delete_offsets(&self, group: &GroupId) -> Result<bool, LogError>;
 }
 
-/// Whether a log can serve, for the readiness probe.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Readiness {
-    Ready,
-    ShuttingDown,
-    /// It cannot take writes any more; the reason is for the operator.
-    Failed(String),
-}
-
-/// Everything the gateway needs from a log. The embedded redb log implements it today; a
-/// Kafka-backed implementation will sit behind the same trait.
+/// Everything the gateway needs from a log.
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
     async fn create_topic(
@@ -116,8 +74,10 @@ pub trait EventLog: Send + Sync + 'static {
     ) -> Result<TopicDescription, LogError>;
 
     /// Every topic, sorted by name.
-    async fn list_topics(&self) -> Result<Vec<TopicDescription>, LogError>;
+    async fn list_topics(&self) -> Result<Vec<TopicListing>, LogError>;
 
+    /// Configuration and bounds of every partition; not for hot paths (on Kafka it costs
+    /// round trips).
     async fn describe_topic(&self, name: &TopicName) -> Result<TopicDescription, LogError>;
 
     async fn update_topic(
@@ -128,21 +88,46 @@ pub trait EventLog: Send + Sync + 'static {
 
     async fn delete_topic(&self, name: &TopicName) -> Result<(), LogError>;
 
-    /// Appends all records of one request atomically; answers after the commit.
+    /// The topic's identity and partition count, from memory once the backend knows the
+    /// topic: hot paths call this for every request.
+    async fn topic_meta(&self, name: &TopicName) -> Result<TopicMeta, LogError>;
+
+    /// Bounds of `partitions` of `topic`, in the order asked: from memory on redb, and on
+    /// Kafka from the partition tails or at most one batched round trip.
+    async fn bounds(
+        &self,
+        topic: &TopicName,
+        partitions: &[PartitionId],
+    ) -> Result<Vec<PartitionBounds>, LogError>;
+
+    /// Appends all records of one request atomically, each to the partition it names;
+    /// answers after the commit.
     async fn append(
         &self,
         topic: &TopicName,
         request: AppendRequest,
     ) -> Result<AppendOutcome, LogError>;
 
-    /// Reads committed records, waiting up to `request.wait` when none is there yet. The
-    /// bounds in the result come from the same snapshot as the records.
+    /// Committed records from `request.offset` on, without waiting; the bounds in the
+    /// result come from the same snapshot as the records.
     async fn fetch(
         &self,
         topic: &TopicName,
         partition: PartitionId,
         request: FetchRequest,
     ) -> Result<FetchResult, LogError>;
+
+    /// Whole runs of committed records, from the one holding `from` on, until at least
+    /// `min_records` records at or after `from` are read or the high watermark is reached;
+    /// for the push cache, which keeps them whole so that every subscriber shares them.
+    /// `from` outside `[log start, high watermark]` is [`LogError::OffsetOutOfRange`].
+    async fn read_runs(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        from: Offset,
+        min_records: usize,
+    ) -> Result<Vec<RecordRun>, LogError>;
 
     async fn offset_for_timestamp(
         &self,
@@ -151,31 +136,19 @@ pub trait EventLog: Send + Sync + 'static {
         timestamp: i64,
     ) -> Result<TimestampOffset, LogError>;
 
-    /// Committed records of a partition from `from` on, as the JSON every push transport
-    /// sends, shared between readers: each batch is read and encoded once (see
-    /// `encoded.rs`). Up to `max_records` records and about `max_bytes` bytes; `from`
-    /// outside `[log start, high watermark]` is [`LogError::OffsetOutOfRange`].
-    async fn read_encoded(
-        &self,
-        topic: &TopicName,
-        partition: PartitionId,
-        from: Offset,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<EncodedRead, LogError>;
-
     /// The partition's high watermark, as it moves: the receiver sees each commit that
     /// appends to the partition (readers then read the log themselves), and closes when
-    /// the topic is deleted.
-    fn watch_high_watermark(
+    /// the topic is deleted. On Kafka, watching a partition keeps its tail running.
+    async fn watch_high_watermark(
         &self,
         topic: &TopicName,
         partition: PartitionId,
     ) -> Result<watch::Receiver<Offset>, LogError>;
 
-    /// Whether the log takes requests; the readiness probe reports it.
-    fn readiness(&self) -> Readiness;
+    /// `Ok` while the log takes requests; otherwise why not, for the readiness probe.
+    fn readiness(&self) -> Result<(), LogError>;
 
-    /// Commits everything already accepted, refuses the rest and syncs to disk.
+    /// Commits everything already accepted, refuses the rest, stops the backend's own
+    /// background tasks and releases its storage or connections.
     async fn shutdown(&self);
 }

@@ -1,4 +1,4 @@
-//! Newtypes and plain data that cross the log's boundary.
+//! Newtypes and plain data that cross the log's boundary, whatever the backend.
 
 use std::fmt;
 
@@ -120,15 +120,12 @@ impl Offset {
     /// An offset a client sent; beyond [`Offset::MAX`] it is no offset at all.
     pub fn parse(offset: u64) -> Result<Offset, LogError> {
         if offset > Self::MAX.0 {
-            return Err(LogError::InvalidArgument(format!(
-                "offset {offset} is beyond the largest offset, {}",
-                Self::MAX.0
-            )));
+            return Err(LogError::InvalidOffset { given: offset });
         }
         Ok(Offset(offset))
     }
 
-    /// An offset the log itself produced or stored.
+    /// An offset a backend produced or stored (Kafka's are non-negative `i64`s).
     pub(crate) const fn new(offset: u64) -> Offset {
         Offset(offset)
     }
@@ -195,16 +192,60 @@ pub struct TopicUpdate {
     pub retention_bytes: Option<i64>,
 }
 
-/// The bounds of one partition's log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct PartitionOffsets {
-    pub partition: PartitionId,
+/// Which topic, as opposed to an earlier one of the same name: a topic deleted and created
+/// again reuses its name and its offsets, so whatever is cached by offset is keyed by this.
+/// Opaque: backends make them (redb a counter per created topic, Kafka one per topic seen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicId(u64);
+
+impl TopicId {
+    pub(crate) const fn new(id: u64) -> TopicId {
+        TopicId(id)
+    }
+}
+
+/// What hot paths need of a topic, known without a round trip once the backend has seen it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub id: TopicId,
+    pub partitions: u32,
+}
+
+/// Where one partition's log starts and ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionBounds {
     /// First offset still stored.
     pub log_start_offset: Offset,
-    /// Offset the next record will get; every offset below it is committed.
+    /// Offset the next record will get (on Kafka: the last stable offset); every offset
+    /// below it is committed.
     pub high_watermark: Offset,
-    /// Bytes the partition's stored batches take (what `retention_bytes` bounds).
-    pub size_bytes: u64,
+}
+
+impl PartitionBounds {
+    /// Whether a reader may start at `offset`: from the log start up to the high watermark
+    /// (the end, where it waits for the next record).
+    pub fn contains(&self, offset: Offset) -> bool {
+        (self.log_start_offset..=self.high_watermark).contains(&offset)
+    }
+
+    /// [`LogError::OffsetOutOfRange`] for `offset`, naming these bounds.
+    pub fn out_of_range(&self, offset: Offset) -> LogError {
+        LogError::OffsetOutOfRange {
+            offset,
+            log_start_offset: self.log_start_offset,
+            high_watermark: self.high_watermark,
+        }
+    }
+}
+
+/// The bounds of one partition's log, with its size where the backend knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub partition: PartitionId,
+    pub bounds: PartitionBounds,
+    /// Bytes the partition's stored records take (what `retention_bytes` bounds); `None`
+    /// where the backend cannot tell (librdkafka cannot describe Kafka's log dirs).
+    pub size_bytes: Option<u64>,
 }
 
 /// A topic's configuration and the bounds of each partition.
@@ -215,26 +256,26 @@ pub struct TopicDescription {
     pub partitions: Vec<PartitionOffsets>,
 }
 
-/// Where a record should go, as the producer asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PartitionChoice {
-    Explicit(PartitionId),
-    /// No partition given: keyed records hash, keyless ones rotate per request.
-    Default,
+/// A topic as listed: its name and configuration.
+#[derive(Clone, Debug)]
+pub struct TopicListing {
+    pub name: TopicName,
+    pub config: TopicConfig,
 }
 
-/// A record as a producer hands it in, before it has an offset.
+/// A record to append, its partition already chosen (the gateway chooses, so that every
+/// backend places keys where a Java producer would).
 #[derive(Clone, Debug)]
-pub struct NewRecord {
-    pub partition: PartitionChoice,
+pub struct AppendRecord {
+    pub partition: PartitionId,
     pub key: Option<String>,
     /// Valid JSON text, stored and served byte for byte.
     pub value: Box<RawValue>,
     pub headers: Vec<(String, String)>,
 }
 
-impl NewRecord {
-    /// Bytes this record contributes to a batch, for the per-record limit.
+impl AppendRecord {
+    /// Key, value and header bytes.
     pub fn payload_len(&self) -> usize {
         payload_len(
             self.key.as_deref(),
@@ -247,63 +288,18 @@ impl NewRecord {
 /// All records of one publish request; they commit together or not at all.
 #[derive(Clone, Debug)]
 pub struct AppendRequest {
-    pub records: Vec<NewRecord>,
+    pub records: Vec<AppendRecord>,
     /// A repeat of a key seen within the idempotency window appends nothing.
     pub idempotency: Option<IdempotencyKey>,
-}
-
-impl AppendRequest {
-    /// A request; with a key, the digest that tells a repeat from a reuse is computed here,
-    /// on the caller's thread, not on the writer's.
-    pub fn new(records: Vec<NewRecord>, idempotency_key: Option<String>) -> AppendRequest {
-        let idempotency = idempotency_key.map(|key| IdempotencyKey {
-            digest: digest(&records),
-            key,
-        });
-        AppendRequest {
-            records,
-            idempotency,
-        }
-    }
 }
 
 /// An `Idempotency-Key` and the digest of the request it came with.
 #[derive(Clone, Debug)]
 pub struct IdempotencyKey {
     pub key: String,
-    /// SHA-256 over every record's partition choice, key, value text and headers, framed
-    /// with lengths so that no two different requests hash the same input.
+    /// SHA-256 of the request as the producer sent it (`records::request_digest`): a
+    /// repeat with another digest is a reuse, refused.
     pub digest: [u8; 32],
-}
-
-fn digest(records: &[NewRecord]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    fn field(hasher: &mut Sha256, bytes: &[u8]) {
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(bytes);
-    }
-    let mut h = Sha256::new();
-    h.update((records.len() as u64).to_le_bytes());
-    for record in records {
-        match record.partition {
-            PartitionChoice::Explicit(p) => field(&mut h, &p.get().to_le_bytes()),
-            PartitionChoice::Default => field(&mut h, &[]),
-        }
-        match &record.key {
-            Some(key) => {
-                h.update([1]);
-                field(&mut h, key.as_bytes());
-            }
-            None => h.update([0]),
-        }
-        field(&mut h, record.value.get().as_bytes());
-        h.update((record.headers.len() as u64).to_le_bytes());
-        for (name, value) in &record.headers {
-            field(&mut h, name.as_bytes());
-            field(&mut h, value.as_bytes());
-        }
-    }
-    h.finalize().into()
 }
 
 /// Where one appended record landed.
@@ -321,6 +317,26 @@ pub struct AppendOutcome {
     pub replayed: bool,
 }
 
+/// How a key, value or header that is not what tidegate writes is shown: records written
+/// by other Kafka clients may hold any bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code, reason = "the Kafka backend, next, reads such records")]
+pub enum Encoding {
+    /// UTF-8 text that is not JSON, shown as a JSON string.
+    Text,
+    /// Bytes that are not UTF-8, shown as a base64 JSON string.
+    Base64,
+}
+
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Text => "text",
+            Encoding::Base64 => "base64",
+        }
+    }
+}
+
 /// A committed record read back from the log.
 #[derive(Clone, Debug)]
 pub struct StoredRecord {
@@ -328,12 +344,34 @@ pub struct StoredRecord {
     pub offset: Offset,
     pub timestamp: i64,
     pub key: Option<String>,
-    /// The producer's JSON text, validated at publish and never parsed again.
+    /// `Some(Base64)` when the stored key was not UTF-8 and `key` is its base64.
+    pub key_encoding: Option<Encoding>,
+    /// JSON text to splice in: the producer's, validated at publish and never parsed again,
+    /// or a JSON string standing for a value that is not JSON (`value_encoding` says how).
     pub value: Box<str>,
+    pub value_encoding: Option<Encoding>,
     pub headers: Vec<(String, String)>,
+    /// Names of headers whose stored value was not UTF-8 and is shown in base64.
+    pub headers_base64: Vec<String>,
 }
 
 impl StoredRecord {
+    /// A record as tidegate writes them, for tests: no key, no headers, JSON `value`.
+    #[cfg(test)]
+    pub(crate) fn sample(partition: u32, offset: u64, value: &str) -> StoredRecord {
+        StoredRecord {
+            partition: PartitionId::new(partition),
+            offset: Offset::new(offset),
+            timestamp: 1_700_000_000_123,
+            key: None,
+            key_encoding: None,
+            value: value.into(),
+            value_encoding: None,
+            headers: Vec::new(),
+            headers_base64: Vec::new(),
+        }
+    }
+
     /// Bytes of its key, value and headers, as [`NewRecord::payload_len`] counts them.
     pub fn payload_len(&self) -> usize {
         payload_len(
@@ -345,7 +383,7 @@ impl StoredRecord {
 }
 
 /// What a record weighs for limits and metrics: its key, value and header bytes.
-pub(super) fn payload_len<'a>(
+pub(crate) fn payload_len<'a>(
     key: Option<&str>,
     value: &str,
     headers: impl Iterator<Item = (&'a str, &'a str)>,
@@ -353,7 +391,8 @@ pub(super) fn payload_len<'a>(
     key.map_or(0, str::len) + value.len() + headers.map(|(k, v)| k.len() + v.len()).sum::<usize>()
 }
 
-/// What a fetch asks for.
+/// What a fetch asks for. Waiting for records is the caller's (the gateway waits on the
+/// high-watermark watch, the same on every backend).
 #[derive(Clone, Copy, Debug)]
 pub struct FetchRequest {
     /// First offset wanted; `None` starts at the log start.
@@ -361,17 +400,29 @@ pub struct FetchRequest {
     pub max_records: usize,
     /// Soft cap on payload bytes; the first record is returned even when larger.
     pub max_bytes: usize,
-    /// How long to wait for a record at `offset` when there is none yet.
-    pub wait: std::time::Duration,
+}
+
+/// Records as a backend stores them together, for the push cache, which keeps such runs
+/// whole: a redb batch, or what one Kafka read returned. Records carry their own offsets:
+/// on Kafka they may skip (transaction markers take offsets).
+#[derive(Clone, Debug)]
+pub struct RecordRun {
+    /// The first offset the run stands for (its first record's, or earlier when offsets
+    /// before that record hold no records).
+    pub start: Offset,
+    /// The offset after the run: where the next run starts.
+    pub end: Offset,
+    /// In offset order, within `[start, end)`.
+    pub records: Vec<StoredRecord>,
 }
 
 /// Records read from one partition plus its bounds at the time of the read.
 #[derive(Clone, Debug)]
 pub struct FetchResult {
     pub records: Vec<StoredRecord>,
+    /// Where the next fetch starts; past the last record, and past offsets that hold none.
     pub next_offset: Offset,
-    pub high_watermark: Offset,
-    pub log_start_offset: Offset,
+    pub bounds: PartitionBounds,
 }
 
 /// A consumer group's committed offset for one partition: the next offset to read.

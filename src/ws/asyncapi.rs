@@ -7,12 +7,12 @@ use utoipa::OpenApi;
 
 use super::protocol::{
     Assignment, AuthOp, AuthTag, Authenticated, ClientMessage, CommitOp, CommitTag, Committed,
-    ErrorDetail, ErrorMessage, From, FromCursor, FromNamed, FromOffsets, PartitionOffset,
-    PublishOp, PublishTag, Published, PublishedOffset, RecordsMessage, ServerMessage, SubscribeOp,
+    ErrorDetail, ErrorMessage, FromCursor, FromNamed, FromOffsets, PartitionOffset, PublishOp,
+    PublishTag, Published, PublishedOffset, RecordsMessage, ServerMessage, StartFrom, SubscribeOp,
     SubscribeTag, Subscribed, UnsubscribeOp, UnsubscribeTag,
 };
-use crate::http::RecordJson;
 use crate::records::PublishRecord;
+use crate::wire::RecordJson;
 
 /// Collects the protocol's schemas (and those they refer to).
 #[derive(OpenApi)]
@@ -20,7 +20,7 @@ use crate::records::PublishRecord;
     ClientMessage,
     SubscribeOp,
     SubscribeTag,
-    From,
+    StartFrom,
     FromNamed,
     FromOffsets,
     FromCursor,

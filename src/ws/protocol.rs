@@ -28,16 +28,33 @@ pub enum ClientMessage {
     Auth(AuthOp),
 }
 
+/// A message that is not one of the protocol's, with the `req` it carried (echoed on the
+/// `error` that answers it) when it was a JSON object with one.
+#[derive(Debug)]
+pub struct ParseError {
+    pub message: String,
+    pub req: Option<Value>,
+}
+
 impl ClientMessage {
-    /// Reads the `op` first, then the whole message as that op. (serde's internally tagged
-    /// enums buffer the message, which loses record values kept as raw JSON text.)
-    pub fn parse(text: &str) -> Result<ClientMessage, String> {
+    /// Reads the `op` (and `req`) first, then the whole message as that op. (serde's
+    /// internally tagged enums buffer the message, which loses record values kept as raw
+    /// JSON text.)
+    pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
         #[derive(Deserialize)]
         struct Tag<'a> {
             #[serde(borrow)]
             op: Option<std::borrow::Cow<'a, str>>,
+            req: Option<Value>,
         }
-        let tag: Tag<'_> = serde_json::from_str(text).map_err(|err| err.to_string())?;
+        let tag: Tag<'_> = serde_json::from_str(text).map_err(|err| ParseError {
+            message: err.to_string(),
+            req: None,
+        })?;
+        let fail = |message: String| ParseError {
+            message,
+            req: tag.req.clone(),
+        };
         let parsed = match tag.op.as_deref() {
             Some("subscribe") => serde_json::from_str(text).map(ClientMessage::Subscribe),
             Some("unsubscribe") => serde_json::from_str(text).map(ClientMessage::Unsubscribe),
@@ -45,14 +62,14 @@ impl ClientMessage {
             Some("commit") => serde_json::from_str(text).map(ClientMessage::Commit),
             Some("auth") => serde_json::from_str(text).map(ClientMessage::Auth),
             Some(other) => {
-                return Err(format!(
+                return Err(fail(format!(
                     "unknown op {} (subscribe, unsubscribe, publish, commit, auth)",
                     crate::echo::quoted(other)
-                ));
+                )));
             }
-            None => return Err("a message needs an `op`".into()),
+            None => return Err(fail("a message needs an `op`".into())),
         };
-        parsed.map_err(|err| err.to_string())
+        parsed.map_err(|err| fail(err.to_string()))
     }
 }
 
@@ -77,13 +94,17 @@ op_tag!(AuthTag, "auth");
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeOp {
+    #[expect(
+        dead_code,
+        reason = "read by serde and the schema only: it names the op"
+    )]
     pub op: SubscribeTag,
     #[schema(value_type = Option<Value>)]
     pub req: Option<Value>,
     pub topic: String,
     /// Default `latest`. With `group`, where members start on partitions without a
     /// committed offset (`latest` or `earliest`).
-    pub from: Option<From>,
+    pub from: Option<StartFrom>,
     /// Join this consumer group: the connection then reads only the partitions the group
     /// assigns it, and receives `assignment` on every rebalance.
     pub group: Option<String>,
@@ -94,7 +115,7 @@ pub struct SubscribeOp {
 /// `"latest"`, `"earliest"`, `{"offsets": {"0": 42}}` or `{"cursor": "…"}`.
 #[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
-pub enum From {
+pub enum StartFrom {
     Named(FromNamed),
     Offsets(FromOffsets),
     Cursor(FromCursor),
@@ -125,10 +146,15 @@ pub struct FromCursor {
     pub cursor: String,
 }
 
-/// Stops a subscription (a group subscription leaves its group).
+/// Stops a subscription (a group subscription leaves its group); answered only with an
+/// `error` when there is no such subscription.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnsubscribeOp {
+    #[expect(
+        dead_code,
+        reason = "read by serde and the schema only: it names the op"
+    )]
     pub op: UnsubscribeTag,
     #[schema(value_type = Option<Value>)]
     pub req: Option<Value>,
@@ -140,6 +166,10 @@ pub struct UnsubscribeOp {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishOp {
+    #[expect(
+        dead_code,
+        reason = "read by serde and the schema only: it names the op"
+    )]
     pub op: PublishTag,
     #[schema(value_type = Option<Value>)]
     pub req: Option<Value>,
@@ -155,6 +185,10 @@ pub struct PublishOp {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitOp {
+    #[expect(
+        dead_code,
+        reason = "read by serde and the schema only: it names the op"
+    )]
     pub op: CommitTag,
     #[schema(value_type = Option<Value>)]
     pub req: Option<Value>,
@@ -178,6 +212,10 @@ pub struct PartitionOffset {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthOp {
+    #[expect(
+        dead_code,
+        reason = "read by serde and the schema only: it names the op"
+    )]
     pub op: AuthTag,
     #[schema(value_type = Option<Value>)]
     pub req: Option<Value>,
@@ -285,7 +323,7 @@ pub struct RecordsMessage {
     pub sub: String,
     pub topic: String,
     /// In offset order per partition.
-    #[schema(value_type = Vec<crate::http::RecordJson>)]
+    #[schema(value_type = Vec<crate::wire::RecordJson>)]
     pub records: Vec<Value>,
     /// The subscription's position after these records, across all its partitions:
     /// subscribe with `from: {"cursor": …}` to resume right after them.

@@ -1,105 +1,38 @@
-//! One WebSocket connection: reads client messages, runs its subscriptions, and queues
-//! frames for the client within a byte budget.
+//! One WebSocket connection: its loop (client messages, wake-ups, pings, token expiry,
+//! shutdown), its subscriptions, and delivery into the outbox within its byte budget.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use actix_web::web;
-use serde_json::Value;
+use futures_util::future::BoxFuture;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::frames::{
     CloseCode, CloseReason, Incoming, Outgoing, ReadError, Reader, Spliced, Writer,
 };
-use super::protocol::{
-    Assignment, AuthOp, ClientMessage, CommitOp, Committed, ErrorDetail, ErrorMessage, From,
-    FromNamed, MAX_REQ_BYTES, PublishOp, Published, PublishedOffset, ServerMessage, SubscribeOp,
-    Subscribed, UnsubscribeOp,
-};
-use crate::echo::quoted;
-use crate::groups::{CommitRequest, MemberId, OffsetReset};
-use crate::http::{ApiError, AppState, Caller};
-use crate::log::{
-    AppendRequest, GroupId, NewRecord, Offset, PartitionId, RecordPosition, TopicName,
-};
+use super::ops;
+use super::outbox::{Closing, Outbox, SLOW_CONSUMER, UNAUTHORIZED};
+use super::protocol::{Assignment, ServerMessage};
+use crate::gateway::{self, Caller, Gateway, GatewayError, Membership, Subscriber};
+use crate::groups::GroupError;
+use crate::log::{Offset, PartitionId, TopicName};
 use crate::metrics::Open;
-use crate::push::{FrameLimits, Gap, Positions, Start};
-use crate::records;
+use crate::push::{Delivery, FrameLimits, Positions};
 
-/// Close codes of this protocol (RFC 6455 leaves 4000–4999 to applications).
-const UNAUTHORIZED: u16 = 4001;
-const SLOW_CONSUMER: u16 = 4008;
-
-/// The connection's sending side, bounded in bytes by its budget.
-struct Outbox {
-    writer: Writer,
-    budget: usize,
-}
-
-impl Outbox {
-    /// Whether subscriptions may queue more records.
-    fn has_room(&self) -> bool {
-        self.writer.queued() < self.budget
-    }
-
-    /// Replies and errors are queued regardless of the budget, up to twice it: a client
-    /// that sends requests but reads no answers is a slow consumer too.
-    fn queue(&self, outgoing: Outgoing) -> Result<(), Closing> {
-        if self.writer.queued() > self.budget * 2 {
-            return Err(Closing::SlowConsumer);
-        }
-        self.control(outgoing)
-    }
-
-    /// Control frames (ping, pong, close) go out whatever the queue holds.
-    fn control(&self, outgoing: Outgoing) -> Result<(), Closing> {
-        self.writer.send(outgoing).map_err(|_| Closing::Gone)
-    }
-
-    fn send(&self, message: &ServerMessage) -> Result<(), Closing> {
-        // Our own types always serialize.
-        self.queue(Outgoing::Text(
-            serde_json::to_string(message).unwrap_or_default(),
-        ))
-    }
-}
-
-/// Why the connection ends.
-enum Closing {
-    /// The client closed it, or the socket is gone.
-    Gone,
-    SlowConsumer,
-    With(CloseReason),
-}
-
-fn reason(code: u16, description: &str) -> CloseReason {
-    CloseReason {
-        code: CloseCode::Other(code),
-        description: Some(description.to_owned()),
-    }
-}
-
-/// A group subscription's membership.
-struct Membership {
-    group: GroupId,
-    member: MemberId,
-    generation: u64,
-    reset: OffsetReset,
-    changed: Arc<AtomicBool>,
-}
-
-struct Subscription {
-    topic: TopicName,
-    positions: Positions,
-    rotation: usize,
-    membership: Option<Membership>,
+pub(super) struct Subscription {
+    pub topic: TopicName,
+    pub positions: Positions,
+    pub rotation: usize,
+    pub membership: Option<Membership>,
+    /// Set by the watcher when the group rebalanced: the next pump reassigns.
+    pub rebalanced: Arc<AtomicBool>,
     /// Wakes the connection when a partition of this subscription gets records (or, for a
-    /// group subscription, when its assignment changes).
-    watcher: JoinHandle<()>,
-    _counted: Open,
+    /// group subscription, when the group rebalances).
+    pub watcher: JoinHandle<()>,
+    pub _counted: Open,
 }
 
 impl Drop for Subscription {
@@ -108,17 +41,17 @@ impl Drop for Subscription {
     }
 }
 
-struct Connection {
-    state: web::Data<AppState>,
-    caller: Option<Caller>,
-    client: Option<String>,
+pub(super) struct Connection {
+    pub gateway: Arc<Gateway>,
+    pub caller: Option<Caller>,
+    pub client: Option<String>,
     /// Boxed: a B-tree leaf has room for 11 entries, so one unboxed subscription (the
     /// usual case) would carry about 1.7 KB of empty slots.
-    subscriptions: BTreeMap<String, Box<Subscription>>,
-    next_id: u64,
-    outbox: Outbox,
+    pub subscriptions: BTreeMap<String, Box<Subscription>>,
+    pub next_id: u64,
+    pub outbox: Outbox,
     /// Woken by subscription watchers.
-    wake: Arc<Notify>,
+    pub wake: Arc<Notify>,
     /// Since when delivery has been waiting for a queue that drains nothing.
     stalled_since: Option<Instant>,
     _counted: Open,
@@ -127,29 +60,25 @@ struct Connection {
 /// Runs a connection until it closes. `caller` is `None` when the request carried no
 /// token: then the first message must be `auth`.
 pub(super) async fn run(
-    state: web::Data<AppState>,
+    gateway: Arc<Gateway>,
     caller: Option<Caller>,
     client: Option<String>,
     mut reader: Reader,
     writer: Writer,
 ) {
     let drained = writer.drained();
-    let counted = state.metrics.push.ws_connections.clone();
-    let push = state.push;
-    let shutdown = state.shutdown.clone();
+    let push = gateway.push_limits;
+    let shutdown = gateway.shutdown.clone();
     let mut connection = Connection {
-        state,
+        _counted: Open::new(&gateway.metrics.push.ws_connections),
+        gateway,
         caller,
         client,
         subscriptions: BTreeMap::new(),
         next_id: 1,
-        outbox: Outbox {
-            writer,
-            budget: push.ws_outbound_bytes,
-        },
+        outbox: Outbox::new(writer, push.ws_outbound_bytes),
         wake: Arc::new(Notify::new()),
         stalled_since: None,
-        _counted: Open::new(&counted),
     };
     let auth_deadline =
         tokio::time::Instant::now() + Duration::from_millis(push.ws_auth_timeout_ms);
@@ -160,7 +89,7 @@ pub(super) async fn run(
     let mut last_heard = Instant::now();
     let wake = connection.wake.clone();
     let closing = loop {
-        let expiry = connection.expiry();
+        let expiry = connection.caller.as_ref().and_then(Caller::expires_at);
         let authenticated = connection.caller.is_some();
         let stall_check = connection
             .stalled_since
@@ -200,10 +129,10 @@ pub(super) async fn run(
                 }
             }
             _ = tokio::time::sleep_until(auth_deadline), if !authenticated => {
-                Err(Closing::With(reason(UNAUTHORIZED, "authentication required: send an auth message first")))
+                Err(Closing::with(UNAUTHORIZED, "authentication required: send an auth message first"))
             }
-            _ = sleep_until_epoch(expiry), if expiry.is_some() => {
-                Err(Closing::With(reason(UNAUTHORIZED, "token expired")))
+            _ = gateway::expired(expiry), if expiry.is_some() => {
+                Err(Closing::with(UNAUTHORIZED, "token expired"))
             }
             _ = async { tokio::time::sleep_until(stall_check.unwrap_or_else(tokio::time::Instant::now)).await }, if stall_check.is_some() => {
                 Err(Closing::SlowConsumer)
@@ -222,128 +151,94 @@ pub(super) async fn run(
         Closing::Gone => CloseCode::Normal.into(),
         Closing::With(reason) => reason,
         Closing::SlowConsumer => {
-            connection.state.metrics.push.ws_slow_consumer_closes.inc();
-            reason(SLOW_CONSUMER, "slow consumer")
+            connection
+                .gateway
+                .metrics
+                .push
+                .ws_slow_consumer_closes
+                .inc();
+            CloseReason {
+                code: CloseCode::Other(SLOW_CONSUMER),
+                description: Some("slow consumer".into()),
+            }
         }
     };
     // The close goes out after what is queued; the dispatcher ends the connection after it.
     let _ = connection.outbox.control(Outgoing::Close(close));
 }
 
-/// Resolves at `exp` (seconds since the epoch).
-async fn sleep_until_epoch(exp: Option<u64>) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let left = exp.map_or(Duration::MAX, |exp| {
-        Duration::from_secs(exp.saturating_sub(now))
-    });
-    tokio::time::sleep(left.min(Duration::from_secs(365 * 24 * 3600))).await;
-}
+/// A group subscription's wait for its next rebalance, and the flag it sets then.
+pub(super) type RebalanceWatch = (BoxFuture<'static, Result<(), GroupError>>, Arc<AtomicBool>);
 
-/// `req` as echoed: refused when longer than [`MAX_REQ_BYTES`] as JSON.
-fn checked_req(req: Option<Value>) -> Result<Option<Value>, ApiError> {
-    match req {
-        Some(req) if req.to_string().len() > MAX_REQ_BYTES => Err(ApiError::new(
-            crate::http::ErrorCode::InvalidArgument,
-            format!("req is longer than {MAX_REQ_BYTES} bytes of JSON"),
-        )),
-        other => Ok(other),
-    }
-}
-
-fn error_message(req: Option<Value>, sub: Option<String>, err: &ApiError) -> ServerMessage {
-    ServerMessage::Error(ErrorMessage {
-        req,
-        sub,
-        error: ErrorDetail {
-            code: serde_json::to_value(err.code())
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            message: err.to_string(),
-            partition: None,
-            log_start_offset: None,
-            high_watermark: None,
-        },
-    })
-}
-
-fn gap_message(sub: &str, gap: &Gap) -> ServerMessage {
-    ServerMessage::Error(ErrorMessage {
-        req: None,
-        sub: Some(sub.to_owned()),
-        error: ErrorDetail {
-            code: "offset_out_of_range".into(),
-            message: format!(
-                "partition {}: offset {} is outside the log (log start {}, high watermark {}); delivery goes on from {}",
-                gap.partition,
-                gap.position,
-                gap.log_start_offset,
-                gap.high_watermark,
-                gap.log_start_offset
-            ),
-            partition: Some(gap.partition.get()),
-            log_start_offset: Some(gap.log_start_offset.get()),
-            high_watermark: Some(gap.high_watermark.get()),
-        },
-    })
-}
-
-/// Spawns the task that wakes the connection when `watches` see records past `positions`
-/// or, with `changes`, when a group assignment changes.
-fn spawn_watcher(
+/// Spawns the task that wakes the connection when `watches` see records past their
+/// positions or, with `rebalance`, when the subscription's group rebalances (it then sets
+/// the flag, and ends: the reassignment starts a new watcher).
+pub(super) fn spawn_watcher(
     mut watches: Vec<(PartitionId, watch::Receiver<Offset>)>,
-    changes: Option<(watch::Receiver<u64>, Arc<AtomicBool>)>,
+    rebalance: Option<RebalanceWatch>,
     wake: Arc<Notify>,
 ) -> JoinHandle<()> {
+    enum Woken {
+        Records { alive: bool },
+        Rebalanced,
+    }
     tokio::spawn(async move {
-        let mut changes = changes;
+        let (mut rebalanced, flag) = match rebalance {
+            Some((future, flag)) => (Some(future), Some(flag)),
+            None => (None, None),
+        };
         loop {
-            let mut waiting: Vec<futures_util::future::BoxFuture<'_, bool>> = watches
-                .iter_mut()
-                .map(|(_, rx)| Box::pin(async move { rx.changed().await.is_ok() }) as _)
-                .collect();
-            if let Some((rx, flag)) = changes.as_mut() {
-                waiting.push(Box::pin(async move {
-                    let alive = rx.changed().await.is_ok();
-                    flag.store(true, Ordering::Release);
-                    alive
-                }));
+            let woken = {
+                let records = async {
+                    if watches.is_empty() {
+                        return std::future::pending().await;
+                    }
+                    let changed = watches.iter_mut().map(|(_, rx)| Box::pin(rx.changed()));
+                    let (changed, _, _) = futures_util::future::select_all(changed).await;
+                    changed.is_ok()
+                };
+                let group = async {
+                    match rebalanced.as_mut() {
+                        Some(rebalanced) => drop(rebalanced.await),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    alive = records => Woken::Records { alive },
+                    () = group => Woken::Rebalanced,
+                }
+            };
+            if let (Woken::Rebalanced, Some(flag)) = (&woken, &flag) {
+                // Set before the wake-up, so the pump it causes sees it.
+                flag.store(true, Ordering::Release);
             }
-            if waiting.is_empty() {
-                return;
-            }
-            let (alive, _, _) = futures_util::future::select_all(waiting).await;
             wake.notify_one();
-            if !alive {
-                // A deleted topic or a removed member: nothing more will come.
-                return;
+            match woken {
+                Woken::Records { alive: true } => {}
+                // The topic was deleted: its channels closed, nothing more comes.
+                Woken::Records { alive: false } if rebalanced.is_some() => watches.clear(),
+                Woken::Records { alive: false } | Woken::Rebalanced => return,
             }
         }
     })
 }
 
 impl Connection {
-    fn expiry(&self) -> Option<u64> {
-        self.caller.as_ref().and_then(Caller::expires_at)
-    }
-
     fn limits(&self) -> FrameLimits {
         FrameLimits {
-            max_records: self.state.push.push_frame_records,
-            max_bytes: self.state.push.push_frame_bytes,
+            max_records: self.gateway.push_limits.push_frame_records,
+            max_bytes: self.gateway.push_limits.push_frame_bytes,
         }
     }
 
     async fn on_message(&mut self, message: Incoming) -> Result<(), Closing> {
         match message {
-            Incoming::Text(text) => self.on_text(&text).await,
-            Incoming::Binary => self.outbox.send(&error_message(
+            Incoming::Text(text) => ops::dispatch(self, &text).await,
+            Incoming::Binary => self.outbox.send(&ops::error_message(
                 None,
                 None,
-                &ApiError::new(
-                    crate::http::ErrorCode::InvalidBody,
+                &GatewayError::new(
+                    crate::gateway::ErrorCode::InvalidBody,
                     "binary messages are not part of the protocol; send JSON text",
                 ),
             )),
@@ -351,371 +246,6 @@ impl Connection {
             Incoming::Pong => Ok(()),
             Incoming::Close => Err(Closing::Gone),
         }
-    }
-
-    async fn on_text(&mut self, text: &str) -> Result<(), Closing> {
-        let message = match ClientMessage::parse(text) {
-            Ok(message) => message,
-            Err(err) => {
-                let err = ApiError::new(
-                    crate::http::ErrorCode::InvalidBody,
-                    format!("not a protocol message: {err}"),
-                );
-                return self.outbox.send(&error_message(None, None, &err));
-            }
-        };
-        match message {
-            ClientMessage::Auth(op) => self.on_auth(op).await,
-            _ if self.caller.is_none() => {
-                let err = ApiError::Unauthorized(crate::auth::AuthError::Missing);
-                self.outbox.send(&error_message(None, None, &err))
-            }
-            ClientMessage::Subscribe(op) => self.on_subscribe(op).await,
-            ClientMessage::Unsubscribe(op) => self.on_unsubscribe(op).await,
-            ClientMessage::Publish(op) => self.on_publish(op).await,
-            ClientMessage::Commit(op) => self.on_commit(op).await,
-        }
-    }
-
-    /// Replies with `reply`'s result, or with an `error` echoing `req` and `sub`.
-    fn answer(
-        &self,
-        req: Option<Value>,
-        sub: Option<String>,
-        reply: Result<ServerMessage, ApiError>,
-    ) -> Result<(), Closing> {
-        match reply {
-            Ok(message) => self.outbox.send(&message),
-            Err(err) => self.outbox.send(&error_message(req, sub, &err)),
-        }
-    }
-
-    async fn on_auth(&mut self, op: AuthOp) -> Result<(), Closing> {
-        let req = match checked_req(op.req) {
-            Ok(req) => req,
-            Err(err) => return self.answer(None, None, Err(err)),
-        };
-        let caller = match Caller::with_token(self.state.clone(), &op.token) {
-            Ok(caller) => caller,
-            Err(err) if self.caller.is_none() => {
-                // Still unauthenticated: a bad first token ends the connection.
-                let _ = self.answer(req, None, Err(err));
-                return Err(Closing::With(reason(UNAUTHORIZED, "invalid token")));
-            }
-            Err(err) => return self.answer(req, None, Err(err)),
-        };
-        let exp = caller.expires_at().unwrap_or(u64::MAX);
-        self.caller = Some(caller);
-        // A token with fewer scopes ends what it no longer covers.
-        let ended: Vec<String> = self
-            .subscriptions
-            .iter()
-            .filter(|(_, sub)| !self.still_allowed(sub))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ended {
-            if let Some(sub) = self.subscriptions.remove(&id) {
-                self.leave(&sub).await;
-                let err = ApiError::new(
-                    crate::http::ErrorCode::Forbidden,
-                    format!(
-                        "the new token no longer allows reading topic {}; the subscription ended",
-                        quoted(sub.topic.as_str())
-                    ),
-                );
-                self.outbox.send(&error_message(None, Some(id), &err))?;
-            }
-        }
-        self.outbox.send(&ServerMessage::Authenticated(
-            super::protocol::Authenticated { req, exp },
-        ))?;
-        self.pump().await
-    }
-
-    fn still_allowed(&self, sub: &Subscription) -> bool {
-        let Some(caller) = &self.caller else {
-            return false;
-        };
-        caller.subscriber(&sub.topic).is_ok()
-            && sub
-                .membership
-                .as_ref()
-                .is_none_or(|m| caller.group(&m.group).is_ok())
-    }
-
-    async fn on_subscribe(&mut self, op: SubscribeOp) -> Result<(), Closing> {
-        let req = match checked_req(op.req.clone()) {
-            Ok(req) => req,
-            Err(err) => return self.answer(None, None, Err(err)),
-        };
-        let reply = self.subscribe(op).await;
-        let reply = reply.map(|mut subscribed| {
-            subscribed.req = req.clone();
-            subscribed
-        });
-        match reply {
-            Ok(subscribed) => {
-                let id = subscribed.sub.clone();
-                self.outbox.send(&ServerMessage::Subscribed(subscribed))?;
-                if let Some(membership) = self
-                    .subscriptions
-                    .get(&id)
-                    .and_then(|sub| sub.membership.as_ref())
-                {
-                    let partitions = self.subscriptions[&id]
-                        .positions
-                        .partitions()
-                        .map(PartitionId::get)
-                        .collect();
-                    self.outbox.send(&ServerMessage::Assignment(Assignment {
-                        sub: id,
-                        generation: membership.generation,
-                        partitions,
-                    }))?;
-                }
-                self.pump().await
-            }
-            Err(err) => self.answer(req, None, Err(err)),
-        }
-    }
-
-    async fn subscribe(&mut self, op: SubscribeOp) -> Result<Subscribed, ApiError> {
-        if self.subscriptions.len() >= self.state.push.ws_max_subscriptions {
-            return Err(ApiError::new(
-                crate::http::ErrorCode::InvalidArgument,
-                format!(
-                    "a connection holds at most {} subscriptions (--ws-max-subscriptions)",
-                    self.state.push.ws_max_subscriptions
-                ),
-            ));
-        }
-        let caller = self
-            .caller
-            .as_ref()
-            .ok_or(ApiError::Unauthorized(crate::auth::AuthError::Missing))?;
-        let topic = TopicName::parse(&op.topic)?;
-        let subscriber = caller.subscriber(&topic)?;
-        let invalid =
-            |message: String| ApiError::new(crate::http::ErrorCode::InvalidArgument, message);
-        let (positions, membership, changes) = match &op.group {
-            Some(group) => {
-                if op.partitions.is_some() {
-                    return Err(invalid(
-                        "a group assigns the partitions: drop `partitions`".into(),
-                    ));
-                }
-                let reset = match &op.from {
-                    None | Some(From::Named(FromNamed::Latest)) => OffsetReset::Latest,
-                    Some(From::Named(FromNamed::Earliest)) => OffsetReset::Earliest,
-                    Some(_) => {
-                        return Err(invalid(
-                            "with `group`, `from` is `latest` or `earliest` (where members start without a committed offset)".into(),
-                        ));
-                    }
-                };
-                let group = GroupId::parse(group)?;
-                let access = caller.group(&group)?;
-                let (member, changes) = access.join(&topic, self.client.clone()).await?;
-                let (generation, starts) = match access.assignment(&member, reset).await {
-                    Ok(assignment) => assignment,
-                    Err(err) => {
-                        let _ = access.leave(&member).await;
-                        return Err(err.into());
-                    }
-                };
-                let positions = Positions::new(
-                    starts
-                        .into_iter()
-                        .map(|((_, partition), offset)| (partition, offset))
-                        .collect(),
-                );
-                let changed = Arc::new(AtomicBool::new(false));
-                let membership = Membership {
-                    group,
-                    member,
-                    generation,
-                    reset,
-                    changed: changed.clone(),
-                };
-                (positions, Some(membership), Some((changes, changed)))
-            }
-            None => {
-                let start = match op.from {
-                    None | Some(From::Named(FromNamed::Latest)) => Start::Latest,
-                    Some(From::Named(FromNamed::Earliest)) => Start::Earliest,
-                    Some(From::Offsets(offsets)) => {
-                        let mut parsed = BTreeMap::new();
-                        for (partition, offset) in offsets.offsets {
-                            let partition = partition.parse::<u32>().map_err(|_| {
-                                invalid(format!("partition {} is not a number", quoted(&partition)))
-                            })?;
-                            parsed.insert(PartitionId::new(partition), Offset::parse(offset)?);
-                        }
-                        Start::Offsets(parsed)
-                    }
-                    Some(From::Cursor(cursor)) => Start::Cursor(
-                        Positions::parse_cursor(&cursor.cursor)
-                            .map_err(|err| invalid(err.to_string()))?,
-                    ),
-                };
-                let partitions: Option<Vec<PartitionId>> = op
-                    .partitions
-                    .map(|list| list.into_iter().map(PartitionId::new).collect());
-                let positions = subscriber
-                    .resolve(partitions.as_deref(), &start)
-                    .await
-                    .map_err(|err| match err {
-                        crate::push::PushError::Log(err) => ApiError::from(err),
-                        other => invalid(other.to_string()),
-                    })?;
-                (positions, None, None)
-            }
-        };
-        let id = format!("s{}", self.next_id);
-        self.next_id += 1;
-        let watcher = spawn_watcher(subscriber.watches(&positions), changes, self.wake.clone());
-        let subscribed = Subscribed {
-            req: None,
-            sub: id.clone(),
-            topic: topic.to_string(),
-            assignment: positions.partitions().map(PartitionId::get).collect(),
-            cursor: positions.cursor(),
-        };
-        self.subscriptions.insert(
-            id,
-            Box::new(Subscription {
-                topic,
-                positions,
-                rotation: 0,
-                membership,
-                watcher,
-                _counted: Open::new(&self.state.metrics.push.ws_subscriptions),
-            }),
-        );
-        Ok(subscribed)
-    }
-
-    async fn on_unsubscribe(&mut self, op: UnsubscribeOp) -> Result<(), Closing> {
-        let req = match checked_req(op.req) {
-            Ok(req) => req,
-            Err(err) => return self.answer(None, Some(op.sub), Err(err)),
-        };
-        match self.subscriptions.remove(&op.sub) {
-            Some(sub) => {
-                self.leave(&sub).await;
-                Ok(())
-            }
-            None => {
-                let err = ApiError::new(
-                    crate::http::ErrorCode::NotFound,
-                    format!("no subscription {}", quoted(&op.sub)),
-                );
-                self.answer(req, Some(op.sub), Err(err))
-            }
-        }
-    }
-
-    async fn on_publish(&mut self, op: PublishOp) -> Result<(), Closing> {
-        let req = match checked_req(op.req.clone()) {
-            Ok(req) => req,
-            Err(err) => return self.answer(None, None, Err(err)),
-        };
-        let reply = self.publish(op).await.map(|(offsets, replayed)| {
-            ServerMessage::Published(Published {
-                req: req.clone(),
-                offsets,
-                replayed,
-            })
-        });
-        self.answer(req, None, reply)
-    }
-
-    async fn publish(&self, op: PublishOp) -> Result<(Vec<PublishedOffset>, bool), ApiError> {
-        let caller = self
-            .caller
-            .as_ref()
-            .ok_or(ApiError::Unauthorized(crate::auth::AuthError::Missing))?;
-        let topic = TopicName::parse(&op.topic)?;
-        let publisher = caller.publisher(&topic)?;
-        let limits = &self.state.limits;
-        let key = op
-            .idempotency_key
-            .map(|key| records::idempotency_key(key.as_bytes(), limits))
-            .transpose()
-            .map_err(|err| {
-                ApiError::new(
-                    crate::http::ErrorCode::InvalidIdempotencyKey,
-                    err.to_string(),
-                )
-            })?;
-        let records: Vec<NewRecord> = op.records.into_iter().map(|r| r.0.into()).collect();
-        records::validate(&records, limits).map_err(|err| {
-            let message = match err.record_index() {
-                Some(index) => format!("records[{index}]: {err}"),
-                None => err.to_string(),
-            };
-            ApiError::new(crate::http::publish_error_code(&err), message)
-        })?;
-        let outcome = publisher.append(AppendRequest::new(records, key)).await?;
-        let offsets = outcome
-            .positions
-            .iter()
-            .map(|RecordPosition { partition, offset }| PublishedOffset {
-                partition: partition.get(),
-                offset: offset.get(),
-            })
-            .collect();
-        Ok((offsets, outcome.replayed))
-    }
-
-    async fn on_commit(&mut self, op: CommitOp) -> Result<(), Closing> {
-        let req = match checked_req(op.req.clone()) {
-            Ok(req) => req,
-            Err(err) => return self.answer(None, Some(op.sub), Err(err)),
-        };
-        let sub = op.sub.clone();
-        let reply = self.commit(op).await.map(|()| {
-            ServerMessage::Committed(Committed {
-                req: req.clone(),
-                sub: sub.clone(),
-            })
-        });
-        self.answer(req, Some(sub), reply)
-    }
-
-    async fn commit(&self, op: CommitOp) -> Result<(), ApiError> {
-        let caller = self
-            .caller
-            .as_ref()
-            .ok_or(ApiError::Unauthorized(crate::auth::AuthError::Missing))?;
-        let sub = self.subscriptions.get(&op.sub).ok_or_else(|| {
-            ApiError::new(
-                crate::http::ErrorCode::NotFound,
-                format!("no subscription {}", quoted(&op.sub)),
-            )
-        })?;
-        let membership = sub.membership.as_ref().ok_or_else(|| {
-            ApiError::new(
-                crate::http::ErrorCode::InvalidArgument,
-                "only a group subscription commits offsets",
-            )
-        })?;
-        let mut offsets = Vec::with_capacity(op.offsets.len());
-        for o in &op.offsets {
-            offsets.push((
-                sub.topic.clone(),
-                PartitionId::new(o.partition),
-                Offset::parse(o.offset)?,
-            ));
-        }
-        caller
-            .group(&membership.group)?
-            .commit(CommitRequest {
-                member: Some(membership.member.clone()),
-                generation: Some(membership.generation),
-                offsets,
-            })
-            .await
     }
 
     /// Keeps this connection's group memberships alive.
@@ -730,7 +260,7 @@ impl Connection {
         }
     }
 
-    async fn leave(&self, sub: &Subscription) {
+    pub async fn leave(&self, sub: &Subscription) {
         if let (Some(caller), Some(m)) = (&self.caller, &sub.membership)
             && let Ok(access) = caller.group(&m.group)
         {
@@ -745,8 +275,18 @@ impl Connection {
         }
     }
 
+    /// Ends a subscription with an `error` saying why.
+    async fn end(&mut self, id: &str, err: &GatewayError) -> Result<(), Closing> {
+        if let Some(sub) = self.subscriptions.remove(id) {
+            self.leave(&sub).await;
+        }
+        self.outbox
+            .send(&ops::error_message(None, Some(id.to_owned()), err))
+    }
+
     /// Follows a rebalance: the new generation and partitions, positions of kept
-    /// partitions kept, new ones from the committed offsets; tells the client.
+    /// partitions kept, new ones from the committed offsets; tells the client. A
+    /// subscription that can no longer follow its group ends with an `error`.
     async fn reassign(&mut self, id: &str) -> Result<(), Closing> {
         let Some(caller) = &self.caller else {
             return Ok(());
@@ -757,68 +297,55 @@ impl Connection {
         let Some(m) = &mut sub.membership else {
             return Ok(());
         };
-        let Ok(access) = caller.group(&m.group) else {
-            return Ok(());
+        let access = match caller.group(&m.group) {
+            Ok(access) => access,
+            Err(err) => return self.end(id, &err).await,
         };
-        let (generation, starts) = match access.assignment(&m.member, m.reset).await {
+        let assignment = match access.assignment(&m.member, m.reset).await {
             Ok(assignment) => assignment,
-            Err(err) => {
-                // Expired or removed: the subscription cannot go on.
-                let err = ApiError::from(err);
-                self.subscriptions.remove(id);
-                return self
-                    .outbox
-                    .send(&error_message(None, Some(id.to_owned()), &err));
-            }
+            // Expired or removed: the subscription cannot go on.
+            Err(err) => return self.end(id, &err.into()).await,
         };
-        if generation == m.generation {
-            return Ok(());
-        }
-        m.generation = generation;
+        let subscriber = match caller.subscriber(&sub.topic) {
+            Ok(subscriber) => subscriber,
+            Err(err) => return self.end(id, &err).await,
+        };
+        m.generation = assignment.generation;
         let mut positions = Positions::default();
-        for ((_, partition), start) in starts {
+        for ((_, partition), start) in assignment.partitions {
             positions.set(partition, sub.positions.get(partition).unwrap_or(start));
         }
         sub.positions = positions;
-        let subscriber = match caller.subscriber(&sub.topic) {
-            Ok(subscriber) => subscriber,
-            Err(_) => return Ok(()),
-        };
-        let changes = access
-            .changes(&m.member)
-            .await
-            .map(|rx| (rx, m.changed.clone()));
+        let rebalanced = access.rebalanced(&m.member, m.generation);
+        let watches = subscriber.watches(&sub.positions).await;
         sub.watcher.abort();
         sub.watcher = spawn_watcher(
-            subscriber.watches(&sub.positions),
-            changes,
+            watches,
+            Some((Box::pin(rebalanced), sub.rebalanced.clone())),
             self.wake.clone(),
         );
-        self.outbox.send(&ServerMessage::Assignment(Assignment {
+        let message = ServerMessage::Assignment(Assignment {
             sub: id.to_owned(),
-            generation,
+            generation: m.generation.get(),
             partitions: sub.positions.partitions().map(PartitionId::get).collect(),
-        }))
+        });
+        self.outbox.send(&message)
     }
 
     /// Delivers what the subscriptions have, while the outbox has room.
-    async fn pump(&mut self) -> Result<(), Closing> {
-        let reassigned: Vec<String> = self
+    pub async fn pump(&mut self) -> Result<(), Closing> {
+        let rebalanced: Vec<String> = self
             .subscriptions
             .iter()
-            .filter(|(_, sub)| {
-                sub.membership
-                    .as_ref()
-                    .is_some_and(|m| m.changed.swap(false, Ordering::AcqRel))
-            })
+            .filter(|(_, sub)| sub.rebalanced.swap(false, Ordering::AcqRel))
             .map(|(id, _)| id.clone())
             .collect();
-        for id in reassigned {
+        for id in rebalanced {
             self.reassign(&id).await?;
         }
-        let Some(caller) = self.caller.as_ref() else {
+        if self.caller.is_none() {
             return Ok(());
-        };
+        }
         let limits = self.limits();
         let ids: Vec<String> = self.subscriptions.keys().cloned().collect();
         loop {
@@ -828,32 +355,24 @@ impl Connection {
                     self.stalled_since.get_or_insert_with(Instant::now);
                     return Ok(());
                 }
-                let Some(sub) = self.subscriptions.get_mut(id) else {
-                    continue;
-                };
-                let Ok(subscriber) = caller.subscriber(&sub.topic) else {
-                    continue;
-                };
-                let batch = match subscriber
-                    .read_push(&mut sub.positions, &mut sub.rotation, limits)
-                    .await
-                {
-                    Ok(batch) => batch,
-                    Err(err) => {
-                        let err = ApiError::from(err);
+                let delivery = match self.read(id, limits).await {
+                    None => continue,
+                    Some(Ok(delivery)) => delivery,
+                    Some(Err(err)) => {
                         self.outbox
-                            .send(&error_message(None, Some(id.clone()), &err))?;
+                            .send(&ops::error_message(None, Some(id.clone()), &err))?;
                         continue;
                     }
                 };
-                for gap in &batch.gaps {
-                    self.outbox.send(&gap_message(id, gap))?;
+                for gap in &delivery.gaps {
+                    self.outbox.send(&ops::gap_message(id, gap))?;
                 }
-                if batch.record_count() == 0 {
+                if delivery.record_count() == 0 {
                     continue;
                 }
                 progressed = true;
-                let frame = records_frame(id, &sub.topic, &batch, &sub.positions);
+                let sub = &self.subscriptions[id];
+                let frame = records_frame(id, &sub.topic, &delivery, &sub.positions);
                 self.outbox.queue(Outgoing::Records(frame))?;
             }
             if !progressed {
@@ -862,13 +381,31 @@ impl Connection {
             }
         }
     }
+
+    /// The next records of one subscription; `None` when it is gone or its token no
+    /// longer reads its topic (the `auth` op ends such subscriptions).
+    async fn read(
+        &mut self,
+        id: &str,
+        limits: FrameLimits,
+    ) -> Option<Result<Delivery, GatewayError>> {
+        let caller = self.caller.as_ref()?;
+        let sub = self.subscriptions.get_mut(id)?;
+        let subscriber: Subscriber<'_> = caller.subscriber(&sub.topic).ok()?;
+        Some(
+            subscriber
+                .read_push(&mut sub.positions, &mut sub.rotation, limits)
+                .await
+                .map_err(GatewayError::from),
+        )
+    }
 }
 
 /// `{"type":"records","sub",…,"records":[…],"cursor":"…"}` with the stored values spliced in.
 fn records_frame(
     sub: &str,
     topic: &TopicName,
-    batch: &crate::push::Batch,
+    delivery: &Delivery,
     positions: &Positions,
 ) -> Spliced {
     Spliced {
@@ -876,7 +413,7 @@ fn records_frame(
             r#"{{"type":"records","sub":{},"topic":"{topic}","records":["#,
             serde_json::to_string(sub).unwrap_or_default()
         ),
-        parts: batch.json_parts().collect(),
+        parts: delivery.json_parts().collect(),
         tail: format!(r#"],"cursor":"{}"}}"#, positions.cursor()),
     }
 }

@@ -209,3 +209,46 @@ async fn token_transport_and_claim_errors_are_explicit() {
         "{error}"
     );
 }
+
+/// An offset no partition can hold (beyond 2^63 - 1) is the same error wherever it comes
+/// from: a fetch's query, a commit's or a seek's body, a WebSocket op.
+#[tokio::test]
+async fn an_offset_beyond_the_largest_is_invalid_offset_on_every_transport() {
+    let app = TestApp::spawn().await;
+    app.create_topic("t", 1).await;
+    let beyond = 1u64 << 63;
+    let fetched = app.fetch("t", 0, &format!("offset={beyond}")).await;
+    expect_error(fetched, 400, "invalid_offset").await;
+    let commit = json!({"offsets": [{"topic": "t", "partition": 0, "offset": beyond}]});
+    expect_error(
+        app.post_group("g", "commit", &commit).await,
+        400,
+        "invalid_offset",
+    )
+    .await;
+    let seek = json!({"topic": "t", "to": {"offsets": [{"partition": 0, "offset": beyond}]}});
+    expect_error(
+        app.post_group("g", "seek", &seek).await,
+        400,
+        "invalid_offset",
+    )
+    .await;
+
+    let mut ws = crate::push::client::Ws::connect(&app.base_url, &app.admin_token).await;
+    ws.send(json!({"op": "subscribe", "req": 1, "topic": "t", "from": {"offsets": {"0": beyond}}}))
+        .await;
+    let refused = ws.expect("error").await;
+    assert_eq!(
+        (refused["req"].clone(), refused["error"]["code"].clone()),
+        (json!(1), json!("invalid_offset"))
+    );
+    let subscribed = ws.subscribe(json!({"topic": "t", "group": "g"})).await;
+    ws.expect("assignment").await;
+    ws.send(json!({"op": "commit", "req": 2, "sub": subscribed["sub"], "offsets": [{"partition": 0, "offset": beyond}]}))
+        .await;
+    let refused = ws.expect("error").await;
+    assert_eq!(
+        (refused["req"].clone(), refused["error"]["code"].clone()),
+        (json!(2), json!("invalid_offset"))
+    );
+}

@@ -1018,7 +1018,7 @@ async fn fetch_beyond_the_high_watermark_is_416_with_bounds() {
     let response = app
         .fetch("orders", 0, &format!("offset={}", u64::MAX))
         .await;
-    expect_error(response, 400, "invalid_query").await;
+    expect_error(response, 400, "invalid_offset").await;
     // An empty partition: offset 1 is already out of range.
     app.create_topic("empty", 1).await;
     let error = expect_error(

@@ -33,7 +33,7 @@
 //! from the writer's `group commit` debug event, which carries the requests per commit and
 //! the commit's duration), and CPU use over the measured window of the server process, of its
 //! `log-writer` thread and of this bench process (from `/proc`, in % of one core). The server
-//! runs with `RUST_LOG=warn,tidegate::log::writer=debug` (`--server-log`), so per-request
+//! runs with `RUST_LOG=warn,tidegate::log::redb::writer=debug` (`--server-log`), so per-request
 //! access logs are off and one JSON line per commit is on.
 //!
 //! `--server-log-dir DIR` keeps each server's log lines for later analysis.
@@ -159,8 +159,8 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     value_bytes: usize,
 
-    /// RUST_LOG of the server; commit statistics need `tidegate::log::writer=debug`.
-    #[arg(long, default_value = "warn,tidegate::log::writer=debug")]
+    /// RUST_LOG of the server; commit statistics need `tidegate::log::redb::writer=debug`.
+    #[arg(long, default_value = "warn,tidegate::log::redb::writer=debug")]
     server_log: String,
 
     /// Also copy each server's log lines to DIR/tidegate-FSYNC.log (for later analysis).

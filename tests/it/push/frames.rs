@@ -169,3 +169,28 @@ async fn subscriptions_per_connection_and_req_sizes_are_limited_with_errors() {
     );
     assert_eq!(refused["error"]["code"], "invalid_argument", "{refused}");
 }
+
+#[tokio::test]
+async fn refused_messages_echo_their_req() {
+    let app = TestApp::spawn().await;
+    let mut ws = connect(&app).await;
+    // An op the protocol does not know, a message without an op, and a known op with a
+    // field it does not take: each answered with an `error` that carries the `req`.
+    for (message, code) in [
+        (json!({"op": "teleport", "req": "r-1"}), "invalid_body"),
+        (json!({"req": {"n": 2}}), "invalid_body"),
+        (
+            json!({"op": "subscribe", "req": [3], "topic": "t", "colour": "red"}),
+            "invalid_body",
+        ),
+    ] {
+        ws.send(message.clone()).await;
+        let refused = ws.expect("error").await;
+        assert_eq!(refused["req"], message["req"], "{refused}");
+        assert_eq!(refused["error"]["code"], code, "{refused}");
+    }
+    // Not an object at all: nothing to echo, still an answer.
+    ws.send_text("[1, 2]").await;
+    let refused = ws.expect("error").await;
+    assert!(refused.get("req").is_none(), "{refused}");
+}

@@ -217,3 +217,43 @@ async fn commits_over_websocket_are_fenced_by_the_assignment() {
         .await;
     assert_eq!(a.ws.expect("error").await["error"]["code"], "not_found");
 }
+
+#[tokio::test]
+async fn a_member_removed_from_its_group_ends_its_subscription_with_an_error() {
+    let app = TestApp::spawn().await;
+    app.create_topic("t", 2).await;
+    let mut a = Member::join(&app, "g").await;
+    let description = json_body(app.get("/v1/groups/g").send().await.unwrap()).await;
+    let member = description["members"][0]["member_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/groups/g/members/{member}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    // The rebalance reaches the socket; its member is gone, so the subscription ends,
+    // saying why, and the socket stays open.
+    let ended = a.ws.expect("error").await;
+    assert_eq!(ended["sub"], a.sub.as_str(), "{ended}");
+    assert_eq!(ended["error"]["code"], "member_not_found", "{ended}");
+    publish_n(&app, "t", 0, 4).await;
+    assert!(
+        a.ws.silent_for(Duration::from_millis(300)).await,
+        "no records after the end"
+    );
+    a.ws.send(
+        json!({"op": "commit", "req": 9, "sub": a.sub, "offsets": [{"partition": 0, "offset": 0}]}),
+    )
+    .await;
+    let refused = a.ws.expect("error").await;
+    assert_eq!(
+        (refused["req"].clone(), refused["error"]["code"].clone()),
+        (json!(9), json!("not_found"))
+    );
+}

@@ -1,3 +1,31 @@
+//! The embedded backend: one redb file, one writer thread that group-commits every change,
+//! lock-free reads over snapshots. The default; `tidegate check` inspects its file.
+//!
+//! # Layout
+//! - `codec`: the on-disk batch encoding.
+//! - `store`: redb tables and the read paths.
+//! - `writer`: the single writer thread that group-commits every change (appends, topic
+//!   changes, group offsets, retention).
+//! - `catalog`: committed topic state in memory, with a `watch` channel per partition.
+//! - `check`: [`check`], the read-only integrity check behind `tidegate check`.
+//! - `error`: redb's errors as backend-neutral [`Fault`](crate::log::Fault)s.
+//! - [`RedbLog`] (here): opening, the trait implementations, and the retention task.
+//!
+//! # Invariants
+//! - Only the writer thread opens write transactions; reads use redb snapshots and never
+//!   wait for it.
+//! - A record is visible to readers (its offset is below the published high watermark)
+//!   only after the transaction holding it committed.
+//! - Offsets of a partition are dense from its log start: each batch key is the previous
+//!   batch's base offset plus its record count.
+
+mod catalog;
+mod check;
+mod codec;
+mod error;
+mod store;
+mod writer;
+
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -7,20 +35,23 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::catalog::{Catalog, TopicEntry};
-use super::encoded::{BatchCache, EncodedBatch, EncodedRead};
-use super::store;
-use super::types::{
-    AppendOutcome, AppendRequest, CommittedOffset, FetchRequest, FetchResult, GroupId, Offset,
-    PartitionId, TimestampOffset, TopicConfig, TopicDescription, TopicName, TopicUpdate,
-};
-use super::writer::{
+pub use check::check;
+
+use catalog::{Catalog, TopicEntry};
+use writer::{
     Append, Change, CommitOffsets, DAMAGED, DeleteOffsets, Health, Message, Retention, TopicAdmin,
     TopicChange, WRITER_STOPPED, Writer,
 };
-use super::{EventLog, Fsync, LogError, OffsetStore, Readiness};
+
+use super::{
+    AppendOutcome, AppendRequest, CommittedOffset, EventLog, FetchRequest, FetchResult, GroupId,
+    LogError, Offset, OffsetStore, PartitionBounds, PartitionId, PartitionOffsets, RecordRun,
+    TimestampOffset, TopicConfig, TopicDescription, TopicId, TopicListing, TopicMeta, TopicName,
+    TopicUpdate,
+};
 use crate::metrics::LogMetrics;
 use crate::{panics, private_fs};
 
@@ -31,6 +62,32 @@ const WRITER_QUEUE: usize = 8192;
 /// How many 10 ms waits shutdown grants reads in flight before it stops waiting.
 const READ_DRAIN_ATTEMPTS: usize = 500;
 
+/// When an append is acknowledged relative to the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// Acknowledge after the commit is synced to disk (the default).
+    Always,
+    /// Acknowledge after the commit reaches the OS; a crash can lose about the last second.
+    Never,
+}
+
+impl Fsync {
+    /// The names `--fsync` takes.
+    pub const NAMES: [&str; 2] = ["always", "never"];
+}
+
+impl std::str::FromStr for Fsync {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Fsync, String> {
+        match name {
+            "always" => Ok(Fsync::Always),
+            "never" => Ok(Fsync::Never),
+            other => Err(format!("unknown fsync mode {other:?} (always or never)")),
+        }
+    }
+}
+
 /// How to open the embedded log.
 #[derive(Clone, Debug)]
 pub struct LogOptions {
@@ -38,9 +95,7 @@ pub struct LogOptions {
     pub fsync: Fsync,
     /// How long an `Idempotency-Key` is remembered per topic.
     pub idempotency_window: Duration,
-    /// Bytes of encoded batches kept for push delivery.
-    pub push_cache_bytes: usize,
-    /// How often [`RedbLog::run_retention`] deletes what retention no longer keeps.
+    /// How often the retention task deletes what retention no longer keeps.
     pub retention_check_interval: Duration,
 }
 
@@ -58,15 +113,15 @@ pub struct RedbLog {
     /// Ends long polls at shutdown so the server can drain quickly.
     shutdown: CancellationToken,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The retention task, awaited at shutdown (it ends with the shutdown token).
+    retention: Mutex<Option<JoinHandle<()>>>,
     health: Arc<Health>,
-    cache: Arc<BatchCache>,
-    retention_check_interval: Duration,
-    metrics: LogMetrics,
 }
 
 impl RedbLog {
     /// Opens the log in `options.data_dir`, creating the directory (mode 0700) and a new
-    /// database (mode 0600) when there is none, and starts the writer thread.
+    /// database (mode 0600) when there is none, and starts the writer thread and the
+    /// retention task (so it must be called within a Tokio runtime).
     ///
     /// Only a missing file means a new database: an empty or damaged one is refused, so a
     /// truncated file is never silently replaced by an empty log.
@@ -74,7 +129,7 @@ impl RedbLog {
         options: &LogOptions,
         metrics: LogMetrics,
         shutdown: CancellationToken,
-    ) -> Result<RedbLog, OpenError> {
+    ) -> Result<Arc<RedbLog>, OpenError> {
         let dir = &options.data_dir;
         private_fs::create_dir(dir).map_err(|err| {
             OpenError(format!(
@@ -117,7 +172,6 @@ impl RedbLog {
         };
         let catalog = Arc::new(Catalog::default());
         let health = Arc::new(Health::default());
-        let cache = Arc::new(BatchCache::new(options.push_cache_bytes));
         let writer = panics::catch_mut(|| {
             Writer::open(
                 db.clone(),
@@ -142,24 +196,27 @@ impl RedbLog {
                 }
             })
             .map_err(|err| OpenError(format!("cannot start the log writer thread: {err}")))?;
-        Ok(RedbLog {
+        let log = Arc::new(RedbLog {
             db: RwLock::new(Some(db)),
             catalog,
             messages,
             shutdown,
             writer: Mutex::new(Some(thread)),
+            retention: Mutex::new(None),
             health,
-            cache,
-            retention_check_interval: options.retention_check_interval,
-            metrics,
-        })
+        });
+        let retention = tokio::spawn(
+            log.clone()
+                .run_retention(options.retention_check_interval, metrics),
+        );
+        *log.retention.lock().unwrap_or_else(|e| e.into_inner()) = Some(retention);
+        Ok(log)
     }
 
-    /// Deletes, every `retention_check_interval`, the batches that their topics' retention
-    /// no longer keeps; each pass is one bounded change through the writer, repeated at
-    /// once while work remains. Ends with the shutdown token.
-    pub async fn run_retention(self: Arc<Self>) {
-        let period = self.retention_check_interval;
+    /// Deletes, every `period`, the batches that their topics' retention no longer keeps;
+    /// each pass is one bounded change through the writer, repeated at once while work
+    /// remains. Ends with the shutdown token.
+    async fn run_retention(self: Arc<Self>, period: Duration, metrics: LogMetrics) {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -170,9 +227,9 @@ impl RedbLog {
             while self.health.failure().is_none() && !self.shutdown.is_cancelled() {
                 match self.submit(|reply| Box::new(Retention::new(reply))).await {
                     Ok(outcome) => {
-                        self.metrics.retention_batches.inc_by(outcome.batches);
-                        self.metrics.retention_records.inc_by(outcome.records);
-                        self.metrics.retention_bytes.inc_by(outcome.bytes);
+                        metrics.retention_batches.inc_by(outcome.batches);
+                        metrics.retention_records.inc_by(outcome.records);
+                        metrics.retention_bytes.inc_by(outcome.bytes);
                         if outcome.batches > 0 {
                             tracing::debug!(
                                 batches = outcome.batches,
@@ -290,15 +347,19 @@ fn create_database(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn describe(name: &str, entry: &TopicEntry) -> Result<TopicDescription, LogError> {
-    Ok(TopicDescription {
-        name: TopicName::parse(name)?,
+fn describe(name: &TopicName, entry: &TopicEntry) -> TopicDescription {
+    TopicDescription {
+        name: name.clone(),
         config: entry.config,
         partitions: (0u32..)
             .zip(&entry.partitions)
-            .map(|(p, partition)| partition.offsets(PartitionId::new(p)))
+            .map(|(p, partition)| PartitionOffsets {
+                partition: PartitionId::new(p),
+                bounds: partition.bounds(),
+                size_bytes: Some(partition.size_bytes()),
+            })
             .collect(),
-    })
+    }
 }
 
 #[async_trait]
@@ -313,16 +374,20 @@ impl EventLog for RedbLog {
         self.describe_topic(&name).await
     }
 
-    async fn list_topics(&self) -> Result<Vec<TopicDescription>, LogError> {
-        self.catalog
+    async fn list_topics(&self) -> Result<Vec<TopicListing>, LogError> {
+        Ok(self
+            .catalog
             .all()
-            .iter()
-            .map(|(name, entry)| describe(name, entry))
-            .collect()
+            .into_iter()
+            .map(|(name, entry)| TopicListing {
+                name,
+                config: entry.config,
+            })
+            .collect())
     }
 
     async fn describe_topic(&self, name: &TopicName) -> Result<TopicDescription, LogError> {
-        describe(name.as_str(), &*self.catalog.topic(name.as_str())?)
+        Ok(describe(name, &*self.catalog.topic(name)?))
     }
 
     async fn update_topic(
@@ -335,10 +400,27 @@ impl EventLog for RedbLog {
     }
 
     async fn delete_topic(&self, name: &TopicName) -> Result<(), LogError> {
-        let incarnation = self.catalog.topic(name.as_str())?.incarnation;
-        self.change_topic(name, TopicChange::Delete).await?;
-        self.cache.forget(incarnation);
-        Ok(())
+        self.change_topic(name, TopicChange::Delete).await
+    }
+
+    async fn topic_meta(&self, name: &TopicName) -> Result<TopicMeta, LogError> {
+        let entry = self.catalog.topic(name)?;
+        Ok(TopicMeta {
+            id: TopicId::new(entry.incarnation),
+            partitions: entry.config.partitions,
+        })
+    }
+
+    async fn bounds(
+        &self,
+        topic: &TopicName,
+        partitions: &[PartitionId],
+    ) -> Result<Vec<PartitionBounds>, LogError> {
+        let entry = self.catalog.topic(topic)?;
+        partitions
+            .iter()
+            .map(|partition| Ok(entry.partition(topic, *partition)?.bounds()))
+            .collect()
     }
 
     async fn append(
@@ -347,7 +429,7 @@ impl EventLog for RedbLog {
         request: AppendRequest,
     ) -> Result<AppendOutcome, LogError> {
         // Fail fast without queueing behind other writes.
-        self.catalog.topic(topic.as_str())?;
+        self.catalog.topic(topic)?;
         let topic = topic.clone();
         self.submit(|reply| {
             Box::new(Append {
@@ -366,32 +448,16 @@ impl EventLog for RedbLog {
         partition: PartitionId,
         request: FetchRequest,
     ) -> Result<FetchResult, LogError> {
-        let entry = self.catalog.partition(topic.as_str(), partition)?;
-        let offset = request.offset.unwrap_or_else(|| entry.log_start_offset());
-        if offset == entry.high_watermark() && !request.wait.is_zero() {
-            // Hold only a receiver while waiting: a deleted topic drops its sender, which
-            // wakes the wait instead of keeping the partition alive.
-            let mut high_watermark = entry.high_watermark.subscribe();
-            drop(entry);
-            tokio::select! {
-                _ = tokio::time::timeout(request.wait, high_watermark.wait_for(|hwm| *hwm > offset)) => {}
-                _ = self.shutdown.cancelled() => {}
-            }
-        }
         // Published before the snapshot opens, so the snapshot holds every offset below it.
-        let high_watermark = self
-            .catalog
-            .partition(topic.as_str(), partition)?
-            .high_watermark()
-            .get();
-        let topic = topic.as_str().to_owned();
+        let high_watermark = self.catalog.partition(topic, partition)?.high_watermark();
+        let name = topic.clone();
         self.read(move |txn| {
             store::read_partition(
                 txn,
                 &store::ReadRequest {
-                    topic: &topic,
-                    partition: partition.get(),
-                    from: request.offset.map(Offset::get),
+                    topic: &name,
+                    partition,
+                    from: request.offset,
                     high_watermark,
                     max_records: request.max_records,
                     max_bytes: request.max_bytes,
@@ -401,70 +467,19 @@ impl EventLog for RedbLog {
         .await
     }
 
-    async fn read_encoded(
+    async fn read_runs(
         &self,
         topic: &TopicName,
         partition: PartitionId,
         from: Offset,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<EncodedRead, LogError> {
-        let entry = self.catalog.topic(topic.as_str())?;
-        let bounds = self.catalog.partition(topic.as_str(), partition)?;
-        let high_watermark = bounds.high_watermark().get();
-        let key = (entry.incarnation, partition.get());
-        let log_start = bounds.log_start_offset().get();
-        // The cache may still hold batches retention deleted: a reader below the published
-        // start is told where the log starts instead.
-        if from.get() > high_watermark || from.get() < log_start {
-            return Err(LogError::OffsetOutOfRange {
-                offset: from.get(),
-                log_start_offset: log_start,
-                high_watermark,
-            });
-        }
-        drop((entry, bounds));
-        let read = |cache: &BatchCache| {
-            cache.read(key, from.get(), high_watermark, max_records, max_bytes)
-        };
-        let mut slices = read(&self.cache);
-        let covered =
-            |slices: &[super::EncodedSlice]| slices.last().map_or(from, |s| s.next_offset()).get();
-        let count = |slices: &[super::EncodedSlice]| slices.iter().map(|s| s.len()).sum::<usize>();
-        if covered(&slices) < high_watermark && count(&slices) < max_records {
-            // One load per partition at a time: the readers behind it find the cache filled.
-            let loader = self.cache.loader(key);
-            let _loading = loader.lock().await;
-            slices = read(&self.cache);
-            let start = covered(&slices);
-            if start < high_watermark && count(&slices) < max_records {
-                let wanted = max_records - count(&slices);
-                let name = topic.as_str().to_owned();
-                let batches = self
-                    .read(move |txn| {
-                        store::read_batches(
-                            txn,
-                            &name,
-                            partition.get(),
-                            start,
-                            high_watermark,
-                            wanted,
-                        )
-                    })
-                    .await?;
-                let encoded = batches
-                    .iter()
-                    .map(|records| Arc::new(EncodedBatch::encode(records)))
-                    .collect();
-                self.cache.insert(key, encoded);
-                slices = read(&self.cache);
-            }
-        }
-        Ok(EncodedRead {
-            next_offset: Offset::new(covered(&slices)),
-            slices,
-            high_watermark: Offset::new(high_watermark),
+        min_records: usize,
+    ) -> Result<Vec<RecordRun>, LogError> {
+        let high_watermark = self.catalog.partition(topic, partition)?.high_watermark();
+        let name = topic.clone();
+        self.read(move |txn| {
+            store::read_batches(txn, &name, partition, from, high_watermark, min_records)
         })
+        .await
     }
 
     async fn offset_for_timestamp(
@@ -473,26 +488,17 @@ impl EventLog for RedbLog {
         partition: PartitionId,
         timestamp: i64,
     ) -> Result<TimestampOffset, LogError> {
-        let high_watermark = self
-            .catalog
-            .partition(topic.as_str(), partition)?
-            .high_watermark();
-        let topic = topic.as_str().to_owned();
+        let high_watermark = self.catalog.partition(topic, partition)?.high_watermark();
+        let name = topic.clone();
         let found = self
             .read(move |txn| {
-                store::offset_for_timestamp(
-                    txn,
-                    &topic,
-                    partition.get(),
-                    high_watermark.get(),
-                    timestamp,
-                )
+                store::offset_for_timestamp(txn, &name, partition, high_watermark, timestamp)
             })
             .await?;
         Ok(match found {
             Some((offset, timestamp)) => TimestampOffset {
                 partition,
-                offset: Offset::new(offset),
+                offset,
                 timestamp: Some(timestamp),
             },
             None => TimestampOffset {
@@ -503,19 +509,19 @@ impl EventLog for RedbLog {
         })
     }
 
-    fn watch_high_watermark(
+    async fn watch_high_watermark(
         &self,
         topic: &TopicName,
         partition: PartitionId,
     ) -> Result<watch::Receiver<Offset>, LogError> {
         Ok(self
             .catalog
-            .partition(topic.as_str(), partition)?
+            .partition(topic, partition)?
             .high_watermark
             .subscribe())
     }
 
-    fn readiness(&self) -> Readiness {
+    fn readiness(&self) -> Result<(), LogError> {
         let writer_ended = self
             .writer
             .lock()
@@ -523,14 +529,23 @@ impl EventLog for RedbLog {
             .as_ref()
             .is_none_or(|thread| thread.is_finished());
         match self.health.failure() {
-            Some(reason) => Readiness::Failed(reason.to_owned()),
-            None if self.shutdown.is_cancelled() => Readiness::ShuttingDown,
-            None if writer_ended => Readiness::Failed(WRITER_STOPPED.to_owned()),
-            None => Readiness::Ready,
+            Some(reason) => Err(LogError::Unavailable(reason.to_owned())),
+            None if self.shutdown.is_cancelled() => Err(LogError::ShuttingDown),
+            None if writer_ended => Err(LogError::Unavailable(WRITER_STOPPED.to_owned())),
+            None => Ok(()),
         }
     }
 
     async fn shutdown(&self) {
+        let retention = self
+            .retention
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(retention) = retention {
+            // It ends with the shutdown token, which the caller cancelled.
+            let _ = retention.await;
+        }
         let (done, stopped) = oneshot::channel();
         if self.messages.send(Message::Stop { done }).await.is_ok() {
             let _ = stopped.await;
@@ -596,5 +611,80 @@ impl OffsetStore for RedbLog {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Fsync, LogOptions, RedbLog};
+    use crate::log::conformance::{self, Backend};
+    use crate::log::{EventLog, Offset, PartitionId, TopicName, TopicUpdate};
+    use crate::metrics::{LabelCaps, Metrics};
+
+    fn options(dir: &std::path::Path) -> LogOptions {
+        LogOptions {
+            data_dir: dir.to_owned(),
+            fsync: Fsync::Never,
+            idempotency_window: Duration::from_secs(3600),
+            retention_check_interval: Duration::from_millis(20),
+        }
+    }
+
+    fn metrics() -> crate::metrics::LogMetrics {
+        let caps = LabelCaps {
+            topics: 10,
+            groups: 10,
+        };
+        Metrics::new(caps).expect("metrics").log.clone()
+    }
+
+    #[tokio::test]
+    async fn conforms() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let redb = RedbLog::open(&options(dir.path()), metrics(), shutdown.clone()).expect("open");
+        let log: Arc<dyn EventLog> = redb.clone();
+        let trimmed = log.clone();
+        let path = dir.path().to_owned();
+        let backend = Backend {
+            log,
+            offsets: redb.clone(),
+            // Retention keeping one byte deletes every batch but the newest.
+            advance_log_start: Box::new(
+                move |topic: TopicName, partition: PartitionId, to: Offset| {
+                    let log = trimmed.clone();
+                    Box::pin(async move {
+                        let keep_one_byte = TopicUpdate {
+                            retention_bytes: Some(1),
+                            ..TopicUpdate::default()
+                        };
+                        log.update_topic(&topic, keep_one_byte)
+                            .await
+                            .expect("retention");
+                        while log.bounds(&topic, &[partition]).await.expect("bounds")[0]
+                            .log_start_offset
+                            < to
+                        {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    })
+                },
+            ),
+            open_twin: Box::new(move || {
+                let path = path.clone();
+                Box::pin(async move {
+                    let twin = RedbLog::open(&options(&path), metrics(), Default::default());
+                    twin.map(|twin| twin as Arc<dyn EventLog>)
+                        .map_err(|err| err.to_string())
+                })
+            }),
+            prefix: String::new(),
+        };
+        conformance::run(&backend).await;
+        shutdown.cancel();
+        redb.shutdown().await;
     }
 }

@@ -1,6 +1,7 @@
 //! Push delivery shared by WebSocket and Server-Sent Events: where a subscription stands
 //! (its positions, and the cursor that encodes them), and the next records for it, read
-//! from the log's shared encoded batches. No transport here.
+//! through the shared cache of encoded runs (`cache`). No transport here, and nothing of a
+//! backend: the log is reached only through [`EventLog`].
 //!
 //! # Cursor
 //! A cursor is the next offset to deliver for every partition of a subscription, written
@@ -16,24 +17,26 @@
 //! recreated) is not skipped silently: the read reports [`Gap`] with the earliest offset
 //! still there, and moves the position to it.
 
+mod cache;
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, select_all};
 use tokio::sync::watch;
 
-use crate::log::{EncodedSlice, EventLog, LogError, Offset, PartitionId, TopicName};
+pub use cache::EncodedSlice;
+use cache::{EncodedRead, EncodedRun, RunCache};
 
-/// Why a subscription's start cannot be used.
+use crate::log::{EventLog, LogError, Offset, PartitionBounds, PartitionId, TopicId, TopicName};
+
+/// Why a cursor does not parse.
 #[derive(Debug, thiserror::Error)]
-pub enum PushError {
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error("invalid cursor: {0}")]
-    Cursor(&'static str),
-}
+#[error("invalid cursor: {0}")]
+pub struct CursorError(&'static str);
 
 /// Where a subscription starts.
 #[derive(Clone, Debug)]
@@ -69,23 +72,23 @@ impl Positions {
         cursor
     }
 
-    pub fn parse_cursor(cursor: &str) -> Result<Positions, PushError> {
+    pub fn parse_cursor(cursor: &str) -> Result<Positions, CursorError> {
         let mut positions = BTreeMap::new();
         if cursor.len() > 64 * 1024 {
-            return Err(PushError::Cursor("longer than 64 KiB"));
+            return Err(CursorError("longer than 64 KiB"));
         }
         for pair in cursor.split('.').filter(|pair| !pair.is_empty()) {
             let (partition, offset) = pair
                 .split_once('-')
-                .ok_or(PushError::Cursor("expected PARTITION-OFFSET pairs"))?;
+                .ok_or(CursorError("expected PARTITION-OFFSET pairs"))?;
             let partition = partition
                 .parse::<u32>()
-                .map_err(|_| PushError::Cursor("a partition is not a number"))?;
+                .map_err(|_| CursorError("a partition is not a number"))?;
             let offset = offset
                 .parse::<u64>()
                 .ok()
                 .and_then(|offset| Offset::parse(offset).ok())
-                .ok_or(PushError::Cursor("an offset is not a valid offset"))?;
+                .ok_or(CursorError("an offset is not a valid offset"))?;
             // A partition named twice resumes from the earlier offset: nothing is skipped.
             positions
                 .entry(PartitionId::new(partition))
@@ -103,16 +106,8 @@ impl Positions {
         self.0.insert(partition, offset);
     }
 
-    pub fn remove(&mut self, partition: PartitionId) {
-        self.0.remove(&partition);
-    }
-
     pub fn partitions(&self) -> impl Iterator<Item = PartitionId> + '_ {
         self.0.keys().copied()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -122,26 +117,23 @@ pub async fn resolve(
     topic: &TopicName,
     partitions: Option<&[PartitionId]>,
     start: &Start,
-) -> Result<Positions, PushError> {
-    let description = log.describe_topic(topic).await?;
+) -> Result<Positions, LogError> {
+    let meta = log.topic_meta(topic).await?;
     let chosen: Vec<PartitionId> = match partitions {
         Some(chosen) => {
-            for partition in chosen {
-                if partition.get() >= description.config.partitions {
-                    return Err(LogError::PartitionNotFound {
-                        topic: topic.to_string(),
-                        partition: partition.get(),
-                    }
-                    .into());
-                }
+            if let Some(missing) = chosen.iter().find(|p| p.get() >= meta.partitions) {
+                return Err(LogError::PartitionNotFound {
+                    topic: topic.clone(),
+                    partition: *missing,
+                });
             }
             chosen.to_vec()
         }
-        None => description.partitions.iter().map(|p| p.partition).collect(),
+        None => (0..meta.partitions).map(PartitionId::new).collect(),
     };
+    let bounds = log.bounds(topic, &chosen).await?;
     let mut positions = BTreeMap::new();
-    for partition in chosen {
-        let bounds = &description.partitions[partition.get() as usize];
+    for (partition, bounds) in chosen.into_iter().zip(bounds) {
         let offset = match start {
             Start::Latest => bounds.high_watermark,
             Start::Earliest => bounds.log_start_offset,
@@ -154,6 +146,87 @@ pub async fn resolve(
         positions.insert(partition, offset);
     }
     Ok(Positions(positions))
+}
+
+/// The log behind push delivery and the cache of encoded runs every subscriber shares.
+pub struct PushReader {
+    log: Arc<dyn EventLog>,
+    cache: RunCache,
+}
+
+impl PushReader {
+    /// A reader over `log` whose cache holds about `cache_bytes` of encoded records.
+    pub fn new(log: Arc<dyn EventLog>, cache_bytes: usize) -> PushReader {
+        PushReader {
+            log,
+            cache: RunCache::new(cache_bytes),
+        }
+    }
+
+    /// Forgets what the cache holds of a deleted topic.
+    pub fn forget(&self, topic: TopicId) {
+        self.cache.forget(topic);
+    }
+
+    /// Committed records of a partition from `from` on, as the JSON every push transport
+    /// sends: up to `max_records` records and about `max_bytes` bytes. Cached runs are
+    /// served while they last; a miss reads runs from the log (one loader per partition;
+    /// the readers behind it find the cache filled). `from` outside the partition's bounds
+    /// is [`LogError::OffsetOutOfRange`]: the cache may still hold runs retention deleted,
+    /// and a reader below the log start is told where it starts instead.
+    async fn read(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        from: Offset,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<EncodedRead, LogError> {
+        let meta = self.log.topic_meta(topic).await?;
+        let bounds = self.bounds(topic, partition).await?;
+        if !bounds.contains(from) {
+            return Err(bounds.out_of_range(from));
+        }
+        let key = (meta.id, partition);
+        let until = bounds.high_watermark;
+        let read = |cache: &RunCache| cache.read(key, from, until, max_records, max_bytes);
+        let mut encoded = read(&self.cache);
+        if encoded.next_offset < until && encoded.record_count() < max_records {
+            let loader = self.cache.loader(key);
+            let _loading = loader.lock().await;
+            encoded = read(&self.cache);
+            if encoded.next_offset < until && encoded.record_count() < max_records {
+                let wanted = max_records - encoded.record_count();
+                let runs = self
+                    .log
+                    .read_runs(topic, partition, encoded.next_offset, wanted)
+                    .await?;
+                self.cache.insert(
+                    key,
+                    runs.iter()
+                        .map(|run| Arc::new(EncodedRun::encode(run)))
+                        .collect(),
+                );
+                encoded = read(&self.cache);
+            }
+        }
+        Ok(encoded)
+    }
+
+    async fn bounds(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+    ) -> Result<PartitionBounds, LogError> {
+        let bounds = self.log.bounds(topic, &[partition]).await?;
+        bounds
+            .into_iter()
+            .next()
+            .ok_or_else(|| LogError::PartitionNotFound {
+                topic: topic.clone(),
+                partition,
+            })
+    }
 }
 
 /// Records of one partition in a frame.
@@ -174,14 +247,25 @@ pub struct Gap {
     pub high_watermark: Offset,
 }
 
-/// What one read produced.
+impl std::fmt::Display for Gap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "partition {}: offset {} is outside the log (log start {}, high watermark {})",
+            self.partition, self.position, self.log_start_offset, self.high_watermark
+        )
+    }
+}
+
+/// What one read for a subscription produced: records of some of its partitions, and the
+/// gaps it found.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub struct Delivery {
     pub records: Vec<PartitionRecords>,
     pub gaps: Vec<Gap>,
 }
 
-impl Batch {
+impl Delivery {
     pub fn record_count(&self) -> usize {
         self.slices().map(EncodedSlice::len).sum()
     }
@@ -212,16 +296,16 @@ pub struct FrameLimits {
 /// Reads what the log holds past `positions`, within `limits`, starting with the partition
 /// after the one `rotation` points at; advances `positions` past what it returns.
 pub async fn read(
-    log: &dyn EventLog,
+    reader: &PushReader,
     topic: &TopicName,
     positions: &mut Positions,
     rotation: &mut usize,
     limits: FrameLimits,
-) -> Result<Batch, LogError> {
+) -> Result<Delivery, LogError> {
     let partitions: Vec<PartitionId> = positions.partitions().collect();
-    let mut batch = Batch::default();
+    let mut delivery = Delivery::default();
     if partitions.is_empty() {
-        return Ok(batch);
+        return Ok(delivery);
     }
     let start = *rotation % partitions.len();
     *rotation = rotation.wrapping_add(1);
@@ -233,8 +317,8 @@ pub async fn read(
         let Some(from) = positions.get(*partition) else {
             continue;
         };
-        let read = log
-            .read_encoded(
+        let read = reader
+            .read(
                 topic,
                 *partition,
                 from,
@@ -244,13 +328,15 @@ pub async fn read(
             .await;
         match read {
             Ok(read) => {
+                // Offsets that hold no record (Kafka's transaction markers) move the
+                // position on even when no record comes with them.
+                positions.set(*partition, read.next_offset);
                 if read.slices.is_empty() {
                     continue;
                 }
                 records += read.record_count();
                 bytes += read.slices.iter().map(|s| s.json().len()).sum::<usize>();
-                positions.set(*partition, read.next_offset);
-                batch.records.push(PartitionRecords {
+                delivery.records.push(PartitionRecords {
                     partition: *partition,
                     slices: read.slices,
                 });
@@ -263,32 +349,32 @@ pub async fn read(
                 let gap = Gap {
                     partition: *partition,
                     position: from,
-                    log_start_offset: Offset::new(log_start_offset),
-                    high_watermark: Offset::new(high_watermark),
+                    log_start_offset,
+                    high_watermark,
                 };
                 positions.set(*partition, gap.log_start_offset);
-                batch.gaps.push(gap);
+                delivery.gaps.push(gap);
             }
             Err(err) => return Err(err),
         }
     }
-    Ok(batch)
+    Ok(delivery)
 }
 
-/// High-watermark receivers of the partitions of `positions`, to wait on.
-pub fn watches(
+/// High-watermark receivers of the partitions of `positions`, to wait on; partitions the
+/// log no longer has are left out.
+pub async fn watches(
     log: &dyn EventLog,
     topic: &TopicName,
     positions: &Positions,
 ) -> Vec<(PartitionId, watch::Receiver<Offset>)> {
-    positions
-        .partitions()
-        .filter_map(|partition| {
-            log.watch_high_watermark(topic, partition)
-                .ok()
-                .map(|rx| (partition, rx))
-        })
-        .collect()
+    let mut watches = Vec::new();
+    for partition in positions.partitions() {
+        if let Ok(rx) = log.watch_high_watermark(topic, partition).await {
+            watches.push((partition, rx));
+        }
+    }
+    watches
 }
 
 /// Resolves once some partition has records past its position, or its topic is gone

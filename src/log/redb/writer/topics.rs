@@ -3,18 +3,17 @@
 use redb::ReadableTable;
 
 use super::{Change, Reply, Staging, Tables, WriterPartition, WriterTopic, settle};
-use crate::log::LogError;
-use crate::log::types::{TopicConfig, TopicName, TopicUpdate};
+use crate::log::{LogError, TopicConfig, TopicName, TopicUpdate};
 
 /// A change to a topic's existence or configuration.
-pub(in crate::log) enum TopicChange {
+pub(in crate::log::redb) enum TopicChange {
     Create(TopicConfig),
     Update(TopicUpdate),
     Delete,
 }
 
 /// Applies a [`TopicChange`] to one topic.
-pub(in crate::log) struct TopicAdmin {
+pub(in crate::log::redb) struct TopicAdmin {
     pub topic: TopicName,
     pub change: TopicChange,
     pub reply: Reply<()>,
@@ -47,7 +46,7 @@ fn create(
 ) -> Result<(), LogError> {
     config.validate()?;
     if staging.state.topics.contains_key(name.as_str()) {
-        return Err(LogError::TopicExists(name.to_string()));
+        return Err(LogError::TopicExists(name.clone()));
     }
     write_config(staging.tables, name, &config)?;
     for partition in 0..config.partitions {
@@ -62,7 +61,6 @@ fn create(
             partitions: (0..config.partitions)
                 .map(|_| WriterPartition::EMPTY)
                 .collect(),
-            next_keyless: 0,
         },
     );
     Ok(())
@@ -77,7 +75,7 @@ fn update_config(
         .state
         .topics
         .get_mut(name.as_str())
-        .ok_or_else(|| LogError::TopicNotFound(name.to_string()))?;
+        .ok_or_else(|| LogError::TopicNotFound(name.clone()))?;
     let old = topic.config;
     let config = TopicConfig {
         partitions: update.partitions.unwrap_or(old.partitions),
@@ -105,7 +103,7 @@ fn delete(staging: &mut Staging<'_, '_>, name: &TopicName) -> Result<(), LogErro
         .state
         .topics
         .remove(name.as_str())
-        .ok_or_else(|| LogError::TopicNotFound(name.to_string()))?;
+        .ok_or_else(|| LogError::TopicNotFound(name.clone()))?;
     let name = name.as_str();
     let tables = &mut staging.tables;
     tables.topics.remove(name)?;

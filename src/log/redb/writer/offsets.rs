@@ -2,11 +2,10 @@
 //! so an acknowledged commit is as durable as an acknowledged record.
 
 use super::{Change, Reply, Staging, settle};
-use crate::log::LogError;
-use crate::log::types::{CommittedOffset, GroupId};
+use crate::log::{CommittedOffset, GroupId, LogError};
 
 /// Stores committed offsets of one group, all or none.
-pub(in crate::log) struct CommitOffsets {
+pub(in crate::log::redb) struct CommitOffsets {
     pub group: GroupId,
     pub offsets: Vec<CommittedOffset>,
     pub reply: Reply<()>,
@@ -15,27 +14,19 @@ pub(in crate::log) struct CommitOffsets {
 
 impl Change for CommitOffsets {
     fn stage(&mut self, staging: &mut Staging<'_, '_>) -> Result<(), LogError> {
-        // Validate every offset before writing any.
+        // Offsets go with their topic (deleting it deletes them), so a commit for a topic
+        // or partition that does not exist is refused; the range of each offset is the
+        // coordinator's to check. Every offset is checked before any is written.
         for committed in &self.offsets {
-            let name = committed.topic.as_str();
             let topic = staging
                 .state
                 .topics
-                .get(name)
-                .ok_or_else(|| LogError::TopicNotFound(name.to_owned()))?;
-            let partition = committed.partition.get();
-            let state = topic.partitions.get(partition as usize).ok_or_else(|| {
-                LogError::PartitionNotFound {
-                    topic: name.to_owned(),
-                    partition,
-                }
-            })?;
-            // Committing the high watermark means "all read"; beyond it nothing exists.
-            if committed.offset.get() > state.next_offset {
-                return Err(LogError::OffsetOutOfRange {
-                    offset: committed.offset.get(),
-                    log_start_offset: state.log_start_offset,
-                    high_watermark: state.next_offset,
+                .get(committed.topic.as_str())
+                .ok_or_else(|| LogError::TopicNotFound(committed.topic.clone()))?;
+            if committed.partition.get() >= topic.config.partitions {
+                return Err(LogError::PartitionNotFound {
+                    topic: committed.topic.clone(),
+                    partition: committed.partition,
                 });
             }
         }
@@ -59,7 +50,7 @@ impl Change for CommitOffsets {
 }
 
 /// Forgets every committed offset of one group.
-pub(in crate::log) struct DeleteOffsets {
+pub(in crate::log::redb) struct DeleteOffsets {
     pub group: GroupId,
     pub reply: Reply<bool>,
     pub deleted: Option<bool>,

@@ -21,7 +21,7 @@
 
 use integer_encoding::VarInt;
 
-use super::LogError;
+use crate::log::LogError;
 
 const FORMAT_VERSION: u8 = 2;
 const HEADER_LEN: usize = 21;

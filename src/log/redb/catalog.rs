@@ -9,13 +9,12 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
-use super::LogError;
-use super::types::{Offset, PartitionId, PartitionOffsets, TopicConfig};
+use crate::log::{LogError, Offset, PartitionBounds, PartitionId, TopicConfig, TopicName};
 
 /// One partition's committed bounds.
 pub(super) struct PartitionEntry {
-    /// Waiters (long polls, group polls, later WebSocket/SSE) subscribe here and read the
-    /// log themselves.
+    /// Waiters (long polls, group polls, WebSocket and SSE subscriptions) subscribe here
+    /// and read the log themselves.
     pub high_watermark: watch::Sender<Offset>,
     pub log_start_offset: AtomicU64,
     /// Bytes of the stored batches.
@@ -45,13 +44,15 @@ impl PartitionEntry {
 
     /// The bounds as the catalog knows them; readers that also read data take the log
     /// start from their snapshot instead (`store::read_partition`).
-    pub fn offsets(&self, partition: PartitionId) -> PartitionOffsets {
-        PartitionOffsets {
-            partition,
+    pub fn bounds(&self) -> PartitionBounds {
+        PartitionBounds {
             log_start_offset: self.log_start_offset(),
             high_watermark: self.high_watermark(),
-            size_bytes: self.size_bytes.load(Ordering::Acquire),
         }
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes.load(Ordering::Acquire)
     }
 }
 
@@ -63,39 +64,50 @@ pub(super) struct TopicEntry {
     pub partitions: Vec<Arc<PartitionEntry>>,
 }
 
+impl TopicEntry {
+    pub fn partition(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+    ) -> Result<&Arc<PartitionEntry>, LogError> {
+        self.partitions
+            .get(partition.get() as usize)
+            .ok_or_else(|| LogError::PartitionNotFound {
+                topic: topic.clone(),
+                partition,
+            })
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Catalog {
     topics: RwLock<HashMap<String, Arc<TopicEntry>>>,
 }
 
 impl Catalog {
-    pub fn topic(&self, name: &str) -> Result<Arc<TopicEntry>, LogError> {
-        self.read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| LogError::TopicNotFound(name.to_owned()))
+    pub fn get(&self, name: &str) -> Option<Arc<TopicEntry>> {
+        self.read().get(name).cloned()
+    }
+
+    pub fn topic(&self, name: &TopicName) -> Result<Arc<TopicEntry>, LogError> {
+        self.get(name.as_str())
+            .ok_or_else(|| LogError::TopicNotFound(name.clone()))
     }
 
     pub fn partition(
         &self,
-        topic: &str,
+        topic: &TopicName,
         partition: PartitionId,
     ) -> Result<Arc<PartitionEntry>, LogError> {
-        self.topic(topic)?
-            .partitions
-            .get(partition.get() as usize)
-            .cloned()
-            .ok_or_else(|| LogError::PartitionNotFound {
-                topic: topic.to_owned(),
-                partition: partition.get(),
-            })
+        self.topic(topic)?.partition(topic, partition).cloned()
     }
 
-    pub fn all(&self) -> Vec<(String, Arc<TopicEntry>)> {
+    /// Every topic, sorted by name.
+    pub fn all(&self) -> Vec<(TopicName, Arc<TopicEntry>)> {
         let mut topics: Vec<_> = self
             .read()
             .iter()
-            .map(|(name, entry)| (name.clone(), entry.clone()))
+            .filter_map(|(name, entry)| Some((TopicName::parse(name).ok()?, entry.clone())))
             .collect();
         topics.sort_by(|a, b| a.0.cmp(&b.0));
         topics

@@ -18,11 +18,10 @@
 
 use redb::{ReadTransaction, ReadableTable, TableDefinition};
 
-use super::LogError;
 use super::codec::{self, DecodedRecord};
-use super::types::{
-    CommittedOffset, FetchResult, GroupId, Offset, PartitionId, RecordPosition, StoredRecord,
-    TopicConfig, TopicName,
+use crate::log::{
+    CommittedOffset, FetchResult, GroupId, LogError, Offset, PartitionBounds, PartitionId,
+    RecordPosition, RecordRun, StoredRecord, TopicConfig, TopicName,
 };
 
 pub(super) const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
@@ -43,7 +42,7 @@ pub(super) const OFFSETS: TableDefinition<(&str, &str, u32), (u64, i64)> =
 pub(super) struct IdempotentReply {
     pub created_ms: i64,
     pub positions: Vec<RecordPosition>,
-    /// Hex SHA-256 of the request ([`super::types::IdempotencyKey`]); absent in entries
+    /// Hex SHA-256 of the request ([`crate::log::IdempotencyKey`]); absent in entries
     /// written before digests were kept, which replay without comparison.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
@@ -145,29 +144,38 @@ pub(super) fn load_topics(txn: &ReadTransaction) -> Result<Vec<LoadedTopic>, Log
     Ok(loaded)
 }
 
-/// The log start of a partition as of this snapshot; `None` when the snapshot has no such
-/// partition (the topic was deleted meanwhile).
-fn log_start(txn: &ReadTransaction, topic: &str, partition: u32) -> Result<Option<u64>, LogError> {
+/// The bounds of a partition as of this snapshot: its log start from the snapshot, and
+/// `high_watermark` as published before the snapshot opened. A partition the snapshot does
+/// not have (the topic was deleted meanwhile) is [`LogError::PartitionNotFound`].
+fn snapshot_bounds(
+    txn: &ReadTransaction,
+    topic: &TopicName,
+    partition: PartitionId,
+    high_watermark: Offset,
+) -> Result<PartitionBounds, LogError> {
     let starts = txn.open_table(PARTITIONS)?;
-    Ok(starts.get((topic, partition))?.map(|start| start.value()))
-}
-
-fn missing_partition(topic: &str, partition: u32) -> LogError {
-    LogError::PartitionNotFound {
-        topic: topic.to_owned(),
-        partition,
-    }
+    let log_start = starts
+        .get((topic.as_str(), partition.get()))?
+        .map(|start| start.value())
+        .ok_or_else(|| LogError::PartitionNotFound {
+            topic: topic.clone(),
+            partition,
+        })?;
+    Ok(PartitionBounds {
+        log_start_offset: Offset::new(log_start),
+        high_watermark,
+    })
 }
 
 /// What a fetch wants from one partition.
 pub(super) struct ReadRequest<'a> {
-    pub topic: &'a str,
-    pub partition: u32,
+    pub topic: &'a TopicName,
+    pub partition: PartitionId,
     /// First offset wanted; `None` is the log start.
-    pub from: Option<u64>,
+    pub from: Option<Offset>,
     /// The high watermark published before the snapshot was opened: every offset below it
     /// is committed and in the snapshot.
-    pub high_watermark: u64,
+    pub high_watermark: Offset,
     pub max_records: usize,
     pub max_bytes: usize,
 }
@@ -181,22 +189,18 @@ pub(super) fn read_partition(
     txn: &ReadTransaction,
     request: &ReadRequest<'_>,
 ) -> Result<FetchResult, LogError> {
-    let ReadRequest {
-        topic,
-        partition,
-        high_watermark,
-        ..
-    } = *request;
-    let log_start =
-        log_start(txn, topic, partition)?.ok_or_else(|| missing_partition(topic, partition))?;
-    let from = request.from.unwrap_or(log_start);
-    if from < log_start || from > high_watermark {
-        return Err(LogError::OffsetOutOfRange {
-            offset: from,
-            log_start_offset: log_start,
-            high_watermark,
-        });
+    let bounds = snapshot_bounds(
+        txn,
+        request.topic,
+        request.partition,
+        request.high_watermark,
+    )?;
+    let from = request.from.unwrap_or(bounds.log_start_offset);
+    if !bounds.contains(from) {
+        return Err(bounds.out_of_range(from));
     }
+    let (topic, partition) = (request.topic.as_str(), request.partition.get());
+    let (from, high_watermark) = (from.get(), bounds.high_watermark.get());
     let mut records = Vec::new();
     if from < high_watermark {
         let batches = txn.open_table(BATCHES)?;
@@ -226,7 +230,7 @@ pub(super) fn read_partition(
                     break 'batches;
                 }
                 bytes += size;
-                records.push(to_stored(partition, offset, record));
+                records.push(to_stored(request.partition, offset, record));
             }
         }
         // Dense offsets: a gap means the snapshot lost batches the bounds promise.
@@ -242,32 +246,28 @@ pub(super) fn read_partition(
     Ok(FetchResult {
         next_offset: Offset::new(records.last().map_or(from, |r| r.offset.get() + 1)),
         records,
-        high_watermark: Offset::new(high_watermark),
-        log_start_offset: Offset::new(log_start),
+        bounds,
     })
 }
 
 /// Whole batches of one partition from the one holding `from` on, below `high_watermark`,
 /// until at least `min_records` records from `from` on are read; for the push cache, which
-/// keeps whole batches. `from` below this snapshot's log start is
+/// keeps whole batches. `from` outside this snapshot's bounds is
 /// [`LogError::OffsetOutOfRange`].
 pub(super) fn read_batches(
     txn: &ReadTransaction,
-    topic: &str,
-    partition: u32,
-    from: u64,
-    high_watermark: u64,
+    topic_name: &TopicName,
+    partition_id: PartitionId,
+    from: Offset,
+    high_watermark: Offset,
     min_records: usize,
-) -> Result<Vec<Vec<StoredRecord>>, LogError> {
-    let log_start =
-        log_start(txn, topic, partition)?.ok_or_else(|| missing_partition(topic, partition))?;
-    if from < log_start || from > high_watermark {
-        return Err(LogError::OffsetOutOfRange {
-            offset: from,
-            log_start_offset: log_start,
-            high_watermark,
-        });
+) -> Result<Vec<RecordRun>, LogError> {
+    let bounds = snapshot_bounds(txn, topic_name, partition_id, high_watermark)?;
+    if !bounds.contains(from) {
+        return Err(bounds.out_of_range(from));
     }
+    let (topic, partition) = (topic_name.as_str(), partition_id.get());
+    let (from, high_watermark) = (from.get(), high_watermark.get());
     let batches = txn.open_table(BATCHES)?;
     let first_base = match batches
         .range((topic, partition, 0)..=(topic, partition, from))?
@@ -291,11 +291,15 @@ pub(super) fn read_batches(
         }
         let records: Vec<StoredRecord> = (base..)
             .zip(codec::decode(batch.value())?)
-            .map(|(offset, record)| to_stored(partition, offset, record))
+            .map(|(offset, record)| to_stored(partition_id, offset, record))
             .collect();
         expected = base + records.len() as u64;
         wanted += records.iter().filter(|r| r.offset.get() >= from).count();
-        read.push(records);
+        read.push(RecordRun {
+            start: Offset::new(base),
+            end: Offset::new(expected),
+            records,
+        });
         if wanted >= min_records {
             break;
         }
@@ -304,21 +308,24 @@ pub(super) fn read_batches(
 }
 
 fn payload_len(record: &DecodedRecord<'_>) -> usize {
-    super::types::payload_len(record.key, record.value, record.headers.iter().copied())
+    crate::log::payload_len(record.key, record.value, record.headers.iter().copied())
 }
 
-fn to_stored(partition: u32, offset: u64, record: DecodedRecord<'_>) -> StoredRecord {
+fn to_stored(partition: PartitionId, offset: u64, record: DecodedRecord<'_>) -> StoredRecord {
     StoredRecord {
-        partition: PartitionId::new(partition),
+        partition,
         offset: Offset::new(offset),
         timestamp: record.timestamp,
         key: record.key.map(str::to_owned),
+        key_encoding: None,
         value: record.value.into(),
+        value_encoding: None,
         headers: record
             .headers
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
+        headers_base64: Vec::new(),
     }
 }
 
@@ -328,13 +335,13 @@ fn to_stored(partition: u32, offset: u64, record: DecodedRecord<'_>) -> StoredRe
 /// finds it in O(log n) lookups.
 pub(super) fn offset_for_timestamp(
     txn: &ReadTransaction,
-    topic: &str,
-    partition: u32,
-    high_watermark: u64,
+    topic_name: &TopicName,
+    partition_id: PartitionId,
+    high_watermark: Offset,
     timestamp: i64,
-) -> Result<Option<(u64, i64)>, LogError> {
-    let log_start =
-        log_start(txn, topic, partition)?.ok_or_else(|| missing_partition(topic, partition))?;
+) -> Result<Option<(Offset, i64)>, LogError> {
+    let bounds = snapshot_bounds(txn, topic_name, partition_id, high_watermark)?;
+    let (topic, partition) = (topic_name.as_str(), partition_id.get());
     let batches = txn.open_table(BATCHES)?;
     let timestamp_at = |offset: u64| -> Result<i64, LogError> {
         let entry = batches
@@ -349,8 +356,9 @@ pub(super) fn offset_for_timestamp(
             .map(|r| r.timestamp)
             .ok_or_else(|| missing(offset))
     };
+    let high_watermark = high_watermark.get();
     // Invariant: every offset below `low` is too old; `high` is a candidate or the end.
-    let (mut low, mut high) = (log_start, high_watermark);
+    let (mut low, mut high) = (bounds.log_start_offset.get(), high_watermark);
     while low < high {
         let mid = low + (high - low) / 2;
         if timestamp_at(mid)? >= timestamp {
@@ -362,7 +370,7 @@ pub(super) fn offset_for_timestamp(
     if low >= high_watermark {
         return Ok(None);
     }
-    Ok(Some((low, timestamp_at(low)?)))
+    Ok(Some((Offset::new(low), timestamp_at(low)?)))
 }
 
 /// Every committed offset of `group`, in (topic, partition) order.

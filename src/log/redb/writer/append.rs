@@ -3,19 +3,16 @@
 use redb::ReadableTable;
 
 use super::{Change, Reply, Staging, settle};
-use crate::log::LogError;
-use crate::log::partitioner::partition_for_key;
-use crate::log::store::IdempotentReply;
-use crate::log::types::{
-    AppendOutcome, AppendRequest, IdempotencyKey, Offset, PartitionChoice, PartitionId,
-    RecordPosition, TopicName,
+use crate::log::redb::store::IdempotentReply;
+use crate::log::{
+    AppendOutcome, AppendRequest, IdempotencyKey, LogError, Offset, RecordPosition, TopicName,
 };
 
 /// Expired idempotency keys removed per commit, so expiry never makes one commit slow.
 const IDEMPOTENCY_PRUNE_PER_COMMIT: usize = 256;
 
 /// Appends the records of one request to a topic.
-pub(in crate::log) struct Append {
+pub(in crate::log::redb) struct Append {
     pub topic: TopicName,
     pub request: AppendRequest,
     pub reply: Reply<AppendOutcome>,
@@ -63,7 +60,7 @@ fn replay(
     key: Option<&IdempotencyKey>,
 ) -> Result<Option<AppendOutcome>, LogError> {
     if !staging.state.topics.contains_key(topic.as_str()) {
-        return Err(LogError::TopicNotFound(topic.to_string()));
+        return Err(LogError::TopicNotFound(topic.clone()));
     }
     let Some(key) = key else {
         return Ok(None);
@@ -102,36 +99,22 @@ fn stage_records(
         .state
         .topics
         .get_mut(name)
-        .ok_or_else(|| LogError::TopicNotFound(name.to_owned()))?;
-
-    // Decide every record's partition before changing anything.
-    let partitions = topic.config.partitions;
-    let keyless_partition = topic.next_keyless % partitions;
-    let mut uses_keyless = false;
-    let targets = request
+        .ok_or_else(|| LogError::TopicNotFound(topic_name.clone()))?;
+    // Partitions are chosen above the log; check them all before changing anything.
+    if let Some(record) = request
         .records
         .iter()
-        .map(|record| match (record.partition, &record.key) {
-            (PartitionChoice::Explicit(p), _) if p.get() < partitions => Ok(p.get()),
-            (PartitionChoice::Explicit(p), _) => Err(LogError::PartitionNotFound {
-                topic: name.to_owned(),
-                partition: p.get(),
-            }),
-            (PartitionChoice::Default, Some(key)) => {
-                Ok(partition_for_key(key.as_bytes(), partitions))
-            }
-            (PartitionChoice::Default, None) => {
-                uses_keyless = true;
-                Ok(keyless_partition)
-            }
-        })
-        .collect::<Result<Vec<u32>, LogError>>()?;
-    if uses_keyless {
-        topic.next_keyless = topic.next_keyless.wrapping_add(1);
+        .find(|record| record.partition.get() >= topic.config.partitions)
+    {
+        return Err(LogError::PartitionNotFound {
+            topic: topic_name.clone(),
+            partition: record.partition,
+        });
     }
 
-    let mut positions = Vec::with_capacity(targets.len());
-    for (record, partition) in request.records.iter().zip(targets) {
+    let mut positions = Vec::with_capacity(request.records.len());
+    for record in &request.records {
+        let partition = record.partition.get();
         let state = &mut topic.partitions[partition as usize];
         let offset = state.next_offset;
         state.next_offset += 1;
@@ -149,7 +132,7 @@ fn stage_records(
                 &record.headers,
             );
         positions.push(RecordPosition {
-            partition: PartitionId::new(partition),
+            partition: record.partition,
             offset: Offset::new(offset),
         });
     }

@@ -17,8 +17,8 @@ use std::sync::Mutex;
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend};
 
+use super::DATABASE_FILE;
 use super::codec;
-use super::redb_log::DATABASE_FILE;
 use super::store::{
     self, BATCHES, IDEMPOTENCY, IdempotentReply, PARTITION_BYTES, PARTITIONS, TOPICS, decode_config,
 };

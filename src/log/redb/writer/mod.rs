@@ -42,13 +42,13 @@ pub(super) use offsets::{CommitOffsets, DeleteOffsets};
 pub(super) use retention::Retention;
 pub(super) use topics::{TopicAdmin, TopicChange};
 
+use super::Fsync;
 use super::catalog::{Catalog, PartitionEntry, TopicEntry};
 use super::codec::BatchBuilder;
 use super::store::{
     self, BATCHES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, OFFSETS, PARTITION_BYTES, PARTITIONS, TOPICS,
 };
-use super::types::{Offset, PartitionId, TopicConfig};
-use super::{Fsync, LogError};
+use crate::log::{LogError, Offset, TopicConfig, TopicName};
 use crate::metrics::LogMetrics;
 use crate::panics;
 
@@ -183,8 +183,6 @@ pub(super) struct WriterTopic {
     pub incarnation: u64,
     pub config: TopicConfig,
     pub partitions: Vec<WriterPartition>,
-    /// Keyless requests rotate over partitions, one partition per request.
-    pub next_keyless: u32,
 }
 
 /// The writer's view of the log, including changes staged but not yet committed.
@@ -221,11 +219,13 @@ impl Staging<'_, '_> {
     /// same commit.
     pub fn flush_batches(&mut self) -> Result<(), LogError> {
         for (topic, partitions) in std::mem::take(&mut self.batches.0) {
-            let state = self
-                .state
-                .topics
-                .get_mut(&topic)
-                .ok_or_else(|| LogError::TopicNotFound(topic.clone()))?;
+            let state =
+                self.state.topics.get_mut(&topic).ok_or_else(|| {
+                    match TopicName::parse(&topic) {
+                        Ok(name) => LogError::TopicNotFound(name),
+                        Err(err) => err,
+                    }
+                })?;
             for (partition, (base_offset, builder)) in partitions {
                 let newest_timestamp = builder.newest_timestamp();
                 let batch = builder.finish();
@@ -339,9 +339,9 @@ impl Writer {
                     unrecorded.push((topic.name.clone(), partition, tail.size_bytes));
                 }
             }
-            let incarnation = match self.catalog.topic(&topic.name) {
-                Ok(entry) => entry.incarnation,
-                Err(_) => self.state.new_incarnation(),
+            let incarnation = match self.catalog.get(&topic.name) {
+                Some(entry) => entry.incarnation,
+                None => self.state.new_incarnation(),
             };
             let entry = TopicEntry {
                 incarnation,
@@ -378,7 +378,6 @@ impl Writer {
                             }),
                         })
                         .collect(),
-                    next_keyless: 0,
                 },
             );
         }
@@ -598,8 +597,7 @@ impl Writer {
             };
             let existing = self
                 .catalog
-                .topic(name)
-                .ok()
+                .get(name)
                 .filter(|entry| entry.incarnation == topic.incarnation);
             let partitions = (0..topic.partitions.len())
                 .map(
@@ -619,9 +617,11 @@ impl Writer {
             );
         }
         for (name, partition) in touched {
-            let (Some(topic), Ok(entry)) = (
+            let (Some(topic), Some(entry)) = (
                 self.state.topics.get(name),
-                self.catalog.partition(name, PartitionId::new(*partition)),
+                self.catalog
+                    .get(name)
+                    .and_then(|entry| entry.partitions.get(*partition as usize).cloned()),
             ) else {
                 continue;
             };

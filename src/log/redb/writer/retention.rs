@@ -6,7 +6,7 @@ use redb::ReadableTable;
 
 use super::{BatchHead, Change, Reply, Staging, Tables, WriterPartition, settle};
 use crate::log::LogError;
-use crate::log::codec;
+use crate::log::redb::codec;
 
 /// Batches deleted per commit at most, so a large deletion never holds publishes back for
 /// long: the retention task sends another pass right away while work remains.
@@ -14,7 +14,7 @@ const BATCHES_PER_COMMIT: usize = 1024;
 
 /// What one retention pass deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(in crate::log) struct RetentionOutcome {
+pub(in crate::log::redb) struct RetentionOutcome {
     pub batches: u64,
     pub records: u64,
     pub bytes: u64,
@@ -23,7 +23,7 @@ pub(in crate::log) struct RetentionOutcome {
 }
 
 /// One pass over every topic with a finite retention.
-pub(in crate::log) struct Retention {
+pub(in crate::log::redb) struct Retention {
     reply: Reply<RetentionOutcome>,
     outcome: Option<RetentionOutcome>,
 }

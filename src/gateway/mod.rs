@@ -1,0 +1,130 @@
+//! The transport-neutral application layer (iggy's `System`): what every transport calls,
+//! and nothing of any transport. HTTP, WebSocket and SSE sit above it; the log, the group
+//! coordinator and push delivery below.
+//!
+//! # Layout
+//! - [`Gateway`] (here): the application state, built once per server.
+//! - `caller`: [`Caller`], a verified token, and the capabilities it hands out, each bound
+//!   to the topic or group it was checked for (the one guard on every route).
+//! - `error`: [`ErrorCode`] and [`GatewayError`], the one naming of every failure.
+//! - `publish`: the one publish path (limits, idempotency keys, partition choice).
+//! - `subscribe`: the one subscribe-start (plain positions or a group membership).
+//! - `partition`: Kafka's default partitioner and the keyless rotation.
+//!
+//! # Invariants
+//! - Auth by construction: the log and the coordinator are private to this module; a
+//!   transport reaches them only through a [`Caller`] and its capabilities. Order of
+//!   checks: 401, then 403, then 404.
+//! - Counted where it is guarded: records and bytes in and out are counted by the
+//!   capabilities, so every transport lands in the same metric series.
+
+mod caller;
+mod error;
+mod partition;
+mod publish;
+mod subscribe;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+pub use caller::{Caller, Scraper, Subscriber, expired};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail, GatewayError};
+pub use subscribe::{Membership, SubscribeRequest};
+
+use crate::auth::Verifier;
+use crate::config::{Limits, PushLimits};
+use crate::groups::{GroupCoordinator, GroupSettings};
+use crate::log::{EventLog, LogError};
+use crate::metrics::Metrics;
+use crate::push::PushReader;
+use partition::Partitioner;
+
+/// What every transport shares: one per server.
+pub struct Gateway {
+    log: Arc<dyn EventLog>,
+    groups: Arc<dyn GroupCoordinator>,
+    push: PushReader,
+    partitioner: Partitioner,
+    /// `None` when authentication is off (`--auth none`).
+    verifier: Option<Arc<Verifier>>,
+    pub limits: Limits,
+    pub push_limits: PushLimits,
+    /// Browser origins allowed besides the server's own (`*`: any).
+    pub allowed_origins: Vec<String>,
+    pub metrics: Arc<Metrics>,
+    /// `/metrics` without a token (`--metrics-public`).
+    metrics_public: bool,
+    /// Cancelled at shutdown: long-lived connections end on it.
+    pub shutdown: CancellationToken,
+}
+
+/// What [`Gateway::new`] takes.
+pub struct GatewayParts {
+    pub log: Arc<dyn EventLog>,
+    pub groups: Arc<dyn GroupCoordinator>,
+    pub verifier: Option<Arc<Verifier>>,
+    pub limits: Limits,
+    pub push_limits: PushLimits,
+    pub allowed_origins: Vec<String>,
+    pub metrics: Arc<Metrics>,
+    pub metrics_public: bool,
+    pub shutdown: CancellationToken,
+}
+
+impl Gateway {
+    pub fn new(parts: GatewayParts) -> Gateway {
+        Gateway {
+            push: PushReader::new(parts.log.clone(), parts.push_limits.push_cache_bytes),
+            log: parts.log,
+            groups: parts.groups,
+            partitioner: Partitioner::default(),
+            verifier: parts.verifier,
+            limits: parts.limits,
+            push_limits: parts.push_limits,
+            allowed_origins: parts.allowed_origins,
+            metrics: parts.metrics,
+            metrics_public: parts.metrics_public,
+            shutdown: parts.shutdown,
+        }
+    }
+
+    /// Whether requests must carry a token (false with `--auth none`).
+    pub fn auth_required(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    pub fn metrics_public(&self) -> bool {
+        self.metrics_public
+    }
+
+    /// Who may scrape without a token: anyone with `--metrics-public`, else nobody (an
+    /// admin's [`Caller`] gets a scraper of its own).
+    pub fn public_scraper(&self) -> Option<Scraper<'_>> {
+        self.metrics_public.then_some(Scraper::new(self))
+    }
+
+    /// Whether a browser page of `origin` may use the API: the server's own origin (same
+    /// host as the request's `Host`), or one of `--allowed-origins`.
+    pub fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
+        let own = host.is_some_and(|host| {
+            origin
+                .split_once("://")
+                .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+        });
+        own || self
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
+    }
+
+    /// The group bounds in force, for the OpenAPI document.
+    pub fn group_settings(&self) -> GroupSettings {
+        self.groups.settings()
+    }
+
+    /// For the unauthenticated readiness probe.
+    pub fn readiness(&self) -> Result<(), LogError> {
+        self.log.readiness()
+    }
+}
