@@ -113,6 +113,58 @@ pub enum AuthMode {
     None,
 }
 
+/// Where records live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// One redb file in the data directory.
+    Redb,
+    /// An Apache Kafka cluster.
+    Kafka,
+}
+
+/// The Kafka backend's settings (`--backend kafka`).
+#[derive(Clone, Debug, Args)]
+pub struct KafkaArgs {
+    /// Brokers to bootstrap from, `host:port[,host:port]`.
+    #[arg(long, env = "TIDEGATE_KAFKA_BOOTSTRAP")]
+    pub kafka_bootstrap: Option<String>,
+
+    /// A librdkafka property for every client, `KEY=VALUE` (security.protocol, sasl.*,
+    /// ssl.*, …); repeatable. The environment twin takes them comma-separated.
+    #[arg(long = "kafka-property", env = "TIDEGATE_KAFKA_PROPERTIES", value_delimiter = ',',
+          value_parser = parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
+
+    /// Replication factor of the topics tidegate creates; the broker's default when unset.
+    #[arg(long, env = "TIDEGATE_KAFKA_REPLICATION_FACTOR")]
+    pub kafka_replication_factor: Option<i16>,
+
+    /// Longest any call to the cluster may take, in ms; past it a request fails with 503
+    /// `kafka_unavailable`.
+    #[arg(long, env = "TIDEGATE_KAFKA_TIMEOUT_MS", default_value_t = 10_000)]
+    pub kafka_timeout_ms: u64,
+
+    /// Prefix of the Kafka names of tidegate's topics and groups (and of its internal
+    /// topics), so several deployments can share a cluster; API names stay unprefixed.
+    #[arg(long, env = "TIDEGATE_KAFKA_TOPIC_PREFIX", default_value = "")]
+    pub kafka_topic_prefix: String,
+
+    /// This replica's name, unique among the replicas sharing a cluster and kept across
+    /// restarts (it makes the producer's `transactional.id`, so a restarted replica fences
+    /// its own zombie). Default: an id generated once in the data directory.
+    #[arg(long, env = "TIDEGATE_REPLICA_ID")]
+    pub replica_id: Option<String>,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -127,9 +179,18 @@ pub struct Config {
     #[arg(long, env = "TIDEGATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Directory holding the database file.
+    /// Directory holding the database file (redb), the generated secret and the replica
+    /// id (both backends).
     #[arg(long, env = "TIDEGATE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// Where records live: `redb`, one embedded database file (the default), or `kafka`,
+    /// an Apache Kafka cluster (`--kafka-bootstrap`).
+    #[arg(long, env = "TIDEGATE_BACKEND", value_enum, default_value = "redb")]
+    pub backend: Backend,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 
     /// `always`: acknowledge after fsync. `never`: acknowledge before; a crash may lose
     /// about the last second of acknowledged records.
@@ -191,6 +252,64 @@ pub struct Config {
     #[arg(long, env = "TIDEGATE_METRICS_MAX_GROUPS", default_value_t = 1000)]
     pub metrics_max_groups: usize,
 }
+
+impl KafkaArgs {
+    fn validate(&self) -> Result<(), String> {
+        let bootstrap = self.kafka_bootstrap.as_deref().unwrap_or("").trim();
+        if bootstrap.is_empty() {
+            return Err("--backend kafka needs --kafka-bootstrap host:port[,host:port]".into());
+        }
+        if self.kafka_timeout_ms < 100 {
+            return Err("--kafka-timeout-ms must be at least 100".into());
+        }
+        if self.kafka_replication_factor.is_some_and(|rf| rf < 1) {
+            return Err("--kafka-replication-factor must be at least 1".into());
+        }
+        let prefix = &self.kafka_topic_prefix;
+        if prefix.len() > 100
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(format!(
+                "--kafka-topic-prefix {prefix:?}: up to 100 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
+            ));
+        }
+        if let Some(id) = &self.replica_id
+            && (id.is_empty()
+                || id.len() > 100
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
+        {
+            return Err(format!(
+                "--replica-id {id:?}: 1 to 100 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
+            ));
+        }
+        for (key, _) in &self.kafka_properties {
+            // tidegate sets these itself: they carry its guarantees (all-or-nothing
+            // publishes, committed reads, its own partitioning).
+            if OWNED_KAFKA_PROPERTIES.contains(&key.as_str()) {
+                return Err(format!(
+                    "--kafka-property {key}: tidegate sets it itself and it cannot be changed"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// librdkafka properties tidegate sets itself, refused in `--kafka-property`.
+const OWNED_KAFKA_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "transactional.id",
+    "enable.idempotence",
+    "acks",
+    "isolation.level",
+    "group.id",
+    "enable.auto.commit",
+    "partitioner",
+];
 
 /// Bounds on push delivery (WebSocket and Server-Sent Events).
 #[derive(Clone, Copy, Debug, Args)]
@@ -428,6 +547,9 @@ impl Config {
         if self.retention_check_interval_ms == 0 {
             return Err("--retention-check-interval-ms must be greater than 0".into());
         }
+        if self.backend == Backend::Kafka {
+            self.kafka.validate()?;
+        }
         if self.data_dir.exists() && !self.data_dir.is_dir() {
             return Err(format!(
                 "--data-dir {} exists and is not a directory",
@@ -437,6 +559,7 @@ impl Config {
         Ok(())
     }
 
+    /// The redb backend's options.
     pub fn log_options(&self) -> LogOptions {
         LogOptions {
             data_dir: self.data_dir.clone(),

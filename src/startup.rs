@@ -9,12 +9,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthError;
 use crate::auth_setup;
+use crate::config::Backend;
 use crate::config::Config;
 use crate::gateway::{Gateway, GatewayParts};
 use crate::groups::{Coordinator, GroupCoordinator};
 use crate::http;
-use crate::log::EventLog;
-use crate::log::redb::{OpenError, RedbLog};
+use crate::log::kafka::{KafkaLog, KafkaOptions};
+use crate::log::redb::RedbLog;
+use crate::log::{EventLog, OffsetStore};
 use crate::metrics::{LabelCaps, Metrics};
 
 /// Why the server could not start; shown to the user as one line.
@@ -23,7 +25,9 @@ pub enum StartupError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("{0}")]
-    Storage(#[from] OpenError),
+    Storage(#[from] crate::log::redb::OpenError),
+    #[error("{0}")]
+    Kafka(#[from] crate::log::kafka::OpenError),
     #[error("{0}")]
     Auth(#[from] AuthError),
     #[error("cannot listen on {addr}: {source}")]
@@ -58,11 +62,24 @@ impl Application {
             })
             .map_err(|err| StartupError::Config(format!("metrics: {err}")))?,
         );
-        let redb = RedbLog::open(&config.log_options(), metrics.log.clone(), shutdown.clone())?;
-        let log: Arc<dyn EventLog> = redb.clone();
+        let (log, offsets): (Arc<dyn EventLog>, Arc<dyn OffsetStore>) = match config.backend {
+            Backend::Redb => {
+                let redb =
+                    RedbLog::open(&config.log_options(), metrics.log.clone(), shutdown.clone())?;
+                (redb.clone(), redb)
+            }
+            Backend::Kafka => {
+                let kafka = KafkaLog::open(
+                    kafka_options(config)?,
+                    metrics.log.clone(),
+                    shutdown.clone(),
+                )?;
+                (kafka.clone(), kafka)
+            }
+        };
         let groups: Arc<dyn GroupCoordinator> = Coordinator::start(
             log.clone(),
-            redb,
+            offsets,
             config.groups.settings(),
             shutdown.clone(),
         );
@@ -152,6 +169,37 @@ impl Application {
         tracing::info!("log closed");
         served.map_err(std::io::Error::other)?
     }
+}
+
+/// Where a replica's generated name is kept, when `--replica-id` names none.
+const REPLICA_ID_FILE: &str = "replica-id";
+
+/// The Kafka backend's options; the replica's name is generated once in the data directory
+/// unless `--replica-id` gives it.
+fn kafka_options(config: &Config) -> Result<KafkaOptions, StartupError> {
+    let kafka = &config.kafka;
+    let replica_id = match &kafka.replica_id {
+        Some(id) => id.clone(),
+        None => crate::private_fs::read_or_create(&config.data_dir, REPLICA_ID_FILE, || {
+            format!("r-{:016x}", rand::random::<u64>())
+        })
+        .map_err(|err| {
+            StartupError::Config(format!(
+                "cannot keep the replica id in {}: {err}",
+                config.data_dir.display()
+            ))
+        })?,
+    };
+    Ok(KafkaOptions {
+        bootstrap: kafka.kafka_bootstrap.clone().unwrap_or_default(),
+        properties: kafka.kafka_properties.clone(),
+        replication_factor: kafka.kafka_replication_factor,
+        timeout: std::time::Duration::from_millis(kafka.kafka_timeout_ms),
+        prefix: kafka.kafka_topic_prefix.clone(),
+        replica_id,
+        idempotency_window: std::time::Duration::from_millis(config.idempotency_window_ms),
+        max_value_depth: config.limits.max_value_depth,
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

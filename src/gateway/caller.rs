@@ -227,7 +227,8 @@ impl Subscriber<'_> {
 
     /// Reads records of a partition, waiting up to `wait` for one at the requested offset
     /// when none is there yet (a long poll). The wait is on the high-watermark watch, the
-    /// same on every backend.
+    /// same on every backend; offsets that hold no record (Kafka's transaction markers)
+    /// are passed, and the wait goes on after them.
     pub async fn fetch(
         &self,
         partition: PartitionId,
@@ -235,26 +236,35 @@ impl Subscriber<'_> {
         wait: Duration,
     ) -> Result<FetchResult, LogError> {
         let log = &self.gateway.log;
-        if !wait.is_zero() {
-            // Holding only a receiver while waiting: a deleted topic drops its sender,
-            // which wakes the wait instead of keeping the partition alive.
+        let fetched = if wait.is_zero() {
+            log.fetch(self.topic, partition, request).await?
+        } else {
+            // Subscribed before reading, so a commit between the read and the wait wakes
+            // it. Only a receiver is held: a deleted topic drops its sender, which ends
+            // the wait instead of keeping the partition alive.
             let mut high_watermark = log.watch_high_watermark(self.topic, partition).await?;
-            let from = match request.offset {
-                Some(offset) => offset,
-                None => log
-                    .bounds(self.topic, &[partition])
-                    .await?
-                    .first()
-                    .map_or(Offset::ZERO, |bounds| bounds.log_start_offset),
-            };
-            if from == *high_watermark.borrow() {
-                tokio::select! {
-                    _ = tokio::time::timeout(wait, high_watermark.wait_for(|hwm| *hwm > from)) => {}
-                    _ = self.gateway.shutdown.cancelled() => {}
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut request = request;
+            loop {
+                let fetched = log.fetch(self.topic, partition, request).await?;
+                if !fetched.records.is_empty()
+                    || fetched.next_offset < fetched.bounds.high_watermark
+                {
+                    break fetched;
                 }
+                let next = fetched.next_offset;
+                let woken = tokio::select! {
+                    woken = tokio::time::timeout_at(deadline, high_watermark.wait_for(|hwm| *hwm > next)) => {
+                        matches!(woken, Ok(Ok(_)))
+                    }
+                    _ = self.gateway.shutdown.cancelled() => false,
+                };
+                if !woken {
+                    break fetched;
+                }
+                request.offset = Some(next);
             }
-        }
-        let fetched = log.fetch(self.topic, partition, request).await?;
+        };
         let bytes = fetched.records.iter().map(StoredRecord::payload_len).sum();
         self.gateway
             .metrics

@@ -239,7 +239,10 @@ pub struct PollRequest {
 pub struct Polled {
     pub member: MemberId,
     pub generation: Generation,
-    pub assignment: Vec<TopicPartition>,
+    /// The member's partitions, each with its position after this poll (the next offset
+    /// it reads there: what to commit once the records are processed, and what
+    /// `auto_commit` commits); `None` for a partition not read from yet.
+    pub assignment: Vec<(TopicPartition, Option<Offset>)>,
     /// Records in offset order per partition.
     pub records: Vec<(TopicName, StoredRecord)>,
 }

@@ -108,10 +108,17 @@ impl Coordinator {
                     .map(|record| (topic.clone(), record)),
             );
         }
+        let assignment = owned
+            .into_iter()
+            .map(|partition| {
+                let position = state_member.positions.get(&partition).copied();
+                (partition, position)
+            })
+            .collect();
         Ok(Polled {
             member,
             generation,
-            assignment: owned,
+            assignment,
             records: delivered,
         })
     }
@@ -286,6 +293,9 @@ impl Coordinator {
     ) -> Result<Vec<Option<Read>>, GroupError> {
         let deadline = tokio::time::Instant::now() + request.wait;
         let mut watches = None;
+        // Where each planned partition is read from: offsets holding no record (Kafka's
+        // transaction markers) move it on even when no record comes.
+        let mut froms: Vec<Offset> = plan.iter().map(|planned| planned.from).collect();
         loop {
             if watches.is_none() && !request.wait.is_zero() {
                 // Subscribed before reading, so a commit between the read and the wait
@@ -299,10 +309,10 @@ impl Coordinator {
             }
             let mut records = Vec::with_capacity(plan.len());
             let (mut count, mut bytes, mut out_of_range) = (0usize, 0usize, false);
-            for planned in plan {
+            for (planned, from) in plan.iter().zip(froms.iter_mut()) {
                 let (topic, partition) = &planned.partition;
                 if count >= request.max_records {
-                    records.push(Some(Read::nothing(planned.from)));
+                    records.push(Some(Read::nothing(*from)));
                     continue;
                 }
                 let fetched = self
@@ -311,7 +321,7 @@ impl Coordinator {
                         topic,
                         *partition,
                         FetchRequest {
-                            offset: Some(planned.from),
+                            offset: Some(*from),
                             max_records: request.max_records - count,
                             max_bytes: request.max_bytes.saturating_sub(bytes).max(1),
                         },
@@ -321,6 +331,7 @@ impl Coordinator {
                     Ok(result) => {
                         count += result.records.len();
                         bytes += result.records.iter().map(|r| r.value.len()).sum::<usize>();
+                        *from = result.next_offset;
                         records.push(Some(Read {
                             records: result.records,
                             next: result.next_offset,
@@ -332,7 +343,7 @@ impl Coordinator {
                     }
                     // Deleted meanwhile; the rebalance that follows takes it away.
                     Err(LogError::TopicNotFound(_) | LogError::PartitionNotFound { .. }) => {
-                        records.push(Some(Read::nothing(planned.from)));
+                        records.push(Some(Read::nothing(*from)));
                     }
                     Err(err) => return Err(err.into()),
                 }
@@ -344,9 +355,8 @@ impl Coordinator {
             let mut wakers: Vec<BoxFuture<'_, ()>> = watches
                 .iter_mut()
                 .flatten()
-                .zip(plan)
-                .filter_map(|(watch, planned)| {
-                    let from = planned.from;
+                .zip(froms.iter().copied())
+                .filter_map(|(watch, from)| {
                     watch.as_mut().map(|watch| {
                         async move {
                             let _ = watch.wait_for(|hwm| *hwm > from).await;

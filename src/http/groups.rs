@@ -82,6 +82,20 @@ pub struct TopicPartitionJson {
     partition: u32,
 }
 
+/// A partition of a poll's assignment.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Only the schema and the agreement test look at the fields.
+pub struct AssignedPartitionJson {
+    topic: String,
+    partition: u32,
+    /// The next offset this member reads in the partition, past this poll's records (and
+    /// past offsets holding none: on Kafka, transaction markers). Commit it once the
+    /// records are processed; `auto_commit` does. Absent before the first read.
+    #[schema(nullable = false)]
+    position: Option<u64>,
+}
+
 /// A record of a group poll: a fetched record plus its topic. (serde cannot refuse unknown
 /// fields next to a flattened struct; the agreement test compares the keys instead.)
 #[derive(Deserialize, ToSchema)]
@@ -101,8 +115,8 @@ pub struct PollResponse {
     member_id: String,
     /// Commits must name it; it rises with every rebalance.
     generation: u64,
-    /// The partitions this member reads, until the next rebalance.
-    assignment: Vec<TopicPartitionJson>,
+    /// The partitions this member reads, until the next rebalance, with its positions.
+    assignment: Vec<AssignedPartitionJson>,
     /// Records of the assigned partitions, in offset order per partition.
     records: Vec<GroupRecordJson>,
 }
@@ -171,13 +185,17 @@ fn poll_response(polled: &Polled) -> Vec<u8> {
     out.extend_from_slice(br#"{"member_id":"#);
     let _ = serde_json::to_writer(&mut out, polled.member.as_str());
     let _ = write!(out, r#","generation":{},"assignment":["#, polled.generation);
-    for (i, (topic, partition)) in polled.assignment.iter().enumerate() {
+    for (i, ((topic, partition), position)) in polled.assignment.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(br#"{"topic":"#);
         let _ = serde_json::to_writer(&mut out, topic.as_str());
-        let _ = write!(out, r#","partition":{partition}}}"#);
+        let _ = write!(out, r#","partition":{partition}"#);
+        if let Some(position) = position {
+            let _ = write!(out, r#","position":{position}"#);
+        }
+        out.push(b'}');
     }
     out.extend_from_slice(br#"],"records":["#);
     for (i, (topic, record)) in polled.records.iter().enumerate() {
@@ -583,7 +601,7 @@ mod tests {
         let polled = Polled {
             member: MemberId::parse("m-1").unwrap(),
             generation: Generation::new(4),
-            assignment: vec![(topic.clone(), PartitionId::new(2))],
+            assignment: vec![((topic.clone(), PartitionId::new(2)), Some(Offset::new(10)))],
             records: vec![(topic, StoredRecord::sample(2, 9, "[1]"))],
         };
         let body = poll_response(&polled);
@@ -591,6 +609,7 @@ mod tests {
         assert_eq!(parsed.member_id, "m-1");
         assert_eq!(parsed.generation, 4);
         assert_eq!(parsed.assignment[0].topic, "orders");
+        assert_eq!(parsed.assignment[0].position, Some(10));
         assert_eq!(parsed.records[0].topic, "orders");
         let value: BTreeMap<String, serde_json::Value> =
             serde_json::from_slice::<serde_json::Value>(&body).unwrap()["records"][0]

@@ -48,7 +48,6 @@ pub enum LogError {
     )]
     IdempotencyKeyReused,
     /// The cluster refused a group's offsets because native Kafka consumers hold the group.
-    #[allow(dead_code, reason = "the Kafka backend, next, returns it")]
     #[error(
         "consumer group '{0}' has active Kafka consumers; tidegate members and native consumers \
          cannot share a group"
@@ -61,7 +60,6 @@ pub enum LogError {
     #[error("the log is unavailable: {0}")]
     Unavailable(String),
     /// The cluster behind a remote backend cannot be reached now; it recovers by itself.
-    #[allow(dead_code, reason = "the Kafka backend, next, returns it")]
     #[error("the Kafka cluster is unavailable: {0}")]
     ClusterUnavailable(String),
     /// The storage failed underneath; the details are for the operator's log, not the client.

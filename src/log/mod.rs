@@ -5,6 +5,7 @@
 //! - `types`: newtypes and plain data at the boundary (`TopicName`, records, bounds).
 //! - `error`: [`LogError`], with a backend-neutral [`Fault`] for what failed underneath.
 //! - [`redb`]: the embedded backend, one redb file (the default).
+//! - [`kafka`]: the gateway in front of an Apache Kafka cluster (`--backend kafka`).
 //! - `conformance` (tests): what every backend must do, run against each.
 //!
 //! # What every backend guarantees
@@ -23,6 +24,7 @@
 #[cfg(test)]
 mod conformance;
 mod error;
+pub mod kafka;
 pub mod redb;
 mod types;
 
@@ -30,7 +32,6 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 pub use error::{Fault, FaultKind, LogError};
-#[allow(unused_imports, reason = "the Kafka backend, next, uses it")]
 pub use types::Encoding;
 pub(crate) use types::payload_len;
 pub use types::{

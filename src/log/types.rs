@@ -320,7 +320,6 @@ pub struct AppendOutcome {
 /// How a key, value or header that is not what tidegate writes is shown: records written
 /// by other Kafka clients may hold any bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code, reason = "the Kafka backend, next, reads such records")]
 pub enum Encoding {
     /// UTF-8 text that is not JSON, shown as a JSON string.
     Text,

@@ -20,6 +20,8 @@ struct Member {
     id: String,
     generation: u64,
     assignment: BTreeSet<Partition>,
+    /// Where it stands in each partition after its last poll: what it commits.
+    positions: BTreeMap<Partition, u64>,
 }
 
 /// Polls with `body` (plus `member_id` when known); asserts 200 and returns the records as
@@ -38,21 +40,21 @@ async fn poll(
     let status = response.status();
     let answer = json_body(response).await;
     assert_eq!(status, 200, "poll {body}: {answer}");
-    let assignment = answer["assignment"]
-        .as_array()
-        .expect("assignment")
-        .iter()
-        .map(|p| {
-            (
-                p["topic"].as_str().unwrap().to_owned(),
-                p["partition"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let assigned = answer["assignment"].as_array().expect("assignment");
+    let partition = |p: &Value| {
+        (
+            p["topic"].as_str().unwrap().to_owned(),
+            p["partition"].as_u64().unwrap(),
+        )
+    };
     *member = Some(Member {
         id: answer["member_id"].as_str().expect("member_id").to_owned(),
         generation: answer["generation"].as_u64().expect("generation"),
-        assignment,
+        assignment: assigned.iter().map(partition).collect(),
+        positions: assigned
+            .iter()
+            .filter_map(|p| Some((partition(p), p["position"].as_u64()?)))
+            .collect(),
     });
     answer["records"]
         .as_array()
@@ -69,7 +71,8 @@ async fn poll(
         .collect()
 }
 
-/// Commits, for each partition in `records`, the offset after the last one; asserts 204.
+/// Commits, for each partition in `records`, the member's position after the poll that
+/// read them (past them, and past offsets holding no record); asserts 204.
 async fn commit(
     app: &TestApp,
     group: &str,
@@ -78,7 +81,13 @@ async fn commit(
 ) {
     let mut next: BTreeMap<Partition, u64> = BTreeMap::new();
     for (topic, partition, offset, _) in records {
-        next.insert((topic.clone(), *partition), offset + 1);
+        let partition = (topic.clone(), *partition);
+        let position = member.positions.get(&partition).copied();
+        assert!(
+            position.is_some_and(|p| p > *offset),
+            "position past {offset}"
+        );
+        next.insert(partition, position.unwrap_or(offset + 1));
     }
     if next.is_empty() {
         return;
@@ -462,7 +471,12 @@ async fn two_groups_each_get_every_record_and_auto_commit_tracks_lag() {
             p["lag"].as_u64().unwrap()
         })
         .sum();
-    assert_eq!(lag, 10, "lag follows new publishes");
+    if crate::harness::dense_offsets() {
+        assert_eq!(lag, 10, "lag follows new publishes");
+    } else {
+        // Kafka: a transaction marker follows the records.
+        assert!((10..=12).contains(&lag), "lag follows new publishes: {lag}");
+    }
     let listed = json_body(app.get("/v1/groups").send().await.expect("list")).await;
     let names: Vec<&str> = listed["groups"]
         .as_array()
@@ -508,14 +522,22 @@ async fn seek_moves_committed_offsets_and_members_follow() {
 
     let response = seek(&app, "g", json!({"timestamp": between})).await;
     let moved = json_body(response).await;
-    let total: u64 = moved["offsets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["offset"].as_u64().unwrap())
-        .sum();
+    let mut older = 0;
+    for moved in moved["offsets"].as_array().unwrap() {
+        let (partition, offset) = (
+            moved["partition"].as_u64().unwrap(),
+            moved["offset"].as_u64().unwrap(),
+        );
+        let before = app
+            .fetch_ok("t", partition as u32, "offset=0&limit=1000")
+            .await;
+        older += crate::harness::records(&before)
+            .iter()
+            .filter(|r| r["offset"].as_u64().unwrap() < offset)
+            .count();
+    }
     assert_eq!(
-        total, 10,
+        older, 10,
         "the first ten records are older than the timestamp: {moved}"
     );
 
@@ -532,8 +554,14 @@ async fn seek_moves_committed_offsets_and_members_follow() {
     // A member reads from the committed offsets; a later seek applies after its next poll.
     let mut member = None;
     let first = poll(&app, "g", &mut member, poll_body("t", 1000)).await;
-    let expected = (hwms[1] - 1) + (hwms[0] - offsets[&0].unwrap());
-    assert_eq!(first.len() as u64, expected);
+    let mut expected = 0;
+    for (partition, from) in [(0u32, offsets[&0].unwrap()), (1, 1)] {
+        let stored = app
+            .fetch_ok("t", partition, &format!("offset={from}&limit=1000"))
+            .await;
+        expected += crate::harness::records(&stored).len();
+    }
+    assert_eq!(first.len(), expected);
     assert_eq!(seek(&app, "g", json!("earliest")).await.status(), 200);
     let again = poll(&app, "g", &mut member, poll_body("t", 1000)).await;
     assert_eq!(again.len(), 20, "after the seek, everything again");
@@ -634,7 +662,11 @@ async fn a_commit_acknowledged_just_before_kill_9_survives() {
         described["partitions"][0]["committed_offset"], 7,
         "{described}"
     );
-    assert_eq!(described["partitions"][0]["lag"], 3);
+    let high_watermark = described["partitions"][0]["high_watermark"]
+        .as_u64()
+        .unwrap();
+    assert!(high_watermark >= 10, "{described}");
+    assert_eq!(described["partitions"][0]["lag"], high_watermark - 7);
 }
 
 #[tokio::test]

@@ -40,13 +40,34 @@ impl TestApp {
         let base_url = format!("http://{}", app.local_addr());
         let shutdown = app.shutdown_token();
         let server = tokio::spawn(app.run());
-        TestApp {
+        let app = TestApp {
             base_url,
             admin_token: token("admin", "admin"),
             client: reqwest::Client::new(),
             data_dir: Some(data_dir),
             shutdown,
             server: Some(server),
+        };
+        if kafka_bootstrap().is_some() {
+            app.wait_until_ready().await;
+        }
+        app
+    }
+
+    /// Waits for `/readyz` to say ready, as a load balancer would before sending traffic
+    /// (the Kafka backend starts its producer in the background).
+    pub async fn wait_until_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let ready = self.anonymous(Method::GET, "/readyz").send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server never got ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 
@@ -262,8 +283,9 @@ impl TestApp {
     }
 
     /// Every record of a partition from offset 0 to `high_watermark`, paging with `limit`,
-    /// checking that every page is 200, non-empty and at most `limit` long, that offsets
-    /// are dense, and that `high_watermark` and `next_offset` agree with the pages.
+    /// checking that every page is 200, at most `limit` long and moves on, that offsets
+    /// increase (dense on redb; on Kafka transaction markers take offsets), that
+    /// `next_offset` is past the page, and that `high_watermark` agrees.
     pub async fn fetch_all(
         &self,
         topic: &str,
@@ -282,23 +304,54 @@ impl TestApp {
                 "{topic}/{partition}"
             );
             let page = records(&body);
+            let after = body["next_offset"].as_u64().expect("next_offset");
             assert!(
-                !page.is_empty(),
+                after > next,
                 "fetch below the high watermark made no progress in {topic}/{partition}@{next}"
             );
             assert!(page.len() <= limit);
+            let mut expected = next;
             for record in page {
-                assert_eq!(
-                    record["offset"], next,
-                    "offsets dense (no gap) in {topic}/{partition}"
-                );
+                let offset = record["offset"].as_u64().expect("offset");
+                if kafka_bootstrap().is_some() {
+                    assert!(
+                        offset >= expected,
+                        "offsets increase in {topic}/{partition}"
+                    );
+                } else {
+                    assert_eq!(
+                        offset, expected,
+                        "offsets dense (no gap) in {topic}/{partition}"
+                    );
+                }
                 assert_eq!(record["partition"], partition);
-                next += 1;
+                expected = offset + 1;
             }
-            assert_eq!(body["next_offset"], next, "next_offset follows the page");
+            assert!(after >= expected, "next_offset is past the page");
+            next = after;
             all.extend(page.iter().cloned());
         }
         all
+    }
+
+    /// How many records each partition of `topic` holds, read back page by page (on
+    /// Kafka offsets count transaction markers too, so high watermarks do not say it).
+    pub async fn record_counts(&self, topic: &str) -> Vec<u64> {
+        let mut counts = Vec::new();
+        for (partition, high_watermark) in self.high_watermarks(topic).await.into_iter().enumerate()
+        {
+            let records = self
+                .fetch_all(topic, partition as u32, high_watermark, 1000)
+                .await;
+            counts.push(records.len() as u64);
+        }
+        counts
+    }
+
+    /// The offset the next record of `partition` will get: its high watermark (on Kafka
+    /// the last stable offset, past the last transaction's marker).
+    pub async fn next_offset(&self, topic: &str, partition: u32) -> u64 {
+        self.high_watermarks(topic).await[partition as usize]
     }
 }
 
@@ -325,6 +378,7 @@ pub fn token(sub: &str, scopes: &str) -> String {
 }
 
 fn test_config(data_dir: &Path, args: &[&str]) -> Config {
+    let backend = backend_args(data_dir);
     let data_dir = data_dir.to_str().expect("utf-8 temp path");
     let mut all = vec![
         "--listen",
@@ -336,9 +390,93 @@ fn test_config(data_dir: &Path, args: &[&str]) -> Config {
         "--jwt-secret",
         TEST_SECRET,
     ];
+    all.extend(backend.iter().map(String::as_str));
     all.extend_from_slice(args);
     Config::from_args(all).expect("valid test config")
 }
+
+/// The Kafka broker the suite runs against (`TIDEGATE_TEST_BACKEND=kafka` and
+/// `TIDEGATE_TEST_KAFKA_BOOTSTRAP`); `None` runs it on redb. `scripts/test` runs the suite
+/// once each way.
+pub fn kafka_bootstrap() -> Option<String> {
+    match std::env::var("TIDEGATE_TEST_BACKEND").as_deref() {
+        Ok("kafka") => Some(
+            std::env::var("TIDEGATE_TEST_KAFKA_BOOTSTRAP")
+                .expect("TIDEGATE_TEST_BACKEND=kafka needs TIDEGATE_TEST_KAFKA_BOOTSTRAP"),
+        ),
+        _ => None,
+    }
+}
+
+/// The longest topic name a server of the suite takes: Kafka's 249 characters, less the
+/// `--kafka-topic-prefix` the suite gives each Kafka server.
+pub fn longest_topic_name() -> usize {
+    match kafka_bootstrap() {
+        None => 249,
+        Some(_) => 249 - "it.000000000000.".len(),
+    }
+}
+
+/// Whether offsets are dense on the suite's backend (redb), as opposed to skipping
+/// transaction markers (Kafka).
+pub fn dense_offsets() -> bool {
+    kafka_bootstrap().is_none()
+}
+
+/// Asserts where a page says its partition goes on: exactly `past_records` (the offset
+/// after its last record) on redb; at or past it on Kafka, whose transaction markers take
+/// offsets after records.
+pub fn assert_next(page: &Value, past_records: u64) {
+    let next = page["next_offset"].as_u64().expect("next_offset");
+    if dense_offsets() {
+        assert_eq!(next, past_records, "next_offset of {page}");
+    } else {
+        assert!(
+            (past_records..=past_records + 1).contains(&next),
+            "next_offset {next} vs records ending at {past_records}: {page}"
+        );
+    }
+}
+
+/// Asserts that a page read its partition to the end: `next_offset` is the high
+/// watermark, just past the last record (on Kafka, past the marker after it).
+pub fn assert_at_end(page: &Value, past_records: u64) {
+    assert_next(page, past_records);
+    assert_eq!(page["next_offset"], page["high_watermark"], "{page}");
+}
+
+/// The flags that put a server on the suite's backend. On Kafka every data directory gets
+/// a topic prefix of its own (from its name, so a restart over it sees the same topics):
+/// tests running side by side on one broker never meet.
+pub fn backend_args(data_dir: &Path) -> Vec<String> {
+    let Some(bootstrap) = kafka_bootstrap() else {
+        return Vec::new();
+    };
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    let name = format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff);
+    vec![
+        "--backend".into(),
+        "kafka".into(),
+        "--kafka-bootstrap".into(),
+        bootstrap,
+        "--kafka-topic-prefix".into(),
+        format!("it.{name}."),
+    ]
+}
+
+/// Skips the rest of a test on the Kafka backend, saying why: what only the embedded
+/// store has (its file, its retention timing, `tidegate check`).
+macro_rules! redb_only {
+    ($why:literal) => {
+        if $crate::harness::kafka_bootstrap().is_some() {
+            eprintln!("skipped on the Kafka backend: {}", $why);
+            return;
+        }
+    };
+}
+pub(crate) use redb_only;
 
 /// Reads a JSON body, failing the test with the raw text when it is not JSON.
 pub async fn json_body(response: Response) -> Value {

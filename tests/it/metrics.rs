@@ -1,6 +1,7 @@
 //! `/metrics`: access, and counters, gauges and histograms moving by exactly what known
 //! traffic makes them move, read back with a Prometheus text parser.
 
+use crate::harness::redb_only;
 use std::time::Duration;
 
 use openmetrics_parser::prometheus::parse_prometheus;
@@ -130,11 +131,20 @@ async fn traffic_commits_and_requests_move_by_what_was_done() {
         value(&before, "tidegate_record_bytes_in_total", &topic),
         bytes as f64
     );
-    // One create and two publishes, each its own group commit, each synced.
-    assert_eq!(value(&before, "tidegate_commit_batch_requests", &[]), 3.0);
-    assert_eq!(sum(&before, "tidegate_commit_batch_requests"), 3.0);
-    assert_eq!(value(&before, "tidegate_commit_duration_seconds", &[]), 3.0);
-    assert_eq!(value(&before, "tidegate_fsyncs_total", &[]), 3.0);
+    if crate::harness::dense_offsets() {
+        // One create and two publishes, each its own group commit, each synced.
+        assert_eq!(value(&before, "tidegate_commit_batch_requests", &[]), 3.0);
+        assert_eq!(sum(&before, "tidegate_commit_batch_requests"), 3.0);
+        assert_eq!(value(&before, "tidegate_commit_duration_seconds", &[]), 3.0);
+        assert_eq!(value(&before, "tidegate_fsyncs_total", &[]), 3.0);
+    } else {
+        // Kafka: one transaction; the replay is answered from memory, and topics are
+        // made by the admin API, outside transactions. The broker syncs, not tidegate.
+        assert_eq!(value(&before, "tidegate_commit_batch_requests", &[]), 1.0);
+        assert_eq!(sum(&before, "tidegate_commit_batch_requests"), 1.0);
+        assert_eq!(value(&before, "tidegate_commit_duration_seconds", &[]), 1.0);
+        assert_eq!(value(&before, "tidegate_fsyncs_total", &[]), 0.0);
+    }
     let publishes = [
         ("route", "/v1/topics/{topic}/records"),
         ("method", "POST"),
@@ -244,8 +254,12 @@ async fn groups_report_members_rebalances_and_lag_per_partition() {
         ("topic", "lagged"),
         ("partition", "0"),
     ];
-    // Partition 0 holds offsets 0..3 (records 0, 2, 4); the group committed 1.
-    assert_eq!(value(&scrape, "tidegate_group_lag", &partition_0), 2.0);
+    // Partition 0 holds records 0, 2 and 4; the group committed offset 1.
+    let end = app.next_offset("lagged", 0).await;
+    assert_eq!(
+        value(&scrape, "tidegate_group_lag", &partition_0),
+        (end - 1) as f64
+    );
     let partition_1 = [
         ("group", "readers"),
         ("topic", "lagged"),
@@ -310,6 +324,7 @@ async fn topic_labels_stop_at_the_cap() {
 
 #[tokio::test]
 async fn an_idle_log_never_commits_for_retention() {
+    redb_only!("redb's fsyncs and retention commits");
     let app = TestApp::spawn_with(&["--retention-check-interval-ms", "20"]).await;
     app.create_topic_with(json!({"name": "idle", "partitions": 2, "retention_ms": 60_000}))
         .await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
 
 /// `tidegate` with no `TIDEGATE_*` variables inherited, so only the given flags count.
-pub fn command(args: &[&str]) -> Command {
+pub fn command(args: &[impl AsRef<std::ffi::OsStr>]) -> Command {
     let mut command = Command::new(BIN);
     command.args(args);
     for (name, _) in std::env::vars_os() {
@@ -67,9 +67,23 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Process {
     /// Starts `tidegate <args>` with `RUST_LOG=<rust_log>` and waits for its
-    /// `tidegate listening on http://ADDR` line.
+    /// `tidegate listening on http://ADDR` line. A server with a `--data-dir` runs on the
+    /// suite's backend (see `harness::backend_args`) unless `args` names one.
     pub fn spawn(args: &[&str], rust_log: &str) -> Process {
-        let mut child = command(args)
+        let mut args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        let data_dir = args
+            .iter()
+            .position(|arg| arg == "--data-dir")
+            .and_then(|at| args.get(at + 1))
+            .cloned();
+        if let Some(data_dir) = data_dir
+            && !args.iter().any(|arg| arg == "--backend")
+        {
+            args.extend(crate::harness::backend_args(std::path::Path::new(
+                &data_dir,
+            )));
+        }
+        let mut child = command(&args)
             .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -126,7 +140,34 @@ impl Process {
                 )
             });
         process.base_url = line["tidegate listening on ".len()..].trim().to_owned();
+        if crate::harness::kafka_bootstrap().is_some() {
+            process.wait_until_ready();
+        }
         process
+    }
+
+    /// Waits for `/readyz` to answer 200 (the Kafka backend starts its producer in the
+    /// background), or the process to end.
+    fn wait_until_ready(&mut self) {
+        use std::io::Write;
+        let addr = self.base_url.trim_start_matches("http://").to_owned();
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            let ready = std::net::TcpStream::connect(&addr)
+                .ok()
+                .and_then(|mut stream| {
+                    stream
+                        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .ok()?;
+                    let mut answer = String::new();
+                    stream.read_to_string(&mut answer).ok()?;
+                    Some(answer.starts_with("HTTP/1.1 200"))
+                });
+            if ready == Some(true) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The next stdout line matching `wanted`, skipping others; `None` on exit or time-out.

@@ -1,6 +1,7 @@
 //! Retention: whole batches past a topic's `retention_ms` or `retention_bytes` are
 //! deleted and `log_start_offset` advances; every reader below the start is told so.
 
+use crate::harness::redb_only;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -89,6 +90,9 @@ async fn assert_intact_from(app: &TestApp, topic: &str, start: u64, high_waterma
 
 #[tokio::test]
 async fn retention_bytes_keeps_the_newest_bytes_and_advances_the_start() {
+    redb_only!(
+        "redb's retention passes and their timing; Kafka retains by segment, by itself (gaps below the start are in the conformance suite)"
+    );
     let app = TestApp::spawn_with(&FAST_RETENTION).await;
     app.create_topic_with(json!({"name": "sized", "partitions": 1, "retention_bytes": 2000}))
         .await;
@@ -130,6 +134,9 @@ async fn retention_bytes_keeps_the_newest_bytes_and_advances_the_start() {
 
 #[tokio::test]
 async fn retention_ms_deletes_old_batches_and_the_start_survives_a_restart() {
+    redb_only!(
+        "redb's retention passes and their timing; Kafka retains by segment, by itself (gaps below the start are in the conformance suite)"
+    );
     let app = TestApp::spawn_with(&FAST_RETENTION).await;
     app.create_topic_with(json!({"name": "aging", "partitions": 1, "retention_ms": 600_000}))
         .await;
@@ -177,6 +184,9 @@ async fn retention_ms_deletes_old_batches_and_the_start_survives_a_restart() {
 
 #[tokio::test]
 async fn websocket_and_group_readers_below_the_start_are_told_and_go_on() {
+    redb_only!(
+        "redb's retention passes and their timing; Kafka retains by segment, by itself (gaps below the start are in the conformance suite)"
+    );
     let app = TestApp::spawn_with(&FAST_RETENTION).await;
     app.create_topic_with(json!({"name": "trimmed", "partitions": 1, "retention_bytes": 500}))
         .await;
@@ -255,6 +265,9 @@ fn database_len(dir: &Path) -> u64 {
 
 #[tokio::test]
 async fn the_database_file_stops_growing_under_a_steady_load_with_small_retention() {
+    redb_only!(
+        "redb's retention passes and their timing; Kafka retains by segment, by itself (gaps below the start are in the conformance suite)"
+    );
     let app = TestApp::spawn_with(&FAST_RETENTION).await;
     app.create_topic_with(json!({"name": "steady", "partitions": 1, "retention_bytes": 65536}))
         .await;
@@ -297,6 +310,9 @@ async fn get_json(client: &reqwest::Client, url: String) -> Value {
 
 #[tokio::test]
 async fn a_kill_during_retention_loses_no_record_above_the_start() {
+    redb_only!(
+        "redb's retention passes and their timing; Kafka retains by segment, by itself (gaps below the start are in the conformance suite)"
+    );
     let dir = tempfile::TempDir::new().expect("temp dir");
     let data = dir.path().to_str().expect("utf-8 path");
     let args = open_server_args(data, &FAST_RETENTION);

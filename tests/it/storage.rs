@@ -1,6 +1,7 @@
 //! The data directory under trouble: file modes, an empty database file, a file damaged in
 //! the middle, and `tidegate check`, which reports damage without changing a byte.
 
+use crate::harness::redb_only;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -41,6 +42,7 @@ fn check(data_dir: &Path) -> (i32, String) {
 
 #[test]
 fn the_data_directory_and_its_files_are_private() {
+    redb_only!("the embedded store's database file and `tidegate check`");
     let dir = TempDir::new().expect("temp dir");
     let data_dir = dir.path().join("nested").join("data");
     let data = data_dir.to_str().expect("utf-8");
@@ -63,6 +65,7 @@ fn the_data_directory_and_its_files_are_private() {
 
 #[test]
 fn an_empty_database_file_is_refused_not_replaced() {
+    redb_only!("the embedded store's database file and `tidegate check`");
     let dir = TempDir::new().expect("temp dir");
     let path = dir.path().join(DATABASE);
     std::fs::write(&path, b"").expect("create empty file");
@@ -97,6 +100,7 @@ async fn populated_database() -> TempDir {
 
 #[tokio::test]
 async fn check_passes_an_intact_database_and_leaves_it_unchanged() {
+    redb_only!("the embedded store's database file and `tidegate check`");
     let dir = populated_database().await;
     let path = dir.path().join(DATABASE);
     let before = digest(&path);
@@ -126,6 +130,7 @@ fn assert_nothing_internal(body: &str, context: &str) {
 
 #[tokio::test]
 async fn a_damaged_database_is_refused_or_served_read_only_never_with_panic_text() {
+    redb_only!("the embedded store's database file and `tidegate check`");
     let dir = populated_database().await;
     let path = dir.path().join(DATABASE);
     let (code, report) = check(dir.path());
@@ -323,6 +328,7 @@ fn database_before_retention(dir: &Path) -> u64 {
 
 #[tokio::test]
 async fn a_database_from_before_retention_is_checked_read_and_trimmed() {
+    redb_only!("the embedded store's database file and `tidegate check`");
     let dir = TempDir::new().expect("temp dir");
     let size = database_before_retention(dir.path());
     let (code, report) = check(dir.path());

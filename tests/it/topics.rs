@@ -66,7 +66,7 @@ async fn create_with_explicit_retention_and_boundary_values() {
 #[tokio::test]
 async fn valid_names_of_every_allowed_character_and_length() {
     let app = TestApp::spawn().await;
-    let longest = "x".repeat(249);
+    let longest = "x".repeat(crate::harness::longest_topic_name());
     for name in ["a", "Z", "0", "a.b_c-D9", "...", "_-.", longest.as_str()] {
         let created = app
             .create_topic_with(json!({"name": name, "partitions": 1}))
@@ -88,7 +88,7 @@ async fn create_existing_topic_conflicts() {
     // The existing topic is untouched.
     let body = app.describe("orders").await;
     assert_eq!(body["partitions"], 2);
-    let total: u64 = bounds(&body).iter().map(|(_, hwm)| hwm).sum();
+    let total: u64 = app.record_counts("orders").await.iter().sum();
     assert_eq!(total, 1);
 }
 
@@ -277,7 +277,14 @@ async fn describe_shows_partition_offsets_after_publishing() {
     let body = app.describe("orders").await;
     assert_eq!(body["name"], "orders");
     assert_eq!(body["partitions"], 3);
-    assert_eq!(bounds(&body), vec![(0, 1), (0, 0), (0, 2)]);
+    let ends: Vec<u64> = bounds(&body).iter().map(|(_, end)| *end).collect();
+    for (partition, end) in (0u32..).zip(&ends) {
+        assert_eq!(*end, app.next_offset("orders", partition).await);
+    }
+    if crate::harness::dense_offsets() {
+        assert_eq!(bounds(&body), vec![(0, 1), (0, 0), (0, 2)]);
+    }
+    assert_eq!(app.record_counts("orders").await, vec![1, 0, 2]);
 }
 
 #[tokio::test]
@@ -306,8 +313,8 @@ async fn patch_raises_partitions_and_new_partitions_take_records() {
     assert_eq!(body["partitions"], 5);
     assert_eq!(body["retention_ms"], SEVEN_DAYS_MS, "retention unchanged");
     assert_eq!(
-        bounds(&body),
-        vec![(0, 1), (0, 2), (0, 0), (0, 0), (0, 0)],
+        app.record_counts("orders").await,
+        vec![1, 2, 0, 0, 0],
         "old partitions keep their records, new ones start empty"
     );
 
@@ -495,7 +502,7 @@ async fn delete_leaves_topics_with_similar_names_alone() {
             .await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["idempotency-replayed"], "true", "{name}");
-        assert_eq!(bounds(&app.describe(name).await), vec![(0, 2)]);
+        assert_eq!(app.record_counts(name).await, vec![2]);
     }
 }
 
@@ -542,7 +549,7 @@ async fn recreated_topic_starts_empty_at_offset_zero() {
 
     let fetched = app.fetch_ok("orders", 0, "offset=0").await;
     assert_eq!(values(&fetched), vec![&json!("new-0")]);
-    assert_eq!(fetched["high_watermark"], 1);
+    crate::harness::assert_at_end(&fetched, 1);
 }
 
 #[tokio::test]
