@@ -42,7 +42,7 @@ impl Coordinator {
         self.refresh_counts(&topics, true).await?;
         let session = self.session_timeout(request.session_timeout)?;
         let entry = self.group(group);
-        let (member, delivered) = {
+        let (member, delivered, _polling) = {
             let mut state = entry.state.lock().await;
             let member = match &request.member {
                 Some(id) => {
@@ -62,7 +62,8 @@ impl Coordinator {
             } else {
                 Vec::new()
             };
-            (member, delivered)
+            let polling = state.members.get(&member).map(|m| m.polling.clone());
+            (member, delivered, polling)
         };
         if !delivered.is_empty() {
             self.offsets.commit_offsets(group, delivered).await?;
@@ -79,6 +80,8 @@ impl Coordinator {
             .members
             .get_mut(&member)
             .ok_or_else(|| unknown_member(group, &member))?;
+        // A poll's end counts as seen too: a slow read does not eat the member's session.
+        state_member.touch(Instant::now(), now_ms());
         let mut delivered = Vec::new();
         for (planned, read) in plan.iter().zip(records) {
             let still_owned = owned.contains(&planned.partition);

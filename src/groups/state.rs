@@ -3,6 +3,7 @@
 //! committed offsets) and the clock.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -29,6 +30,9 @@ pub(super) struct Member {
     pub next_start: usize,
     /// Bumped whenever this member's partitions change: wakes its waiting poll.
     pub changes: watch::Sender<u64>,
+    /// Held by each poll of this member in progress: a member busy in a poll (a slow
+    /// read) is alive, as a Kafka consumer heartbeats while it fetches.
+    pub polling: Arc<()>,
 }
 
 impl Member {
@@ -49,6 +53,7 @@ impl Member {
             delivered: BTreeMap::new(),
             next_start: 0,
             changes: watch::Sender::new(0),
+            polling: Arc::new(()),
         }
     }
 
@@ -58,7 +63,8 @@ impl Member {
     }
 
     fn expired(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.last_seen) > self.session_timeout
+        Arc::strong_count(&self.polling) == 1
+            && now.saturating_duration_since(self.last_seen) > self.session_timeout
     }
 }
 
@@ -249,5 +255,24 @@ mod tests {
             vec![id("short")]
         );
         assert_eq!(state.members.len(), 1);
+    }
+
+    #[test]
+    fn a_member_in_a_poll_outlives_its_session() {
+        let start = Instant::now();
+        let mut state = GroupState::default();
+        let member = Member::new(
+            [topic("t")].into(),
+            Duration::from_millis(100),
+            None,
+            start,
+            0,
+        );
+        let polling = member.polling.clone();
+        state.members.insert(id("busy"), member);
+        let late = start + Duration::from_millis(500);
+        assert!(state.expire(late).is_empty(), "its poll still runs");
+        drop(polling);
+        assert_eq!(state.expire(late), vec![id("busy")]);
     }
 }

@@ -123,6 +123,8 @@ pub struct EncodedRead {
     /// Where the next read starts: past the last record read, and past offsets that hold
     /// no record.
     pub next_offset: Offset,
+    /// `max_records` or `max_bytes` ended the read (not the end of the cached runs).
+    pub limited: bool,
 }
 
 impl EncodedRead {
@@ -191,6 +193,7 @@ impl RunCache {
         let mut read = EncodedRead {
             slices: Vec::new(),
             next_offset: from,
+            limited: false,
         };
         let (mut next, mut records, mut bytes) = (from.get(), 0usize, 0usize);
         while next < until && records < max_records && bytes < max_bytes {
@@ -226,6 +229,7 @@ impl RunCache {
                     });
                 }
                 next = run.offsets[last];
+                read.limited = true;
                 break;
             }
             // Every record of the run below `until` taken: the reader moves to its end
@@ -239,6 +243,7 @@ impl RunCache {
             next = run.end.min(until);
         }
         read.next_offset = Offset::new(next);
+        read.limited |= records >= max_records || bytes >= max_bytes;
         read
     }
 
@@ -349,10 +354,12 @@ mod tests {
         let all = read(&cache, 1, 100, 100, 1 << 20);
         assert_eq!(offsets(&all), [1, 2, 3, 4, 5, 6]);
         assert_eq!(all.next_offset, Offset::new(7), "stops at the gap");
+        assert!(!all.limited, "the runs ended it");
         assert_eq!(offsets(&read(&cache, 2, 5, 100, 1 << 20)), [2, 3, 4]);
         let four = read(&cache, 0, 100, 4, 1 << 20);
         assert_eq!(offsets(&four), [0, 1, 2, 3]);
         assert_eq!(four.next_offset, Offset::new(4));
+        assert!(four.limited, "max_records ended it");
         let gap = read(&cache, 7, 100, 100, 1 << 20);
         assert!(gap.slices.is_empty());
         assert_eq!(gap.next_offset, Offset::new(7));
@@ -367,6 +374,7 @@ mod tests {
         let one = read(&cache, 0, 100, 100, 1);
         assert_eq!(offsets(&one), [0], "at least one record");
         assert_eq!(one.next_offset, Offset::new(1));
+        assert!(one.limited, "max_bytes ended it");
         let two = read(&cache, 4, 6, 100, 1 << 20);
         let each: Vec<(u64, String)> = two.slices[0]
             .records()

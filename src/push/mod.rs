@@ -191,11 +191,12 @@ impl PushReader {
         let until = bounds.high_watermark;
         let read = |cache: &RunCache| cache.read(key, from, until, max_records, max_bytes);
         let mut encoded = read(&self.cache);
-        if encoded.next_offset < until && encoded.record_count() < max_records {
+        let short = |encoded: &EncodedRead| encoded.next_offset < until && !encoded.limited;
+        if short(&encoded) {
             let loader = self.cache.loader(key);
             let _loading = loader.lock().await;
             encoded = read(&self.cache);
-            if encoded.next_offset < until && encoded.record_count() < max_records {
+            if short(&encoded) {
                 let wanted = max_records - encoded.record_count();
                 let runs = self
                     .log

@@ -89,6 +89,20 @@ async fn commit(
         );
         next.insert(partition, position.unwrap_or(offset + 1));
     }
+    commit_offsets(app, group, member, &next).await;
+}
+
+/// Commits the member's positions on every partition it has one on.
+async fn commit_positions(app: &TestApp, group: &str, member: &Member) {
+    commit_offsets(app, group, member, &member.positions).await;
+}
+
+async fn commit_offsets(
+    app: &TestApp,
+    group: &str,
+    member: &Member,
+    next: &BTreeMap<Partition, u64>,
+) {
     if next.is_empty() {
         return;
     }
@@ -189,6 +203,15 @@ async fn two_committing_members_split_partitions_and_see_every_record_once() {
         }
     }
     assert_eq!(seen.len(), 300, "every record reached one member");
+    if !crate::harness::dense_offsets() {
+        // Kafka: a position may rest on the transaction marker after the last record
+        // until an empty poll steps over it; committing that position ends the lag.
+        for member in [&mut a, &mut b] {
+            let body = json!({"topics": ["orders"]});
+            assert!(poll(&app, "billing", member, body).await.is_empty());
+            commit_positions(&app, "billing", member.as_ref().unwrap()).await;
+        }
+    }
     let description = describe(&app, "billing").await;
     assert_eq!(description["state"], "stable");
     assert_eq!(description["members"].as_array().unwrap().len(), 2);
@@ -450,9 +473,18 @@ async fn two_groups_each_get_every_record_and_auto_commit_tracks_lag() {
             }
         }
         assert_eq!(got.len(), 30, "{group}");
-        // The last poll's deliveries are committed by the next poll.
-        let body = json!({"topics": ["t"], "auto_commit": true});
-        poll(&app, group, &mut member, body).await;
+        // The last poll's deliveries are committed by the next poll. On Kafka the position
+        // may first rest on the transaction marker after the last record: one more poll
+        // steps over it, and the poll after that commits it.
+        let polls = if crate::harness::dense_offsets() {
+            1
+        } else {
+            3
+        };
+        for _ in 0..polls {
+            let body = json!({"topics": ["t"], "auto_commit": true});
+            assert!(poll(&app, group, &mut member, body).await.is_empty());
+        }
         let description = describe(&app, group).await;
         for p in description["partitions"].as_array().unwrap() {
             assert_eq!(p["lag"], 0, "{group}: {p}");

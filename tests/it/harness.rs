@@ -1,6 +1,7 @@
 //! Starting servers and talking to them.
 
 use std::path::Path;
+use std::sync::{Arc, LazyLock};
 
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
@@ -20,6 +21,39 @@ pub struct TestApp {
     data_dir: Option<TempDir>,
     shutdown: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
+    _broker: Option<BrokerShare>,
+}
+
+/// The suite's Kafka broker, shared by every server of the suite except one that needs it
+/// alone: creating 1024 partitions keeps a broker's metadata seconds behind, and other
+/// tests' calls would time out meanwhile.
+static BROKER: LazyLock<Arc<tokio::sync::RwLock<()>>> = LazyLock::new(Default::default);
+
+enum BrokerShare {
+    Shared {
+        _guard: tokio::sync::OwnedRwLockReadGuard<()>,
+    },
+    Alone {
+        _guard: tokio::sync::OwnedRwLockWriteGuard<()>,
+    },
+}
+
+impl BrokerShare {
+    async fn take(alone: bool) -> Option<BrokerShare> {
+        kafka_bootstrap()?;
+        if !alone {
+            let _guard = BROKER.clone().read_owned().await;
+            return Some(BrokerShare::Shared { _guard });
+        }
+        // Polled rather than queued for: a queued writer would hold up every new reader,
+        // among them a second server of a test already holding a share.
+        loop {
+            if let Ok(_guard) = BROKER.clone().try_write_owned() {
+                return Some(BrokerShare::Alone { _guard });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl TestApp {
@@ -35,6 +69,16 @@ impl TestApp {
 
     /// A server on an existing data directory (to test restarts).
     pub async fn spawn_in(data_dir: TempDir, args: &[&str]) -> TestApp {
+        TestApp::start(data_dir, args, false).await
+    }
+
+    /// A server with the suite's Kafka broker to itself while it runs.
+    pub async fn spawn_alone() -> TestApp {
+        TestApp::start(TempDir::new().expect("temp dir"), &[], true).await
+    }
+
+    async fn start(data_dir: TempDir, args: &[&str], alone: bool) -> TestApp {
+        let broker = BrokerShare::take(alone).await;
         let config = test_config(data_dir.path(), args);
         let app = Application::build(&config).expect("server starts");
         let base_url = format!("http://{}", app.local_addr());
@@ -47,6 +91,7 @@ impl TestApp {
             data_dir: Some(data_dir),
             shutdown,
             server: Some(server),
+            _broker: broker,
         };
         if kafka_bootstrap().is_some() {
             app.wait_until_ready().await;

@@ -83,6 +83,8 @@ impl Process {
                 &data_dir,
             )));
         }
+        // A failing test can be rerun with more of the server's log.
+        let rust_log = std::env::var("TIDEGATE_TEST_RUST_LOG").unwrap_or_else(|_| rust_log.into());
         let mut child = command(&args)
             .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
@@ -223,5 +225,13 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The test's output (shown when it fails) then says what the server saw.
+        if std::thread::panicking() {
+            eprintln!(
+                "stderr of tidegate at {}:\n{}",
+                self.base_url,
+                self.stderr.text()
+            );
+        }
     }
 }

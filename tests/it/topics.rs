@@ -54,8 +54,11 @@ async fn create_with_explicit_retention_and_boundary_values() {
         )
         .await;
     assert_eq!(body["retention_ms"], 1);
+}
 
-    // The largest partition count is allowed.
+#[tokio::test]
+async fn the_largest_partition_count_is_allowed() {
+    let app = TestApp::spawn_alone().await;
     let body = app
         .create_topic_with(json!({"name": "wide", "partitions": 1024}))
         .await;

@@ -100,7 +100,11 @@ pub(super) fn reader(options: &KafkaOptions) -> Result<BaseConsumer<ReaderContex
         .set("enable.partition.eof", "true")
         // The end is known only from a fetch at it, which the broker holds this long: a
         // read of the newest records would otherwise wait 100 ms for its end.
-        .set("fetch.wait.max.ms", "5");
+        .set("fetch.wait.max.ms", "5")
+        // A reader stays assigned between reads (see `readers`) and prefetches meanwhile:
+        // this much per reader, fetched again soon after a read takes it.
+        .set("queued.max.messages.kbytes", "2048")
+        .set("fetch.queue.backoff.ms", "10");
     created("reader consumer", config.create_with_context(ReaderContext))
 }
 

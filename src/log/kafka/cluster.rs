@@ -21,6 +21,10 @@ use crate::log::{LogError, Offset, PartitionId, TopicId, TopicMeta, TopicName};
 pub(super) const LATEST: i64 = -1;
 pub(super) const EARLIEST: i64 = -2;
 
+/// What a broker takes per partition to set up a new one: about 5 ms (1024 partitions in
+/// 5 s) on an idle broker, twice that on a busy one.
+const PARTITION_SETUP: Duration = Duration::from_millis(10);
+
 /// The topics of this deployment the cluster has, and whether it answers.
 pub(super) struct Cluster {
     client: Arc<BaseConsumer>,
@@ -181,13 +185,14 @@ impl Cluster {
 
     /// Waits until the cluster's metadata shows the topic with at least `partitions`
     /// partitions, each with a leader (metadata can lag a CreateTopics or CreatePartitions
-    /// answer by a few ms, leaders a little more).
+    /// answer by a few ms, leaders a little more). A broker sets partitions up one by one,
+    /// so a wide topic gets `PARTITION_SETUP` per partition longer than `--kafka-timeout-ms`.
     pub async fn wait_for(
         &self,
         topic: &TopicName,
         partitions: u32,
     ) -> Result<TopicMeta, LogError> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + self.timeout + PARTITION_SETUP * partitions;
         loop {
             let seen = match self.fetch_topic_leaders(topic).await {
                 Ok((meta, true)) if meta.partitions >= partitions => return Ok(meta),

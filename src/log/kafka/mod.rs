@@ -64,6 +64,9 @@ use super::{
 
 /// Readers for older records: concurrent fetches beyond them wait.
 const READERS: usize = 4;
+/// The fewest records a read for the push cache asks for; it gets fewer when the reader
+/// has no more at hand (see `clients::reader`'s queue).
+const RUN_RECORDS: usize = 4096;
 /// How often the cluster's metadata is read (readiness, partition counts, deletions).
 const METADATA_REFRESH: Duration = Duration::from_secs(2);
 /// How long a tailed partition's log start is trusted before it is read again.
@@ -182,7 +185,9 @@ impl KafkaLog {
             match self.cluster.refresh().await {
                 Ok(gone) => {
                     for topic in gone {
-                        self.tails.forget_topic(&topic, &self.names.topic(&topic));
+                        let kafka_topic = self.names.topic(&topic);
+                        self.tails.forget_topic(&topic, &kafka_topic);
+                        self.readers.forget_topic(&kafka_topic);
                     }
                 }
                 Err(err) => {
@@ -630,6 +635,7 @@ impl EventLog for KafkaLog {
         }
         self.cluster.forget(name);
         self.tails.forget_topic(name, &kafka_name);
+        self.readers.forget_topic(&kafka_name);
         let gone = self.cluster.wait_gone(name).await;
         lock(&self.log_starts).retain(|(topic, _), _| topic != name);
         self.publisher.forget_keys(name).await;
@@ -713,8 +719,16 @@ impl EventLog for KafkaLog {
         {
             return Ok(runs);
         }
+        // All a reader has at hand, not only what was asked for: the next subscriber's
+        // page is then in the push cache, not in another read.
         let (run, _) = self
-            .read(topic, partition, Some(from), min_records, usize::MAX)
+            .read(
+                topic,
+                partition,
+                Some(from),
+                min_records.max(RUN_RECORDS),
+                usize::MAX,
+            )
             .await?;
         Ok(if run.end > run.start {
             vec![run]

@@ -1,7 +1,9 @@
-//! Reads of records behind the tails (fetches, catch-up) from a bounded pool of readers:
-//! each read takes one reader, assigns it the one partition at the offset wanted, polls
-//! until it has enough or the partition's end, and lets it go. Concurrent reads beyond the
-//! pool wait for a reader.
+//! Reads of records behind the tails (fetches, catch-up) from a bounded pool of readers.
+//! A read takes one reader, assigns it the one partition at the offset wanted, and polls
+//! until it has enough or the partition's end. A reader that stopped short of the end
+//! stays assigned where it stopped, with what it prefetched: the next read from there (a
+//! catch-up's next page) takes it and goes on without a new fetch. Concurrent reads beyond
+//! the pool wait for a reader.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,8 +37,29 @@ pub(super) enum ReadError {
     Failed(LogError),
 }
 
+/// A reader left assigned mid-partition: what it delivers next starts at `next`.
+struct Cursor {
+    topic: String,
+    partition: i32,
+    next: Offset,
+    /// The record polled past the last read's byte limit; it is `next`.
+    held: Option<StoredRecord>,
+}
+
+impl Cursor {
+    fn continues(&self, topic: &str, partition: i32, from: Offset) -> bool {
+        self.partition == partition && self.next == from && self.topic == topic
+    }
+}
+
+struct Reader {
+    consumer: BaseConsumer<ReaderContext>,
+    cursor: Option<Cursor>,
+}
+
 pub(super) struct Readers {
-    idle: Mutex<Vec<BaseConsumer<ReaderContext>>>,
+    /// Least recently used first.
+    idle: Mutex<Vec<Reader>>,
     permits: Semaphore,
     timeout: Duration,
     max_value_depth: usize,
@@ -50,7 +73,15 @@ impl Readers {
     ) -> Readers {
         Readers {
             permits: Semaphore::new(readers.len()),
-            idle: Mutex::new(readers),
+            idle: Mutex::new(
+                readers
+                    .into_iter()
+                    .map(|consumer| Reader {
+                        consumer,
+                        cursor: None,
+                    })
+                    .collect(),
+            ),
             timeout,
             max_value_depth,
         }
@@ -72,20 +103,17 @@ impl Readers {
                 ReadError::Failed(LogError::ClusterUnavailable("every reader is busy".into()))
             })?
             .map_err(|_| ReadError::Failed(LogError::ShuttingDown))?;
-        let reader = self
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop()
+        let mut reader = self
+            .take(kafka_topic, partition, from)
             .ok_or_else(|| ReadError::Failed(LogError::ShuttingDown))?;
         let this = self.clone();
         let topic = kafka_topic.to_owned();
         let (reader, read) = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let read = this.read_blocking(&reader, &topic, partition, from, max_records, max_bytes);
-            let _ = reader.unassign();
-            if let Ok(read) = &read {
-                tracing::debug!(
+            let read =
+                this.read_blocking(&mut reader, &topic, partition, from, max_records, max_bytes);
+            match &read {
+                Ok(read) => tracing::debug!(
                     topic,
                     partition,
                     %from,
@@ -93,7 +121,8 @@ impl Readers {
                     at_end = read.at_end,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "read older records"
-                );
+                ),
+                Err(_) => reader.release(),
             }
             (reader, read)
         })
@@ -107,24 +136,63 @@ impl Readers {
         read
     }
 
+    /// Releases the idle readers left in a deleted topic.
+    pub fn forget_topic(&self, kafka_topic: &str) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        for reader in idle.iter_mut() {
+            if reader
+                .cursor
+                .as_ref()
+                .is_some_and(|cursor| cursor.topic == kafka_topic)
+            {
+                reader.release();
+            }
+        }
+    }
+
+    /// The idle reader whose cursor is at `from`, else the least recently used.
+    fn take(&self, topic: &str, partition: i32, from: Offset) -> Option<Reader> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let at = idle
+            .iter()
+            .position(|reader| {
+                reader
+                    .cursor
+                    .as_ref()
+                    .is_some_and(|cursor| cursor.continues(topic, partition, from))
+            })
+            .unwrap_or(0);
+        (at < idle.len()).then(|| idle.remove(at))
+    }
+
     fn read_blocking(
         &self,
-        reader: &BaseConsumer<ReaderContext>,
+        reader: &mut Reader,
         topic: &str,
         partition: i32,
         from: Offset,
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Read, ReadError> {
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(topic, partition, KafkaOffset::Offset(from.get() as i64))
-            .and_then(|()| reader.assign(&list))
-            .map_err(|err| ReadError::Failed(unavailable("assigning a reader", err)))?;
-        let deadline = Instant::now() + self.timeout;
         let mut records = Vec::new();
-        let (mut bytes, mut at_end) = (0usize, false);
-        // A record read past the byte limit: the next read starts at it.
-        let mut overflow = None;
+        let mut bytes = 0usize;
+        // A reader left assigned may have queued the end of the partition since: an end
+        // that records committed after might have moved. It is not trusted.
+        let mut continued = false;
+        match reader.cursor.take() {
+            Some(cursor) if cursor.continues(topic, partition, from) => {
+                continued = true;
+                if let Some(record) = cursor.held {
+                    bytes += record.payload_len();
+                    records.push(record);
+                }
+            }
+            _ => reader.assign(topic, partition, from)?,
+        }
+        let deadline = Instant::now() + self.timeout;
+        let (mut at_end, mut released) = (false, false);
+        // A record polled past the byte limit: the next read starts with it.
+        let mut held = None;
         while records.len() < max_records && bytes < max_bytes {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -141,16 +209,25 @@ impl Readers {
             } else {
                 Duration::from_millis(1)
             };
-            match reader.poll(wait) {
+            match reader.consumer.poll(wait) {
                 Some(Ok(message)) => {
                     let record = decode::record(&message, self.max_value_depth);
                     let size = record.payload_len();
                     if !records.is_empty() && bytes + size > max_bytes {
-                        overflow = Some(record.offset);
+                        held = Some(record);
                         break;
                     }
                     bytes += size;
                     records.push(record);
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) if continued => {
+                    reader.release();
+                    if !records.is_empty() {
+                        released = true;
+                        break;
+                    }
+                    reader.assign(topic, partition, from)?;
+                    continued = false;
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {
                     at_end = true;
@@ -164,7 +241,8 @@ impl Readers {
                 None => break,
             }
         }
-        let position = reader
+        let consumer = &reader.consumer;
+        let position = consumer
             .position()
             .ok()
             .and_then(|positions| {
@@ -177,14 +255,42 @@ impl Readers {
             })
             .map_or(from, |offset| Offset::new(offset.max(0) as u64));
         let after_records = records.last().map_or(from, |r| r.offset.next());
-        let log_start = ffi::cached_log_start(reader.client().native_ptr(), topic, partition)
+        let log_start = ffi::cached_log_start(consumer.client().native_ptr(), topic, partition)
             .map(|low| Offset::new(low as u64));
+        let next = held
+            .as_ref()
+            .map_or(position.max(after_records), |record| record.offset);
+        if at_end {
+            // The tail serves from here on; a reader left at the end would keep fetching.
+            reader.release();
+        } else if !released {
+            reader.cursor = Some(Cursor {
+                topic: topic.to_owned(),
+                partition,
+                next,
+                held,
+            });
+        }
         Ok(Read {
             records,
-            next: overflow.unwrap_or(position.max(after_records)),
+            next,
             at_end,
             log_start,
         })
+    }
+}
+
+impl Reader {
+    fn assign(&self, topic: &str, partition: i32, from: Offset) -> Result<(), ReadError> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, partition, KafkaOffset::Offset(from.get() as i64))
+            .and_then(|()| self.consumer.assign(&list))
+            .map_err(|err| ReadError::Failed(unavailable("assigning a reader", err)))
+    }
+
+    fn release(&mut self) {
+        self.cursor = None;
+        let _ = self.consumer.unassign();
     }
 }
 

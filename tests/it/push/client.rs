@@ -48,6 +48,26 @@ impl Ws {
         Ok(Ws { stream })
     }
 
+    /// An unauthenticated client whose socket takes at most about `receive_buffer` bytes
+    /// while it reads nothing: the kernel's receive autotuning (up to tens of MiB) would
+    /// otherwise hide a client that stopped reading for as long as it has room.
+    pub async fn open_with_receive_buffer(base_url: &str, receive_buffer: u32) -> Ws {
+        let address: std::net::SocketAddr = base_url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("a loopback address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .set_recv_buffer_size(receive_buffer)
+            .expect("receive buffer");
+        let tcp = socket.connect(address).await.expect("connects");
+        let url = format!("ws://{address}/v1/ws");
+        let (stream, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("WebSocket opens");
+        Ws { stream }
+    }
+
     /// [`Ws::open`] with a token, asserting it opens.
     pub async fn connect(base_url: &str, token: &str) -> Ws {
         Ws::open(base_url, "", Some(token), None)

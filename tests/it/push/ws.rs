@@ -429,9 +429,7 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_stalls_nobody() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let mut slow = Ws::open(&server.base_url, "", None, None)
-        .await
-        .expect("opens");
+    let mut slow = Ws::open_with_receive_buffer(&server.base_url, 256 * 1024).await;
     slow.subscribe(json!({"topic": "t"})).await;
     let mut fast = Ws::open(&server.base_url, "", None, None)
         .await
@@ -490,7 +488,9 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_stalls_nobody() {
         with_slow < baseline + 24 * 1024,
         "RSS grew {with_slow} KiB with a stalled client, {baseline} KiB without ({rss_start} → {rss_phase1} → {rss_phase2} KiB)"
     );
-    // The slow client, reading now, finds what fit in the buffers, then a 4008 close.
+    // Given --ws-slow-consumer-ms to notice (if the publishes outran it), the slow client,
+    // reading now, finds what fit in the buffers, then a 4008 close.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let code = slow.close_code(Duration::from_secs(20)).await;
     assert_eq!(code, Some(4008));
 }
