@@ -127,6 +127,8 @@ impl KafkaLog {
         shutdown: CancellationToken,
     ) -> Result<Arc<KafkaLog>, OpenError> {
         let failed = |err: LogError| OpenError(err.to_string());
+        // Its own token below the caller's, so that `shutdown` stops this instance alone.
+        let shutdown = shutdown.child_token();
         let names = Names::new(&options.prefix);
         let admin = Arc::new(clients::admin(&options).map_err(failed)?);
         let cluster = Arc::new(Cluster::new(
@@ -292,13 +294,7 @@ impl KafkaLog {
         partition: PartitionId,
     ) -> Result<(), LogError> {
         let meta = self.cluster.meta(topic).await?;
-        if partition.get() >= meta.partitions {
-            return Err(LogError::PartitionNotFound {
-                topic: topic.clone(),
-                partition,
-            });
-        }
-        Ok(())
+        check_partition(topic, &meta, partition)
     }
 
     /// Bounds read from the cluster now: two ListOffsets.
@@ -680,7 +676,10 @@ impl EventLog for KafkaLog {
         topic: &TopicName,
         request: AppendRequest,
     ) -> Result<AppendOutcome, LogError> {
-        self.cluster.meta(topic).await?;
+        let meta = self.cluster.meta(topic).await?;
+        for record in &request.records {
+            check_partition(topic, &meta, record.partition)?;
+        }
         self.publisher.append(topic, request).await
     }
 
@@ -805,6 +804,7 @@ impl EventLog for KafkaLog {
     }
 
     async fn shutdown(&self) {
+        self.shutdown.cancel();
         let refresher = lock(&self.refresher).take();
         if let Some(refresher) = refresher {
             let _ = refresher.await;
@@ -929,6 +929,120 @@ fn in_use(group: &GroupId, code: RDKafkaErrorCode) -> Option<LogError> {
     .then(|| LogError::GroupInUseByKafkaConsumers(group.clone()))
 }
 
+fn check_partition(
+    topic: &TopicName,
+    meta: &TopicMeta,
+    partition: PartitionId,
+) -> Result<(), LogError> {
+    if partition.get() >= meta.partitions {
+        return Err(LogError::PartitionNotFound {
+            topic: topic.clone(),
+            partition,
+        });
+    }
+    Ok(())
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rdkafka::admin::AdminOptions;
+    use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
+
+    use super::{KafkaLog, KafkaOptions};
+    use crate::log::conformance::{self, Backend};
+    use crate::log::{EventLog, Offset, PartitionId, TopicName};
+    use crate::metrics::{LabelCaps, Metrics};
+
+    /// The broker of `TIDEGATE_TEST_KAFKA_BOOTSTRAP`; without one the test is skipped,
+    /// unless `TIDEGATE_REQUIRE_KAFKA=1` (CI) makes that a failure.
+    fn bootstrap() -> Option<String> {
+        let bootstrap = std::env::var("TIDEGATE_TEST_KAFKA_BOOTSTRAP").ok();
+        if bootstrap.is_none() {
+            assert!(
+                std::env::var("TIDEGATE_REQUIRE_KAFKA").as_deref() != Ok("1"),
+                "TIDEGATE_REQUIRE_KAFKA=1 needs TIDEGATE_TEST_KAFKA_BOOTSTRAP"
+            );
+            eprintln!("skipped: no TIDEGATE_TEST_KAFKA_BOOTSTRAP (scripts/test sets it)");
+        }
+        bootstrap
+    }
+
+    fn open(options: &KafkaOptions) -> Arc<KafkaLog> {
+        let caps = LabelCaps {
+            topics: 10,
+            groups: 10,
+        };
+        let metrics = Metrics::new(caps).expect("metrics").log.clone();
+        KafkaLog::open(options.clone(), metrics, Default::default()).expect("open")
+    }
+
+    #[tokio::test]
+    async fn conforms() {
+        let Some(bootstrap) = bootstrap() else { return };
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_millis()
+        );
+        let options = KafkaOptions {
+            bootstrap,
+            properties: Vec::new(),
+            replication_factor: None,
+            timeout: Duration::from_secs(10),
+            prefix: format!("conformance-{unique}."),
+            replica_id: "conformance".into(),
+            idempotency_window: Duration::from_secs(3600),
+            max_value_depth: 64,
+        };
+        let kafka = open(&options);
+        let trimmed = kafka.clone();
+        let backend = Backend {
+            log: kafka.clone(),
+            offsets: kafka.clone(),
+            // DeleteRecords, as an operator's tool would do it.
+            advance_log_start: Box::new(
+                move |topic: TopicName, partition: PartitionId, to: Offset| {
+                    let kafka = trimmed.clone();
+                    Box::pin(async move {
+                        let mut list = TopicPartitionList::new();
+                        list.add_partition_offset(
+                            &kafka.names.topic(&topic),
+                            partition.get() as i32,
+                            KafkaOffset::Offset(to.get() as i64),
+                        )
+                        .expect("partition offset");
+                        kafka
+                            .admin
+                            .delete_records(&list, &AdminOptions::new())
+                            .await
+                            .expect("delete records");
+                        while kafka.bounds(&topic, &[partition]).await.expect("bounds")[0]
+                            .log_start_offset
+                            < to
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    })
+                },
+            ),
+            // The same replica id: the twin's producer takes the transactional id over.
+            open_twin: Box::new(move || {
+                let twin: Arc<dyn EventLog> = open(&options);
+                Box::pin(async move { Ok(twin) })
+            }),
+            prefix: String::new(),
+        };
+        conformance::run(&backend).await;
+        kafka.shutdown().await;
+    }
 }
