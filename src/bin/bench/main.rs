@@ -110,6 +110,12 @@ struct Args {
     #[arg(long, global = true)]
     server_bin: Option<PathBuf>,
 
+    /// One more argument for every server this bench starts (repeatable), e.g.
+    /// `--server-arg=--backend --server-arg=kafka --server-arg=--kafka-bootstrap
+    /// --server-arg=127.0.0.1:9092` to measure the Kafka backend.
+    #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
+    server_args: Vec<String>,
+
     #[command(subcommand)]
     suite: Option<Suite>,
 
@@ -269,7 +275,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     warn_if_stale(&server_bin);
     match &args.suite {
-        Some(Suite::Push(push)) => push::run(&server_bin, push),
+        Some(Suite::Push(push)) => push::run(&server_bin, &args.server_args, push),
         None => run_http(args, &server_bin),
     }
 }
@@ -304,7 +310,7 @@ fn run_http(args: &Args, server_bin: &Path) -> Result<(), String> {
             }
             None => None,
         };
-        let server = Server::start(server_bin, fsync, &args.server_log, copy)?;
+        let server = Server::start(server_bin, &args.server_args, fsync, &args.server_log, copy)?;
         eprintln!(
             "server --fsync {} on {} (pid {}, data {})",
             fsync.as_str(),
@@ -1102,6 +1108,7 @@ struct CpuTicks {
 impl Server {
     fn start(
         bin: &Path,
+        extra_args: &[String],
         fsync: FsyncMode,
         log_filter: &str,
         copy: Option<std::fs::File>,
@@ -1122,6 +1129,7 @@ impl Server {
             .args(["--fsync", fsync.as_str(), "--log-format", "json"])
             .arg("--data-dir")
             .arg(&data_dir)
+            .args(extra_args)
             .env("RUST_LOG", log_filter)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

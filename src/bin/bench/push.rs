@@ -208,14 +208,18 @@ impl Target<'_> {
     }
 }
 
-pub fn run(server_bin: &std::path::Path, args: &PushArgs) -> Result<(), String> {
+pub fn run(
+    server_bin: &std::path::Path,
+    server_args: &[String],
+    args: &PushArgs,
+) -> Result<(), String> {
     args.validate()?;
     let runtime = super::client_runtime(args.client_threads)?;
     let load_before = load_average();
     let mut report = Report::default();
     runtime.block_on(async {
         tokio::select! {
-            result = run_parts(server_bin, args, &mut report) => result,
+            result = run_parts((server_bin, server_args), args, &mut report) => result,
             _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
         }
     })?;
@@ -223,8 +227,11 @@ pub fn run(server_bin: &std::path::Path, args: &PushArgs) -> Result<(), String> 
     Ok(())
 }
 
+/// The tidegate executable and the extra arguments of every server.
+type ServerCommand<'a> = (&'a std::path::Path, &'a [String]);
+
 async fn run_parts(
-    server_bin: &std::path::Path,
+    server_bin: ServerCommand<'_>,
     args: &PushArgs,
     report: &mut Report,
 ) -> Result<(), String> {
@@ -268,8 +275,11 @@ async fn run_parts(
     Ok(())
 }
 
-fn start_tidegate(server_bin: &std::path::Path, fsync: FsyncMode) -> Result<Server, String> {
-    let server = Server::start(server_bin, fsync, "warn", None)?;
+fn start_tidegate(
+    (server_bin, server_args): ServerCommand<'_>,
+    fsync: FsyncMode,
+) -> Result<Server, String> {
+    let server = Server::start(server_bin, server_args, fsync, "warn", None)?;
     eprintln!(
         "tidegate --fsync {} on {} (pid {})",
         fsync.as_str(),
