@@ -14,7 +14,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 use tokio::sync::Semaphore;
 
-use super::clients::ReaderContext;
+use super::clients::{self, ReaderContext};
 use super::cluster::unavailable;
 use super::{decode, ffi};
 use crate::log::{LogError, Offset, StoredRecord};
@@ -71,17 +71,16 @@ impl Readers {
         timeout: Duration,
         max_value_depth: usize,
     ) -> Readers {
+        let readers: Vec<Reader> = readers
+            .into_iter()
+            .map(|consumer| Reader {
+                consumer,
+                cursor: None,
+            })
+            .collect();
         Readers {
             permits: Semaphore::new(readers.len()),
-            idle: Mutex::new(
-                readers
-                    .into_iter()
-                    .map(|consumer| Reader {
-                        consumer,
-                        cursor: None,
-                    })
-                    .collect(),
-            ),
+            idle: Mutex::new(readers),
             timeout,
             max_value_depth,
         }
@@ -179,6 +178,7 @@ impl Readers {
         // A reader left assigned may have queued the end of the partition since: an end
         // that records committed after might have moved. It is not trusted.
         let mut continued = false;
+        let deadline = Instant::now() + self.timeout;
         match reader.cursor.take() {
             Some(cursor) if cursor.continues(topic, partition, from) => {
                 continued = true;
@@ -187,9 +187,8 @@ impl Readers {
                     records.push(record);
                 }
             }
-            _ => reader.assign(topic, partition, from)?,
+            _ => reader.assign(topic, partition, from, deadline)?,
         }
-        let deadline = Instant::now() + self.timeout;
         let (mut at_end, mut released) = (false, false);
         // A record polled past the byte limit: the next read starts with it.
         let mut held = None;
@@ -226,7 +225,7 @@ impl Readers {
                         released = true;
                         break;
                     }
-                    reader.assign(topic, partition, from)?;
+                    reader.assign(topic, partition, from, deadline)?;
                     continued = false;
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {
@@ -281,7 +280,15 @@ impl Readers {
 }
 
 impl Reader {
-    fn assign(&self, topic: &str, partition: i32, from: Offset) -> Result<(), ReadError> {
+    fn assign(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: Offset,
+        deadline: Instant,
+    ) -> Result<(), ReadError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        clients::know_topic(&self.consumer, topic, left);
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(topic, partition, KafkaOffset::Offset(from.get() as i64))
             .and_then(|()| self.consumer.assign(&list))

@@ -18,6 +18,8 @@ use tokio::sync::watch;
 use super::decode;
 use crate::log::{Offset, PartitionId, RecordRun, StoredRecord, TopicName};
 
+/// How long the tail waits for a new topic's metadata before assigning it anyway.
+const TOPIC_METADATA: Duration = Duration::from_secs(2);
 /// Bytes of the newest runs kept per tailed partition, for readers just behind the end.
 const RECENT_BYTES: usize = 1 << 20;
 /// Records read in one go before they are handed on, so a busy partition cannot hold the
@@ -262,6 +264,9 @@ fn run(
             match command {
                 Command::Shutdown => return,
                 Command::Start { key, from, tailed } => {
+                    if !assigned.keys().any(|(topic, _)| *topic == key.0) {
+                        super::clients::know_topic(consumer, &key.0, TOPIC_METADATA);
+                    }
                     let mut list = TopicPartitionList::new();
                     let added = list.add_partition_offset(
                         &key.0,
