@@ -18,7 +18,8 @@ use super::{
 /// a remote cluster's metadata).
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// Moves a partition's log start to at least an offset; resolves once it has.
+/// Starts moving a partition's log start to at least an offset (the suite waits until
+/// the bounds show it).
 pub(crate) type AdvanceLogStart =
     Box<dyn Fn(TopicName, PartitionId, Offset) -> BoxFuture<'static, ()> + Send + Sync>;
 
@@ -417,7 +418,18 @@ async fn gaps_below_the_start(backend: &Backend) {
         last = append(log, &topic, 0, &[value]).await.positions[0].offset;
     }
     (backend.advance_log_start)(topic.clone(), PartitionId::new(0), last).await;
-    let bounds = log.bounds(&topic, &[PartitionId::new(0)]).await.unwrap()[0];
+    let moved = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let bounds = log.bounds(&topic, &[PartitionId::new(0)]).await.unwrap()[0];
+            if bounds.log_start_offset >= last {
+                return bounds;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let bounds = moved
+        .await
+        .expect("the log start moved within the patience");
     assert!(
         bounds.log_start_offset > Offset::ZERO,
         "the start moved: {bounds:?}"
@@ -523,4 +535,16 @@ async fn fencing(backend: &Backend) {
         }
     }
     twin.shutdown().await;
+}
+
+/// Metrics for a backend under test.
+pub(crate) fn log_metrics() -> crate::metrics::LogMetrics {
+    let caps = crate::metrics::LabelCaps {
+        topics: 10,
+        groups: 10,
+    };
+    crate::metrics::Metrics::new(caps)
+        .expect("metrics")
+        .log
+        .clone()
 }

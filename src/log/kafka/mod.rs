@@ -958,7 +958,6 @@ mod tests {
     use super::{KafkaLog, KafkaOptions};
     use crate::log::conformance::{self, Backend};
     use crate::log::{EventLog, Offset, PartitionId, TopicName};
-    use crate::metrics::{LabelCaps, Metrics};
 
     /// The broker of `TIDEGATE_TEST_KAFKA_BOOTSTRAP`; without one the test is skipped,
     /// unless `TIDEGATE_REQUIRE_KAFKA=1` (CI) makes that a failure.
@@ -975,12 +974,12 @@ mod tests {
     }
 
     fn open(options: &KafkaOptions) -> Arc<KafkaLog> {
-        let caps = LabelCaps {
-            topics: 10,
-            groups: 10,
-        };
-        let metrics = Metrics::new(caps).expect("metrics").log.clone();
-        KafkaLog::open(options.clone(), metrics, Default::default()).expect("open")
+        KafkaLog::open(
+            options.clone(),
+            conformance::log_metrics(),
+            Default::default(),
+        )
+        .expect("open")
     }
 
     #[tokio::test]
@@ -1026,12 +1025,6 @@ mod tests {
                             .delete_records(&list, &AdminOptions::new())
                             .await
                             .expect("delete records");
-                        while kafka.bounds(&topic, &[partition]).await.expect("bounds")[0]
-                            .log_start_offset
-                            < to
-                        {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
                     })
                 },
             ),
