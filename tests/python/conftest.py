@@ -1,13 +1,17 @@
 """Black-box checks of the release binary from Python: the OpenAPI document is valid
-OpenAPI 3.1, a client generated from it works, and schemathesis finds nothing.
+OpenAPI 3.1, a client generated from it works, and schemathesis finds nothing; with a
+Kafka broker (TIDEGATE_TEST_KAFKA_BOOTSTRAP), `--backend kafka` interoperates with a
+native Kafka client and survives faults.
 
 Each test gets a fresh `tidegate` process on port 0 with its own data directory."""
 
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -28,15 +32,22 @@ def binary() -> str:
 class Server:
     """A running `tidegate serve` and an admin token for it."""
 
-    def __init__(self, *flags: str):
-        self.data_dir = tempfile.TemporaryDirectory()
+    def __init__(self, *flags: str, data_dir: str | None = None):
+        # A given data dir belongs to the caller (a restart reuses it) and is kept at stop.
+        self.data_dir = tempfile.TemporaryDirectory() if data_dir is None else None
+        data_path = self.data_dir.name if data_dir is None else data_dir
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
         env["RUST_LOG"] = "warn"
-        args = [binary(), "--listen", "127.0.0.1:0", "--data-dir", self.data_dir.name,
+        args = [binary(), "--listen", "127.0.0.1:0", "--data-dir", data_path,
                 "--jwt-secret", SECRET, *flags]
         # Files, not pipes: a pipe nobody drains fills up and blocks the server's logging.
-        log_dir = Path(self.data_dir.name)
+        log_dir = Path(data_path)
         self.stdout_path, self.stderr_path = log_dir / "stdout.log", log_dir / "stderr.log"
+        # A restart on the same data dir keeps the previous run's logs beside its own (the
+        # address is read from a fresh stdout.log).
+        for path in (self.stdout_path, self.stderr_path):
+            if path.exists():
+                path.replace(path.with_suffix(".previous.log"))
         with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
             self.process = subprocess.Popen(args, env=env, stdout=out, stderr=err)
         self.url = self._wait_for_address()
@@ -66,13 +77,44 @@ class Server:
         headers.setdefault("Authorization", f"Bearer {self.admin_token}")
         return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
 
+    def wait_until_ready(self, timeout: float = 30) -> None:
+        """Waits for `/readyz` to say 200, as a load balancer would before sending traffic
+        (the Kafka backend connects to the cluster in the background)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ready = requests.get(self.url + "/readyz", timeout=5)
+                if ready.status_code == 200:
+                    return
+                last = f"{ready.status_code} {ready.text}"
+            except requests.RequestException as err:
+                last = repr(err)
+            if self.process.poll() is not None:
+                raise AssertionError(f"tidegate exited with {self.process.returncode} while "
+                                     f"waiting to be ready; stderr: {self.stderr_tail()}")
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"not ready after {timeout}s: {last}; "
+                                     f"stderr: {self.stderr_tail()}")
+            time.sleep(0.1)
+
+    def stderr_tail(self, chars: int = 3000) -> str:
+        return self.stderr_path.read_text(errors="replace")[-chars:]
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no graceful shutdown."""
+        self.process.kill()
+        self.process.wait(timeout=20)
+
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.data_dir.cleanup()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=20)
+        if self.data_dir is not None:
+            self.data_dir.cleanup()
 
 
 @pytest.fixture
@@ -94,3 +136,122 @@ def start_server():
     yield start
     for running in started:
         running.stop()
+
+
+# ---- Kafka: `--backend kafka` against a real broker (scripts/kafka).
+
+def kafka_bootstrap_or_skip() -> str:
+    """The suite's broker (TIDEGATE_TEST_KAFKA_BOOTSTRAP, exported by scripts/test). Without
+    it the Kafka tests are skipped, unless TIDEGATE_REQUIRE_KAFKA=1 (CI), where a missing
+    broker is a failure: a skip there would hide that nothing was tested."""
+    bootstrap = os.environ.get("TIDEGATE_TEST_KAFKA_BOOTSTRAP", "").strip()
+    if bootstrap:
+        return bootstrap
+    if os.environ.get("TIDEGATE_REQUIRE_KAFKA") == "1":
+        pytest.fail("TIDEGATE_REQUIRE_KAFKA=1 but TIDEGATE_TEST_KAFKA_BOOTSTRAP is not set: "
+                    "start a broker with scripts/kafka start DIR and export its address")
+    pytest.skip("no Kafka broker: set TIDEGATE_TEST_KAFKA_BOOTSTRAP=host:port "
+                "(scripts/kafka start DIR prints one) to run the Kafka tests")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    return kafka_bootstrap_or_skip()
+
+
+def kafka_prefix() -> str:
+    """A topic and group prefix of its own per server, so tests sharing a broker never
+    see each other's topics or groups."""
+    return f"py-{uuid.uuid4().hex[:8]}."
+
+
+def kafka_flags(bootstrap: str, prefix: str, *extra: str) -> tuple[str, ...]:
+    return ("--backend", "kafka", "--kafka-bootstrap", bootstrap,
+            "--kafka-topic-prefix", prefix, *extra)
+
+
+@pytest.fixture
+def kafka_server(kafka_bootstrap, start_server):
+    """A ready gateway on the suite's broker, with a prefix of its own (`.prefix`)."""
+    prefix = kafka_prefix()
+    running = start_server(*kafka_flags(kafka_bootstrap, prefix))
+    running.prefix = prefix
+    running.wait_until_ready()
+    return running
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (released at once, so another process
+    could take it in the short window before it is used)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class KafkaBroker:
+    """A broker of its own, started by `scripts/kafka start` in a fresh directory and
+    stopped by `scripts/kafka stop` (which goes by the pid file)."""
+
+    SCRIPT = ROOT / "scripts" / "kafka"
+
+    def __init__(self, port: int | None = None):
+        self.parent = tempfile.TemporaryDirectory(prefix="tidegate-broker-")
+        self.dir = Path(self.parent.name) / "broker"
+        self.bootstrap: str | None = None
+        self.port = port
+
+    def start(self) -> str:
+        env = dict(os.environ)
+        if self.port is not None:
+            env["TIDEGATE_KAFKA_PORT"] = str(self.port)
+        started = subprocess.run([str(self.SCRIPT), "start", str(self.dir)], env=env,
+                                 capture_output=True, text=True, timeout=180)
+        if started.returncode != 0:
+            raise RuntimeError(f"scripts/kafka start failed: {started.stderr[-3000:]}")
+        line = next(l for l in started.stdout.splitlines() if l.startswith("KAFKA_BOOTSTRAP="))
+        self.bootstrap = line.removeprefix("KAFKA_BOOTSTRAP=")
+        return self.bootstrap
+
+    def running(self) -> list[int]:
+        """Live processes whose command line names this broker's server.properties."""
+        marker = f"{self.dir}/server.properties".encode()
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if marker in (proc / "cmdline").read_bytes() and \
+                        (proc / "stat").read_text().rsplit(") ", 1)[-1][:1] != "Z":
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+        return found
+
+    def stop(self) -> None:
+        # Safe when start failed half-way or never ran: stop goes by DIR/pid only.
+        if self.dir.exists():
+            stopped = subprocess.run([str(self.SCRIPT), "stop", str(self.dir)],
+                                     capture_output=True, text=True, timeout=60)
+            left = self.running()
+            for pid in left:
+                os.kill(pid, signal.SIGKILL)
+            assert stopped.returncode == 0, f"scripts/kafka stop failed: {stopped.stderr}"
+            assert not left, f"broker {left} still ran after scripts/kafka stop " \
+                             f"({stopped.stderr.strip()}); killed it"
+        self.parent.cleanup()
+
+
+@pytest.fixture
+def start_broker():
+    """Starts brokers of the test's own (`start_broker(port=P)`); every one is stopped
+    after the test, passed or failed."""
+    brokers = []
+
+    def start(port: int | None = None) -> KafkaBroker:
+        brokers.append(KafkaBroker(port))
+        brokers[-1].start()
+        return brokers[-1]
+
+    yield start
+    for broker in brokers:
+        broker.stop()

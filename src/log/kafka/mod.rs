@@ -205,6 +205,15 @@ impl KafkaLog {
             .operation_timeout(Some(self.options.timeout))
     }
 
+    /// Group offsets go to the group's coordinator, and librdkafka 2.12 aborts the process
+    /// when such an admin request meets a dropped connection (an assertion on a freed
+    /// `eonce`; confluentinc/librdkafka#3663, fix proposed in #5397): one sent while the
+    /// cluster was down brought the gateway down when the broker returned. So none is
+    /// sent while the last metadata request went unanswered; those answer 503 at once.
+    fn coordinator_ready(&self) -> Result<(), LogError> {
+        self.cluster.readiness()
+    }
+
     /// Runs a blocking call of the admin client on a blocking thread.
     async fn native<T: Send + 'static>(
         &self,
@@ -830,6 +839,7 @@ impl OffsetStore for KafkaLog {
             )
             .map_err(|err| unavailable("committing offsets", err))?;
         }
+        self.coordinator_ready()?;
         let (kafka_group, timeout) = (self.names.group(group), self.options.timeout);
         let answer = self
             .native(move |rk| ffi::alter_group_offsets(rk, &kafka_group, &list, timeout))
@@ -845,6 +855,7 @@ impl OffsetStore for KafkaLog {
     }
 
     async fn committed_offsets(&self, group: &GroupId) -> Result<Vec<CommittedOffset>, LogError> {
+        self.coordinator_ready()?;
         let (kafka_group, timeout) = (self.names.group(group), self.options.timeout);
         let answer = self
             .native(move |rk| ffi::list_group_offsets(rk, &kafka_group, timeout))
@@ -891,6 +902,7 @@ impl OffsetStore for KafkaLog {
     }
 
     async fn delete_offsets(&self, group: &GroupId) -> Result<bool, LogError> {
+        self.coordinator_ready()?;
         let kafka_group = self.names.group(group);
         let results = self
             .admin

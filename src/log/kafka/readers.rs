@@ -190,15 +190,17 @@ impl Readers {
             _ => reader.assign(topic, partition, from, deadline)?,
         }
         let (mut at_end, mut released) = (false, false);
+        let mut passed: Option<KafkaError> = None;
         // A record polled past the byte limit: the next read starts with it.
         let mut held = None;
         while records.len() < max_records && bytes < max_bytes {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 if records.is_empty() {
-                    return Err(ReadError::Failed(LogError::ClusterUnavailable(
-                        "no records and no end of the partition within --kafka-timeout-ms".into(),
-                    )));
+                    let why = passed.map_or_else(String::new, |err| format!(" (last: {err})"));
+                    return Err(ReadError::Failed(LogError::ClusterUnavailable(format!(
+                        "no records and no end of the partition within --kafka-timeout-ms{why}"
+                    ))));
                 }
                 break;
             }
@@ -233,6 +235,12 @@ impl Readers {
                     break;
                 }
                 Some(Err(err)) if out_of_range(&err) => return Err(ReadError::OutOfRange),
+                Some(Err(err)) if passing(&err) => {
+                    // Queued while the cluster was away (one per reconnect attempt), or
+                    // while it is: the consumer retries by itself within the deadline.
+                    tracing::debug!(%err, "a reader saw a passing error");
+                    passed = Some(err);
+                }
                 Some(Err(err)) => {
                     return Err(ReadError::Failed(unavailable("reading records", err)));
                 }
@@ -299,6 +307,26 @@ impl Reader {
         self.cursor = None;
         let _ = self.consumer.unassign();
     }
+}
+
+/// Errors librdkafka reports while it reconnects or finds a new leader, and retries by
+/// itself.
+fn passing(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::BrokerNotAvailable
+        )
+    )
 }
 
 fn out_of_range(err: &KafkaError) -> bool {
