@@ -140,7 +140,8 @@ def start_server():
 
 # ---- Kafka: `--backend kafka` against a real broker (scripts/kafka).
 
-def kafka_bootstrap_or_skip() -> str:
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
     """The suite's broker (TIDEGATE_TEST_KAFKA_BOOTSTRAP, exported by scripts/test). Without
     it the Kafka tests are skipped, unless TIDEGATE_REQUIRE_KAFKA=1 (CI), where a missing
     broker is a failure: a skip there would hide that nothing was tested."""
@@ -152,11 +153,6 @@ def kafka_bootstrap_or_skip() -> str:
                     "start a broker with scripts/kafka start DIR and export its address")
     pytest.skip("no Kafka broker: set TIDEGATE_TEST_KAFKA_BOOTSTRAP=host:port "
                 "(scripts/kafka start DIR prints one) to run the Kafka tests")
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
-    return kafka_bootstrap_or_skip()
 
 
 def kafka_prefix() -> str:

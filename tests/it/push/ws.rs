@@ -401,6 +401,8 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_with_4008_and_stalls_nobody() {
+    const SLOW_CONSUMER_MS: u64 = 1000;
+    let slow_consumer_ms = SLOW_CONSUMER_MS.to_string();
     let dir = tempfile::TempDir::new().expect("temp dir");
     let data = dir.path().to_str().expect("utf-8");
     let server = crate::process::Process::spawn(
@@ -412,7 +414,7 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_stalls_nobody() {
                 "--ws-outbound-bytes",
                 "65536",
                 "--ws-slow-consumer-ms",
-                "1000",
+                &slow_consumer_ms,
                 "--push-frame-bytes",
                 "16384",
                 "--push-cache-bytes",
@@ -490,7 +492,7 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_stalls_nobody() {
     );
     // Given --ws-slow-consumer-ms to notice (if the publishes outran it), the slow client,
     // reading now, finds what fit in the buffers, then a 4008 close.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(SLOW_CONSUMER_MS * 3 / 2)).await;
     let code = slow.close_code(Duration::from_secs(20)).await;
     assert_eq!(code, Some(4008));
 }
