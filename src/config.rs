@@ -36,6 +36,33 @@ pub enum Command {
     /// changing it (stop the server first).
     /// Exits 0 when intact, 1 when damaged.
     Check(CheckArgs),
+    /// Copy an embedded data directory (stop the server first) into a Kafka cluster:
+    /// topics, records at the same offsets, committed group offsets. Resumable: a second
+    /// run finishes an interrupted one without duplicates.
+    Export(Box<ExportArgs>),
+}
+
+/// Arguments of `tidegate export`.
+#[derive(Clone, Debug, Args)]
+pub struct ExportArgs {
+    /// The cluster to copy into, `host:port[,host:port]`.
+    #[arg(long = "to-kafka", value_name = "BOOTSTRAP")]
+    pub to_kafka: String,
+    /// The embedded data directory to copy from.
+    #[arg(long, env = "TIDEGATE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Only these topics (comma-separated); default every topic.
+    #[arg(long, value_delimiter = ',')]
+    pub topics: Vec<String>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+impl ExportArgs {
+    pub fn validate(&mut self) -> Result<(), String> {
+        self.kafka.kafka_bootstrap = Some(self.to_kafka.clone());
+        self.kafka.validate()
+    }
 }
 
 /// Arguments of `tidegate check`.

@@ -26,6 +26,7 @@ pub mod auth;
 mod auth_setup;
 pub mod config;
 mod echo;
+mod export;
 mod gateway;
 mod groups;
 mod http;
@@ -84,6 +85,7 @@ pub fn run() -> ExitCode {
             }
             Err(err) => Err(err.to_string()),
         },
+        Some(Command::Export(mut args)) => export(&mut args),
         None => serve(cli.serve),
     };
     match result {
@@ -115,6 +117,19 @@ fn serve(config: Config) -> Result<(), String> {
         });
         app.run().await.map_err(|err| format!("server failed: {err}"))
     })
+}
+
+fn export(args: &mut config::ExportArgs) -> Result<(), String> {
+    args.validate()?;
+    telemetry::init(config::LogFormat::Text);
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|err| format!("starting runtime: {err}"))?;
+    let exported = runtime.block_on(export::run(args))?;
+    println!(
+        "exported {} topics, {} records, committed offsets of {} groups",
+        exported.topics, exported.records, exported.groups
+    );
+    Ok(())
 }
 
 /// Shown once, when the secret was just generated: the only time a token is printed.

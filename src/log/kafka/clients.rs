@@ -20,7 +20,7 @@ use crate::log::LogError;
 
 /// What every client of this gateway shares: the brokers, the user's properties, and
 /// timeouts within `--kafka-timeout-ms`.
-fn common(options: &KafkaOptions) -> ClientConfig {
+pub(super) fn common(options: &KafkaOptions) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &options.bootstrap);
     let timeout_ms = options.timeout.as_millis().to_string();

@@ -27,6 +27,7 @@ mod clients;
 mod cluster;
 mod decode;
 mod ffi;
+mod import;
 mod names;
 mod producer;
 mod readers;
@@ -52,6 +53,8 @@ use names::Names;
 use producer::Publisher;
 use readers::{ReadError, Readers};
 use tails::Tails;
+
+pub use import::{ImportedRecord, Importer, PLACEHOLDER_HEADER};
 
 use crate::metrics::LogMetrics;
 
