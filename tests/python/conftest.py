@@ -210,31 +210,42 @@ class KafkaBroker:
 
     def running(self) -> list[int]:
         """Live processes whose command line names this broker's server.properties."""
-        marker = f"{self.dir}/server.properties".encode()
-        found = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                if marker in (proc / "cmdline").read_bytes() and \
-                        (proc / "stat").read_text().rsplit(") ", 1)[-1][:1] != "Z":
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-        return found
+        return processes_naming(f"{self.dir}/server.properties".encode())
 
     def stop(self) -> None:
         # Safe when start failed half-way or never ran: stop goes by DIR/pid only.
-        if self.dir.exists():
-            stopped = subprocess.run([str(self.SCRIPT), "stop", str(self.dir)],
-                                     capture_output=True, text=True, timeout=60)
-            left = self.running()
-            for pid in left:
-                os.kill(pid, signal.SIGKILL)
-            assert stopped.returncode == 0, f"scripts/kafka stop failed: {stopped.stderr}"
-            assert not left, f"broker {left} still ran after scripts/kafka stop " \
-                             f"({stopped.stderr.strip()}); killed it"
+        stop_brokers("stop", self.dir, self.running)
         self.parent.cleanup()
+
+
+def processes_naming(marker: bytes) -> list[int]:
+    """Live (not zombie) processes whose command line contains `marker`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker in (proc / "cmdline").read_bytes() and \
+                    (proc / "stat").read_text().rsplit(") ", 1)[-1][:1] != "Z":
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def stop_brokers(command: str, directory: Path, running) -> None:
+    """`scripts/kafka COMMAND DIRECTORY`, then SIGKILL for whatever `running()` still
+    lists; fails the test when the script failed or left brokers behind."""
+    if not directory.exists():
+        return
+    stopped = subprocess.run([str(KafkaBroker.SCRIPT), command, str(directory)],
+                             capture_output=True, text=True, timeout=60)
+    left = running()
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert stopped.returncode == 0, f"scripts/kafka {command} failed: {stopped.stderr}"
+    assert not left, f"brokers {left} still ran after scripts/kafka {command} " \
+                     f"({stopped.stderr.strip()}); killed them"
 
 
 @pytest.fixture
