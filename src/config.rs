@@ -59,7 +59,16 @@ pub struct ExportArgs {
 }
 
 impl ExportArgs {
+    /// `--to-kafka` names the cluster; a `--kafka-bootstrap` beside it is a mistake.
     pub fn validate(&mut self) -> Result<(), String> {
+        if self
+            .kafka
+            .kafka_bootstrap
+            .as_ref()
+            .is_some_and(|b| *b != self.to_kafka)
+        {
+            return Err("export takes the cluster from --to-kafka; drop --kafka-bootstrap".into());
+        }
         self.kafka.kafka_bootstrap = Some(self.to_kafka.clone());
         self.kafka.validate()
     }

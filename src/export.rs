@@ -76,8 +76,11 @@ fn kafka_options(args: &ExportArgs) -> KafkaOptions {
         replication_factor: kafka.kafka_replication_factor,
         timeout: Duration::from_millis(kafka.kafka_timeout_ms),
         prefix: kafka.kafka_topic_prefix.clone(),
-        // Its own transactional id: an export never fences a running gateway.
-        replica_id: format!("export-{:016x}", rand::random::<u64>()),
+        // Its own transactional id unless told: an export never fences a running gateway.
+        replica_id: kafka
+            .replica_id
+            .clone()
+            .unwrap_or_else(|| format!("export-{:016x}", rand::random::<u64>())),
         idempotency_window: Duration::from_secs(60),
         // Foreign values deeper than this are shown as text: records of an export are
         // only compared, never served.
