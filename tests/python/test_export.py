@@ -55,8 +55,16 @@ def committed(server: Server, group: str) -> list[tuple]:
 def embedded_source(data_dir: str) -> tuple[Server, str]:
     """A redb server with two topics: `orders` (3 partitions, keys and headers) and
     `trimmed`, whose head retention removed; a group with committed offsets; and a
-    WebSocket cursor taken in the middle of `orders`."""
+    WebSocket cursor taken at the end of `orders`, with 30 records published after it."""
     server = Server("--retention-check-interval-ms", "100", data_dir=data_dir)
+    try:
+        return fill_source(server)
+    except BaseException:
+        server.stop()
+        raise
+
+
+def fill_source(server: Server) -> tuple[Server, str]:
     created = server.request("POST", "/v1/topics", json={"name": "orders", "partitions": 3})
     assert created.status_code == 201, created.text
     for batch in range(6):
@@ -111,13 +119,15 @@ def delivered_after(server: Server, cursor: str) -> list[tuple[int, int]]:
 def test_export_keeps_offsets_groups_and_cursors_and_resumes(kafka_bootstrap, start_server):
     with tempfile.TemporaryDirectory() as data_dir:
         source, cursor = embedded_source(data_dir)
-        expected = {(t, p): all_records(source, t, p)
-                    for t, n in (("orders", 3), ("trimmed", 1)) for p in range(n)}
-        expected_bounds = {t: bounds(source, t) for t in ("orders", "trimmed")}
-        expected_groups = committed(source, "billing")
-        expected_resume = delivered_after(source, cursor)
-        assert expected_resume, "the cursor was taken before the end"
-        source.stop()
+        try:
+            expected = {(t, p): all_records(source, t, p)
+                        for t, n in (("orders", 3), ("trimmed", 1)) for p in range(n)}
+            expected_bounds = {t: bounds(source, t) for t in ("orders", "trimmed")}
+            expected_groups = committed(source, "billing")
+            expected_resume = delivered_after(source, cursor)
+            assert expected_resume, "the cursor was taken before the end"
+        finally:
+            source.stop()
 
         prefix = kafka_prefix()
         # An interrupted first run: only one topic, then the process killed mid-copy
@@ -159,10 +169,12 @@ def test_export_keeps_offsets_groups_and_cursors_and_resumes(kafka_bootstrap, st
 def test_export_refuses_a_topic_with_other_records(kafka_bootstrap, start_server):
     with tempfile.TemporaryDirectory() as data_dir:
         source = Server(data_dir=data_dir)
-        assert source.request("POST", "/v1/topics",
-                              json={"name": "orders", "partitions": 1}).status_code == 201
-        publish(source, "orders", [{"value": {"embedded": n}} for n in range(5)])
-        source.stop()
+        try:
+            assert source.request("POST", "/v1/topics",
+                                  json={"name": "orders", "partitions": 1}).status_code == 201
+            publish(source, "orders", [{"value": {"embedded": n}} for n in range(5)])
+        finally:
+            source.stop()
         prefix = kafka_prefix()
         other = start_server(*kafka_flags(kafka_bootstrap, prefix))
         other.wait_until_ready()
