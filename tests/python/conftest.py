@@ -262,3 +262,26 @@ def start_broker():
     yield start
     for broker in brokers:
         broker.stop()
+
+
+def fetch_all(server: "Server", topic: str, partition: int,
+              unavailable_for: float = 0) -> list[dict]:
+    """Every stored record of a partition from its log start, following `next_offset`
+    (offsets may skip on Kafka). A 503 is tried again for up to `unavailable_for` seconds
+    (a reader meeting a failover's last moments); otherwise every page must be 200."""
+    records, offset = [], None
+    deadline = time.monotonic() + unavailable_for
+    while True:
+        params = {"limit": 1000} if offset is None else {"offset": offset, "limit": 1000}
+        page = server.request("GET", f"/v1/topics/{topic}/partitions/{partition}/records",
+                              params=params)
+        if page.status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.25)
+            continue
+        assert page.status_code == 200, f"fetch {topic}/{partition}@{offset}: {page.text}"
+        body = page.json()
+        records += body["records"]
+        if body["next_offset"] >= body["high_watermark"]:
+            return records
+        assert offset is None or body["next_offset"] > offset, body
+        offset = body["next_offset"]

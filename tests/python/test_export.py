@@ -11,7 +11,7 @@ import time
 
 from websockets.sync.client import connect
 
-from conftest import Server, binary, kafka_flags, kafka_prefix
+from conftest import Server, binary, fetch_all, kafka_flags, kafka_prefix
 
 
 def export(data_dir: str, bootstrap: str, prefix: str, *extra: str,
@@ -29,16 +29,8 @@ def publish(server: Server, topic: str, records: list[dict]) -> list[dict]:
 
 def all_records(server: Server, topic: str, partition: int) -> list[tuple]:
     """Every stored record of a partition as (offset, timestamp, key, value, headers)."""
-    described = server.request("GET", f"/v1/topics/{topic}").json()
-    bounds = next(p for p in described["partition_offsets"] if p["partition"] == partition)
-    offset, seen = bounds["log_start_offset"], []
-    while offset < bounds["high_watermark"]:
-        page = server.request("GET", f"/v1/topics/{topic}/partitions/{partition}/records",
-                              params={"offset": offset, "limit": 500}).json()
-        seen += [(r["offset"], r["timestamp"], r.get("key"), json.dumps(r["value"]),
-                  r.get("headers")) for r in page["records"]]
-        offset = page["next_offset"]
-    return seen
+    return [(r["offset"], r["timestamp"], r.get("key"), json.dumps(r["value"]), r.get("headers"))
+            for r in fetch_all(server, topic, partition)]
 
 
 def bounds(server: Server, topic: str) -> list[tuple[int, int]]:

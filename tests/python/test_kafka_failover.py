@@ -33,7 +33,8 @@ import pytest
 import requests
 from confluent_kafka.admin import AdminClient
 
-from conftest import ROOT, kafka_flags, kafka_prefix, processes_naming, stop_brokers
+from conftest import (ROOT, fetch_all, kafka_flags, kafka_prefix, processes_naming,
+                      stop_brokers)
 
 NODES = 3
 TIMEOUT_MS = 3000
@@ -299,25 +300,6 @@ def successes_while_unready(probes, attempts: list[Attempt]) -> list[tuple]:
     return lies
 
 
-def fetch_all(server, partition: int) -> list[dict]:
-    """Every record of a partition, following `next_offset` (offsets skip on Kafka)."""
-    records, offset = [], 0
-    deadline = time.monotonic() + 30
-    while True:
-        page = server.request("GET", f"/v1/topics/{TOPIC}/partitions/{partition}/records",
-                              params={"offset": offset, "limit": 1000})
-        if page.status_code == 503 and time.monotonic() < deadline:
-            time.sleep(0.25)  # a reader meeting the failover's last moments
-            continue
-        assert page.status_code == 200, f"fetch {partition}@{offset}: {page.text}"
-        body = page.json()
-        records += body["records"]
-        if body["next_offset"] >= body["high_watermark"]:
-            return records
-        assert body["next_offset"] > offset, body
-        offset = body["next_offset"]
-
-
 # ---- the test
 
 
@@ -384,7 +366,7 @@ def test_broker_failover_loses_no_acknowledged_record_and_two_down_refuses_write
         # meanwhile; only what was acknowledged by phase_one_end is checked against it).
         served: dict[str, list[tuple[int, int]]] = {}
         for partition in range(PARTITIONS):
-            for record in fetch_all(server, partition):
+            for record in fetch_all(server, TOPIC, partition, unavailable_for=30):
                 served.setdefault(record["value"], []).append((partition, record["offset"]))
 
         # Then partition 0's new leader, leaving one broker.

@@ -20,7 +20,7 @@ from confluent_kafka import (OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Consum
 from confluent_kafka.admin import AdminClient
 from websockets.sync.client import connect
 
-from conftest import Server, kafka_flags, kafka_prefix
+from conftest import Server, fetch_all, kafka_flags, kafka_prefix
 
 # ---- helpers
 
@@ -37,21 +37,6 @@ def publish_raw(server, topic: str, body: str) -> list[dict]:
                                         "Content-Type": "application/json"})
     assert published.status_code == 200, published.text
     return published.json()["offsets"]
-
-
-def fetch_all(server, topic: str, partition: int) -> list[dict]:
-    """Every record of a partition, following `next_offset` (offsets may skip on Kafka)."""
-    records, offset = [], 0
-    while True:
-        page = server.request("GET", f"/v1/topics/{topic}/partitions/{partition}/records",
-                              params={"offset": offset, "limit": 1000})
-        assert page.status_code == 200, page.text
-        body = page.json()
-        records += body["records"]
-        if body["next_offset"] >= body["high_watermark"]:
-            return records
-        assert body["next_offset"] > offset, body
-        offset = body["next_offset"]
 
 
 def native_consumer(bootstrap: str, **settings) -> Consumer:
