@@ -158,6 +158,10 @@ pub enum Backend {
     Kafka,
 }
 
+/// Shortest `--cluster-secret`: it is all that stands between the internal route and
+/// anyone who can reach a replica.
+const MIN_CLUSTER_SECRET: usize = 16;
+
 /// The Kafka backend's settings (`--backend kafka`).
 #[derive(Clone, Debug, Args)]
 pub struct KafkaArgs {
@@ -227,6 +231,19 @@ pub struct Config {
 
     #[command(flatten)]
     pub kafka: KafkaArgs,
+
+    /// Runs consumer groups across every replica of this deployment (the same cluster and
+    /// --kafka-topic-prefix), so that any request of a member may reach any replica. The
+    /// replicas share this secret (16 characters or more), which authenticates their
+    /// requests to each other. Without it a gateway runs its groups alone: one replica
+    /// per deployment.
+    #[arg(long, env = "TIDEGATE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+
+    /// Where the other replicas reach this one (`http://host:port`, with --cluster-secret);
+    /// default: the address it listens on.
+    #[arg(long, env = "TIDEGATE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 
     /// `always`: acknowledge after fsync. `never`: acknowledge before; a crash may lose
     /// about the last second of acknowledged records.
@@ -586,10 +603,37 @@ impl Config {
         if self.backend == Backend::Kafka {
             self.kafka.validate()?;
         }
+        self.validate_cluster()?;
         if self.data_dir.exists() && !self.data_dir.is_dir() {
             return Err(format!(
                 "--data-dir {} exists and is not a directory",
                 self.data_dir.display()
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&self) -> Result<(), String> {
+        match &self.cluster_secret {
+            Some(_) if self.backend != Backend::Kafka => {
+                return Err("--cluster-secret needs --backend kafka: replicas share a Kafka cluster".into());
+            }
+            Some(secret) if secret.chars().count() < MIN_CLUSTER_SECRET => {
+                return Err(format!(
+                    "--cluster-secret must be at least {MIN_CLUSTER_SECRET} characters"
+                ));
+            }
+            None if self.advertise_url.is_some() => {
+                return Err("--advertise-url needs --cluster-secret".into());
+            }
+            _ => {}
+        }
+        if let Some(url) = &self.advertise_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "--advertise-url {}: must be an http:// or https:// URL",
+                crate::echo::quoted(url)
             ));
         }
         Ok(())

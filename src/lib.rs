@@ -24,6 +24,7 @@
 
 pub mod auth;
 mod auth_setup;
+mod cluster;
 pub mod config;
 mod echo;
 mod export;
@@ -33,6 +34,7 @@ mod http;
 mod json;
 mod log;
 mod metrics;
+mod murmur;
 mod panics;
 mod private_fs;
 mod push;

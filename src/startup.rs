@@ -12,9 +12,10 @@ use crate::auth_setup;
 use crate::config::Backend;
 use crate::config::Config;
 use crate::gateway::{Gateway, GatewayParts};
+use crate::cluster::{ClusterCoordinator, ClusterSettings};
 use crate::groups::{Coordinator, GroupCoordinator};
 use crate::http;
-use crate::log::kafka::{KafkaLog, KafkaOptions};
+use crate::log::kafka::{KafkaLog, KafkaOptions, join_replicas};
 use crate::log::redb::RedbLog;
 use crate::log::{EventLog, OffsetStore};
 use crate::metrics::{LabelCaps, Metrics};
@@ -62,6 +63,10 @@ impl Application {
             })
             .map_err(|err| StartupError::Config(format!("metrics: {err}")))?,
         );
+        // Bound first: the replicas of a cluster are told this address.
+        let listener = bind(config.listen)?;
+        let local_addr = listener.local_addr().unwrap_or(config.listen);
+        let mut cluster = None;
         let (log, offsets): (Arc<dyn EventLog>, Arc<dyn OffsetStore>) = match config.backend {
             Backend::Redb => {
                 let redb =
@@ -69,20 +74,48 @@ impl Application {
                 (redb.clone(), redb)
             }
             Backend::Kafka => {
-                let kafka = KafkaLog::open(
-                    kafka_options(config)?,
-                    metrics.log.clone(),
-                    shutdown.clone(),
-                )?;
+                let options = kafka_options(config)?;
+                let kafka =
+                    KafkaLog::open(options.clone(), metrics.log.clone(), shutdown.clone())?;
+                if let Some(secret) = &config.cluster_secret {
+                    let url = config
+                        .advertise_url
+                        .clone()
+                        .unwrap_or_else(|| format!("http://{local_addr}"));
+                    let replicas = join_replicas(&options, url, shutdown.clone())
+                        .map_err(|err| StartupError::Config(err.to_string()))?;
+                    let settings = ClusterSettings {
+                        replica: options.replica_id.clone(),
+                        secret: secret.clone(),
+                        timeout: options.timeout,
+                    };
+                    cluster = Some((replicas, settings));
+                }
                 (kafka.clone(), kafka)
             }
         };
-        let groups: Arc<dyn GroupCoordinator> = Coordinator::start(
-            log.clone(),
-            offsets,
-            config.groups.settings(),
-            shutdown.clone(),
-        );
+        let (groups, cluster): (Arc<dyn GroupCoordinator>, _) = match cluster {
+            Some((replicas, settings)) => {
+                let cluster = ClusterCoordinator::start(
+                    replicas,
+                    log.clone(),
+                    offsets,
+                    config.groups.settings(),
+                    settings,
+                    shutdown.clone(),
+                );
+                (cluster.clone(), Some(web::Data::from(cluster)))
+            }
+            None => {
+                let local = Coordinator::start(
+                    log.clone(),
+                    offsets,
+                    config.groups.settings(),
+                    shutdown.clone(),
+                );
+                (local, None)
+            }
+        };
         let auth_off = auth.verifier.is_none();
         let gateway = web::Data::new(Gateway::new(GatewayParts {
             log: log.clone(),
@@ -95,7 +128,7 @@ impl Application {
             metrics_public: config.metrics_public,
             shutdown: shutdown.clone(),
         }));
-        let mut server = HttpServer::new(move || http::app(gateway.clone()))
+        let mut server = HttpServer::new(move || http::app(gateway.clone(), cluster.clone()))
             // We handle signals ourselves so long polls are released before draining.
             .disable_signals()
             // A client that closes its side is gone: drop its request at once (a long poll
@@ -112,12 +145,11 @@ impl Application {
             server = server.workers(config.workers);
         }
         let server = server
-            .bind(config.listen)
+            .listen(listener)
             .map_err(|source| StartupError::Bind {
                 addr: config.listen,
                 source,
             })?;
-        let local_addr = server.addrs().first().copied().unwrap_or(config.listen);
         // Only once the start can no longer fail, so a failed start prints one line.
         if auth_off {
             tracing::warn!(
@@ -170,6 +202,24 @@ impl Application {
         served.map_err(std::io::Error::other)?
     }
 }
+
+/// The listener, as actix would bind it (address reuse, its backlog), but before the
+/// server exists, so that the address can be handed to what the server is built from.
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartupError> {
+    let bound = (|| {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)?.into_std()
+    })();
+    bound.map_err(|source| StartupError::Bind { addr, source })
+}
+
+/// actix-web's own default backlog.
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// Where a replica's generated name is kept, when `--replica-id` names none.
 const REPLICA_ID_FILE: &str = "replica-id";

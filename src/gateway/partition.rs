@@ -7,22 +7,12 @@ use std::sync::Mutex;
 use lru::LruCache;
 
 use crate::log::{AppendRecord, LogError, PartitionId, TopicMeta, TopicName};
+use crate::murmur::partition_for_key;
 use crate::records::{NewRecord, PartitionChoice};
 
 /// Topics whose keyless rotation is remembered; past it the least recently published-to
 /// starts over at partition 0 (rotation is a balance, not a promise).
 const ROTATIONS: NonZeroUsize = NonZeroUsize::new(16 * 1024).expect("non-zero");
-
-/// Kafka's `Utils.murmur2`: MurmurHash2 with Kafka's seed over the key bytes, as a signed int.
-pub fn kafka_murmur2(key: &[u8]) -> i32 {
-    murmur2::murmur2(key, murmur2::KAFKA_SEED) as i32
-}
-
-/// `Utils.toPositive(murmur2(key)) % partitions`, as `BuiltInPartitioner.partitionForKey`.
-pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
-    // toPositive masks the sign bit rather than taking the absolute value.
-    (kafka_murmur2(key) as u32 & 0x7fff_ffff) % partitions
-}
 
 /// Chooses partitions: explicit if given, else by key, else one partition per request,
 /// rotating between requests of each topic.
@@ -95,6 +85,7 @@ impl Partitioner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::murmur::kafka_murmur2;
     use crate::log::TopicId;
 
     /// `UtilsTest.testMurmur2` from Apache Kafka.

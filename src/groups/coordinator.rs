@@ -42,13 +42,29 @@ pub(super) struct Group {
     pub generation: watch::Sender<Generation>,
 }
 
-impl Default for Group {
-    fn default() -> Group {
+impl Group {
+    fn starting_at(generation: Generation) -> Group {
         Group {
-            state: tokio::sync::Mutex::default(),
-            generation: watch::Sender::new(Generation::default()),
+            state: tokio::sync::Mutex::new(GroupState {
+                generation,
+                ..GroupState::default()
+            }),
+            generation: watch::Sender::new(generation),
         }
     }
+}
+
+/// How a coordinator that runs some groups on behalf of a cluster of replicas starts: its
+/// generations above those of every earlier owner, and for a while adopting the members
+/// an earlier owner knew, under their ids.
+#[derive(Clone, Copy, Debug)]
+pub struct Ownership {
+    /// The generation a group starts at (and so the floor of every generation given out).
+    pub first_generation: Generation,
+    /// For how long after the start a request naming an unknown member adds it under
+    /// that id instead of refusing it: the members of the previous owner come back within
+    /// their session.
+    pub adopt_for: Duration,
 }
 
 /// Every consumer group of this process.
@@ -62,6 +78,8 @@ pub struct Coordinator {
     /// (outside any group lock); a topic the log no longer has is absent.
     counts: Mutex<HashMap<TopicName, u32>>,
     maintenance: Mutex<Option<JoinHandle<()>>>,
+    first_generation: Generation,
+    adopt_until: Option<Instant>,
 }
 
 impl Coordinator {
@@ -73,6 +91,21 @@ impl Coordinator {
         settings: GroupSettings,
         shutdown: CancellationToken,
     ) -> Arc<Coordinator> {
+        let alone = Ownership {
+            first_generation: Generation::default(),
+            adopt_for: Duration::ZERO,
+        };
+        Coordinator::start_owning(log, offsets, settings, shutdown, alone)
+    }
+
+    /// As [`Coordinator::start`], for groups this replica runs for a cluster (`ownership`).
+    pub fn start_owning(
+        log: Arc<dyn EventLog>,
+        offsets: Arc<dyn OffsetStore>,
+        settings: GroupSettings,
+        shutdown: CancellationToken,
+        ownership: Ownership,
+    ) -> Arc<Coordinator> {
         let coordinator = Arc::new(Coordinator {
             groups: Mutex::default(),
             log,
@@ -81,6 +114,8 @@ impl Coordinator {
             shutdown,
             counts: Mutex::default(),
             maintenance: Mutex::new(None),
+            first_generation: ownership.first_generation,
+            adopt_until: Instant::now().checked_add(ownership.adopt_for),
         });
         let task = tokio::spawn(coordinator.clone().run_maintenance());
         *lock(&coordinator.maintenance) = Some(task);
@@ -93,7 +128,17 @@ impl Coordinator {
 
     /// The group, made if it is new.
     pub(super) fn group(&self, id: &GroupId) -> Arc<Group> {
-        self.groups().entry(id.clone()).or_default().clone()
+        let first = self.first_generation;
+        self.groups()
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(Group::starting_at(first)))
+            .clone()
+    }
+
+    /// Whether a request naming a member this coordinator does not know adds it under its
+    /// id: only in the first session after taking over from another owner.
+    pub(super) fn adopting(&self) -> bool {
+        self.adopt_until.is_some_and(|until| Instant::now() < until)
     }
 
     pub(super) fn existing(&self, id: &GroupId) -> Option<Arc<Group>> {
@@ -245,7 +290,7 @@ impl GroupCoordinator for Coordinator {
         topics: Vec<TopicName>,
         client: Option<String>,
     ) -> Result<MemberId, GroupError> {
-        self.join_connected(group, topics, client).await
+        self.join_connected(group, None, topics, client).await
     }
 
     async fn assignment(

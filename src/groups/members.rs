@@ -8,9 +8,13 @@ use super::{GroupError, MemberId};
 use crate::log::{GroupId, TopicName};
 
 impl Coordinator {
-    pub(super) async fn join_connected(
+    /// Joins a connected member: a new one (`id` `None`), or one another replica holds
+    /// the connection of, under its id (again after ownership moved; a member already
+    /// known is only kept alive).
+    pub async fn join_connected(
         &self,
         group: &GroupId,
+        id: Option<&MemberId>,
         topics: Vec<TopicName>,
         client: Option<String>,
     ) -> Result<MemberId, GroupError> {
@@ -21,7 +25,13 @@ impl Coordinator {
         // A connected member leaves when its connection ends; the session is only a guard
         // against a connection task that stopped without leaving.
         let session = Some(self.settings.max_session_timeout);
-        self.add_member(&entry, &mut state, group, topics, session, client)
+        if let Some(id) = id
+            && let Some(member) = state.members.get_mut(id)
+        {
+            member.touch(std::time::Instant::now(), super::coordinator::now_ms());
+            return Ok(id.clone());
+        }
+        self.add_member(&entry, &mut state, group, id, topics, session, client)
     }
 
     pub(super) async fn remove_member(

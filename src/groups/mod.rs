@@ -39,9 +39,10 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 pub use assignor::TopicPartition;
-pub use coordinator::Coordinator;
+pub use coordinator::{Coordinator, Ownership};
 pub use error::GroupError;
 
 use crate::log::{GroupId, Offset, PartitionId, StoredRecord, TopicName};
@@ -120,7 +121,8 @@ pub trait GroupCoordinator: Send + Sync + 'static {
 
 /// A member's id, made by the coordinator: `m-` and 32 hex digits. Ids sent back by
 /// clients are parsed with [`MemberId::parse`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct MemberId(String);
 
 impl MemberId {
@@ -153,6 +155,19 @@ impl MemberId {
     }
 }
 
+impl TryFrom<String> for MemberId {
+    type Error = GroupError;
+    fn try_from(text: String) -> Result<MemberId, GroupError> {
+        MemberId::parse(&text)
+    }
+}
+
+impl From<MemberId> for String {
+    fn from(id: MemberId) -> String {
+        id.0
+    }
+}
+
 impl fmt::Display for MemberId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -161,7 +176,10 @@ impl fmt::Display for MemberId {
 
 /// A group's generation: raised by every rebalance. Commits must name the current one
 /// (Kafka's ILLEGAL_GENERATION fencing).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
 pub struct Generation(u64);
 
 impl Generation {
@@ -185,7 +203,7 @@ impl fmt::Display for Generation {
 }
 
 /// A member's partitions in one generation, each with where the member starts it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     pub generation: Generation,
     /// Sorted by topic and partition.
@@ -205,7 +223,7 @@ pub struct GroupSettings {
 }
 
 /// Where a member starts reading a partition the group has no usable committed offset for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OffsetReset {
     /// At the high watermark: only records published from now on (Kafka's default).
     #[default]
@@ -215,7 +233,7 @@ pub enum OffsetReset {
 }
 
 /// One poll of a group member.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PollRequest {
     /// `None` joins the group as a new member.
     pub member: Option<MemberId>,
@@ -235,7 +253,7 @@ pub struct PollRequest {
 }
 
 /// What a poll returns.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Polled {
     pub member: MemberId,
     pub generation: Generation,
@@ -249,7 +267,7 @@ pub struct Polled {
 
 /// A commit of offsets, by a member (fenced by its generation) or by nobody (a client that
 /// assigns partitions itself, only while the group has no members).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CommitRequest {
     pub member: Option<MemberId>,
     pub generation: Option<Generation>,
@@ -257,7 +275,7 @@ pub struct CommitRequest {
 }
 
 /// Where a seek moves a topic's committed offsets.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum SeekTarget {
     Earliest,
     Latest,
@@ -268,13 +286,13 @@ pub enum SeekTarget {
 }
 
 /// `stable` while the group has members, `empty` when only its offsets remain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupPhase {
     Stable,
     Empty,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupSummary {
     pub group: GroupId,
     pub phase: GroupPhase,
@@ -282,7 +300,7 @@ pub struct GroupSummary {
     pub members: usize,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MemberDescription {
     pub member: MemberId,
     pub client: Option<String>,
@@ -294,7 +312,7 @@ pub struct MemberDescription {
 }
 
 /// One partition of a group: who reads it, what is committed, how far behind it is.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PartitionProgress {
     pub topic: TopicName,
     pub partition: PartitionId,
@@ -306,7 +324,7 @@ pub struct PartitionProgress {
     pub lag: Option<u64>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupDescription {
     pub group: GroupId,
     pub phase: GroupPhase,

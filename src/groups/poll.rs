@@ -52,6 +52,7 @@ impl Coordinator {
                     &entry,
                     &mut state,
                     group,
+                    None,
                     topics,
                     session,
                     request.client.clone(),
@@ -140,6 +141,10 @@ impl Coordinator {
         session: Option<Duration>,
     ) -> Result<MemberId, GroupError> {
         self.settle(entry, state, false);
+        if !state.members.contains_key(id) && self.adopting() {
+            let client = request.client.clone();
+            return self.add_member(entry, state, group, Some(id), topics, session, client);
+        }
         let member = state
             .members
             .get_mut(id)
@@ -158,12 +163,15 @@ impl Coordinator {
         Ok(id.clone())
     }
 
-    /// A new member: refused when the group is full, else added with a rebalance.
+    /// A new member (under `id` when adopting one, else a new id): refused when the group
+    /// is full, else added with a rebalance.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn add_member(
         &self,
         entry: &Group,
         state: &mut GroupState,
         group: &GroupId,
+        id: Option<&MemberId>,
         topics: BTreeSet<TopicName>,
         session: Option<Duration>,
         client: Option<String>,
@@ -175,7 +183,7 @@ impl Coordinator {
                 max: self.settings.max_members,
             });
         }
-        let id = MemberId::generate();
+        let id = id.cloned().unwrap_or_else(MemberId::generate);
         let session = session.unwrap_or(self.settings.default_session_timeout);
         let joined = Member::new(topics, session, client, Instant::now(), now_ms());
         state.members.insert(id.clone(), joined);

@@ -9,6 +9,7 @@ mod error;
 mod extract;
 mod groups;
 mod health;
+mod internal;
 mod metrics;
 mod openapi;
 mod pages;
@@ -30,6 +31,7 @@ use utoipa_actix_web::AppExt;
 
 use openapi::{ApiDoc, BearerAuth, BodyErrors, Constraints};
 
+use crate::cluster::ClusterCoordinator;
 use crate::gateway::{Gateway, GatewayError};
 use crate::log::TopicName;
 use telemetry::RequestSpan;
@@ -42,6 +44,7 @@ fn topic_name(raw: &str) -> Result<TopicName, GatewayError> {
 /// OpenAPI document served at `/openapi.json` lists exactly what is served.
 pub fn app(
     gateway: web::Data<Gateway>,
+    cluster: Option<web::Data<ClusterCoordinator>>,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -104,6 +107,7 @@ pub fn app(
             crate::ws::asyncapi::document(),
         ))
         .configure(pages::configure)
+        .configure(internal::configure(cluster))
         .default_service(web::to(move |request: HttpRequest| {
             std::future::ready(connection::fallback(&request, routes.get()))
         }))

@@ -15,7 +15,8 @@ pub const MAX_PARTITIONS: u32 = 1024;
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// A validated topic name: 1–249 chars of `[A-Za-z0-9._-]`, not `.` or `..`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct TopicName(String);
 
 impl TopicName {
@@ -57,8 +58,8 @@ fn check_name(name: &str) -> Result<(), &'static str> {
 }
 
 /// A consumer group's name: the same rules as a topic name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct GroupId(String);
 
 impl GroupId {
@@ -78,6 +79,34 @@ impl GroupId {
 impl fmt::Display for GroupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+// Serde goes through the parsers, so a name read from another replica is checked as one
+// read from a client.
+impl TryFrom<String> for TopicName {
+    type Error = LogError;
+    fn try_from(name: String) -> Result<TopicName, LogError> {
+        TopicName::parse(&name)
+    }
+}
+
+impl From<TopicName> for String {
+    fn from(name: TopicName) -> String {
+        name.0
+    }
+}
+
+impl TryFrom<String> for GroupId {
+    type Error = LogError;
+    fn try_from(name: String) -> Result<GroupId, LogError> {
+        GroupId::parse(&name)
+    }
+}
+
+impl From<GroupId> for String {
+    fn from(name: GroupId) -> String {
+        name.0
     }
 }
 
@@ -319,7 +348,7 @@ pub struct AppendOutcome {
 
 /// How a key, value or header that is not what tidegate writes is shown: records written
 /// by other Kafka clients may hold any bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum Encoding {
     /// UTF-8 text that is not JSON, shown as a JSON string.
     Text,
@@ -337,7 +366,7 @@ impl Encoding {
 }
 
 /// A committed record read back from the log.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct StoredRecord {
     pub partition: PartitionId,
     pub offset: Offset,

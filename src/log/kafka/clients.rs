@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::AdminClient;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -16,6 +16,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::KafkaOptions;
+use super::cluster::unavailable;
 use crate::log::LogError;
 
 /// What every client of this gateway shares: the brokers, the user's properties, and
@@ -47,9 +48,40 @@ pub(super) fn admin(options: &KafkaOptions) -> Result<AdminClient<DefaultClientC
     created("admin client", common(options).create())
 }
 
+/// Creates one of tidegate's own topics unless it exists.
+pub(super) async fn create_internal_topic(
+    admin: &AdminClient<DefaultClientContext>,
+    options: &KafkaOptions,
+    name: &str,
+    partitions: u32,
+    configs: &[(&str, &str)],
+) -> Result<(), LogError> {
+    let replication = match options.replication_factor {
+        Some(factor) => TopicReplication::Fixed(i32::from(factor)),
+        None => TopicReplication::Fixed(-1),
+    };
+    let mut topic = NewTopic::new(name, partitions as i32, replication);
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
+    let what = format!("creating the internal topic {name}");
+    let admin_options = AdminOptions::new().request_timeout(Some(options.timeout));
+    let results = admin
+        .create_topics([&topic], &admin_options)
+        .await
+        .map_err(|err| unavailable(&what, err))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(unavailable(&what, code)),
+        }
+    }
+    Ok(())
+}
+
 /// A consumer that never joins a group (partitions are assigned by hand) and reads only
 /// committed records; librdkafka wants a `group.id` even so.
-fn consumer(options: &KafkaOptions, role: &str) -> ClientConfig {
+pub(super) fn consumer(options: &KafkaOptions, role: &str) -> ClientConfig {
     let mut config = common(options);
     config
         .set("group.id", format!("{}__tidegate-{role}", options.prefix))

@@ -31,6 +31,7 @@ mod import;
 mod names;
 mod producer;
 mod readers;
+mod replicas;
 mod tails;
 
 use std::collections::HashMap;
@@ -55,6 +56,7 @@ use readers::{ReadError, Readers};
 use tails::Tails;
 
 pub use import::{ImportedRecord, Importer, PLACEHOLDER_HEADER};
+pub use replicas::{Directory, OwnershipChange, Replicas, join as join_replicas};
 
 use crate::metrics::LogMetrics;
 

@@ -6,6 +6,10 @@ use crate::log::{GroupId, TopicName};
 
 /// The compacted topic holding idempotency keys and their first answers.
 const IDEMPOTENCY_TOPIC: &str = "__tidegate_idempotency";
+/// The topic whose partitions the replicas share out, and the claims on them.
+const GROUPS_TOPIC: &str = "__tidegate_groups";
+/// The replicas' own consumer group over `GROUPS_TOPIC`.
+const REPLICAS_GROUP: &str = "__tidegate_gateways";
 
 #[derive(Clone, Debug)]
 pub(super) struct Names {
@@ -29,6 +33,14 @@ impl Names {
 
     pub fn idempotency_topic(&self) -> String {
         format!("{}{IDEMPOTENCY_TOPIC}", self.prefix)
+    }
+
+    pub fn groups_topic(&self) -> String {
+        format!("{}{GROUPS_TOPIC}", self.prefix)
+    }
+
+    pub fn replicas_group(&self) -> String {
+        format!("{}{REPLICAS_GROUP}", self.prefix)
     }
 
     /// The API name of a Kafka topic, for topics of this deployment that are not internal.

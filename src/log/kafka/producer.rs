@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -306,30 +306,11 @@ impl Task {
     }
 
     async fn create_internal_topic(&self) -> Result<(), LogError> {
-        let name = self.names.idempotency_topic();
         let window = self.options.idempotency_window.as_millis().to_string();
-        let replication = match self.options.replication_factor {
-            Some(factor) => TopicReplication::Fixed(i32::from(factor)),
-            None => TopicReplication::Fixed(-1),
-        };
-        let topic = NewTopic::new(&name, 1, replication)
-            // Compacted for the newest answer per key, deleted once past the window.
-            .set("cleanup.policy", "compact,delete")
-            .set("retention.ms", &window);
-        let options = AdminOptions::new().request_timeout(Some(self.options.timeout));
-        let results = self
-            .admin
-            .create_topics([&topic], &options)
-            .await
-            .map_err(|err| unavailable("creating the idempotency topic", err))?;
-        for result in results {
-            match result {
-                Ok(_) => {}
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => return Err(unavailable("creating the idempotency topic", code)),
-            }
-        }
-        Ok(())
+        // Compacted for the newest answer per key, deleted once past the window.
+        let configs = [("cleanup.policy", "compact,delete"), ("retention.ms", &window)];
+        let name = self.names.idempotency_topic();
+        clients::create_internal_topic(&self.admin, &self.options, &name, 1, &configs).await
     }
 
     /// Reads the internal topic from its start to its end: the newest answer per key,
