@@ -616,7 +616,9 @@ impl Config {
     fn validate_cluster(&self) -> Result<(), String> {
         match &self.cluster_secret {
             Some(_) if self.backend != Backend::Kafka => {
-                return Err("--cluster-secret needs --backend kafka: replicas share a Kafka cluster".into());
+                return Err(
+                    "--cluster-secret needs --backend kafka: replicas share a Kafka cluster".into(),
+                );
             }
             Some(secret) if secret.chars().count() < MIN_CLUSTER_SECRET => {
                 return Err(format!(

@@ -43,7 +43,19 @@ pub struct Metrics {
     pub traffic: TrafficMetrics,
     pub log: LogMetrics,
     pub push: PushMetrics,
+    pub cluster: ClusterMetrics,
     groups: GroupMetrics,
+}
+
+/// What this replica does for the others (`--cluster-secret`; zero without it).
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    /// Partitions of `__tidegate_groups` this replica runs.
+    pub shares_owned: IntGauge,
+    /// Groups in those shares, as of the last listing (every scrape lists).
+    pub groups_owned: IntGauge,
+    /// Group calls sent to the replica that runs the group, by outcome.
+    pub forwarded: IntCounterVec,
 }
 
 /// Requests by route pattern, method and status; latency by route and method.
@@ -246,6 +258,21 @@ impl Metrics {
                     "WebSocket connections closed with 4008 because they stopped reading.",
                 )?,
                 sse_streams: r.gauge("sse_streams", "Open Server-Sent Events streams.")?,
+            },
+            cluster: ClusterMetrics {
+                shares_owned: r.gauge(
+                    "cluster_shares_owned",
+                    "Shares (partitions of __tidegate_groups) of the consumer groups this replica runs.",
+                )?,
+                groups_owned: r.gauge(
+                    "cluster_groups_owned",
+                    "Consumer groups this replica runs for the cluster, as of the last listing.",
+                )?,
+                forwarded: r.counter_vec(
+                    "cluster_forwarded_total",
+                    "Group calls sent to the replica that runs the group: answered, not_owner (it had moved on), unreachable.",
+                    &["outcome"],
+                )?,
             },
             groups: GroupMetrics {
                 members: r.gauge_vec(

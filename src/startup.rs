@@ -9,10 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthError;
 use crate::auth_setup;
+use crate::cluster::{ClusterCoordinator, ClusterSettings};
 use crate::config::Backend;
 use crate::config::Config;
 use crate::gateway::{Gateway, GatewayParts};
-use crate::cluster::{ClusterCoordinator, ClusterSettings};
 use crate::groups::{Coordinator, GroupCoordinator};
 use crate::http;
 use crate::log::kafka::{KafkaLog, KafkaOptions, join_replicas};
@@ -75,8 +75,7 @@ impl Application {
             }
             Backend::Kafka => {
                 let options = kafka_options(config)?;
-                let kafka =
-                    KafkaLog::open(options.clone(), metrics.log.clone(), shutdown.clone())?;
+                let kafka = KafkaLog::open(options.clone(), metrics.log.clone(), shutdown.clone())?;
                 if let Some(secret) = &config.cluster_secret {
                     let url = config
                         .advertise_url
@@ -102,6 +101,7 @@ impl Application {
                     offsets,
                     config.groups.settings(),
                     settings,
+                    metrics.cluster.clone(),
                     shutdown.clone(),
                 );
                 (cluster.clone(), Some(web::Data::from(cluster)))

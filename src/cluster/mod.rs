@@ -30,11 +30,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::groups::{
     Assignment, CommitRequest, Coordinator, Generation, GroupCoordinator, GroupDescription,
-    GroupError, GroupSettings, GroupSummary, MemberId, OffsetReset, Ownership, PollRequest,
-    Polled, SeekTarget,
+    GroupError, GroupSettings, GroupSummary, MemberId, OffsetReset, Ownership, PollRequest, Polled,
+    SeekTarget,
 };
 use crate::log::kafka::{Directory, OwnershipChange, Replicas};
 use crate::log::{EventLog, GroupId, LogError, Offset, OffsetStore, PartitionId, TopicName};
+use crate::metrics::ClusterMetrics;
 use crate::murmur::partition_for_key;
 use wire::{Call, Reply, WireError};
 
@@ -80,6 +81,7 @@ enum Route {
 /// The groups of every replica, reached from this one.
 pub struct ClusterCoordinator {
     cluster: ClusterSettings,
+    metrics: ClusterMetrics,
     secret_digest: [u8; 32],
     settings: GroupSettings,
     log: Arc<dyn EventLog>,
@@ -100,6 +102,7 @@ impl ClusterCoordinator {
         offsets: Arc<dyn OffsetStore>,
         settings: GroupSettings,
         cluster: ClusterSettings,
+        metrics: ClusterMetrics,
         shutdown: CancellationToken,
     ) -> Arc<ClusterCoordinator> {
         let Replicas {
@@ -109,6 +112,7 @@ impl ClusterCoordinator {
         let coordinator = Arc::new(ClusterCoordinator {
             secret_digest: Sha256::digest(cluster.secret.as_bytes()).into(),
             cluster,
+            metrics,
             settings,
             log,
             offsets,
@@ -151,7 +155,11 @@ impl ClusterCoordinator {
                     stop.clone(),
                     ownership,
                 );
-                tracing::info!(partition, epoch, "this replica now runs a share of the groups");
+                tracing::info!(
+                    partition,
+                    epoch,
+                    "this replica now runs a share of the groups"
+                );
                 let owned = Owned {
                     epoch,
                     coordinator,
@@ -164,16 +172,14 @@ impl ClusterCoordinator {
                 lock(&self.owned).remove(&partition)
             }
         };
+        self.metrics
+            .shares_owned
+            .set(lock(&self.owned).len() as i64);
         if let Some(old) = replaced {
             // Its waiting polls end now; their callers find the new owner.
             old.stop.cancel();
             old.coordinator.shutdown().await;
         }
-    }
-
-    /// How many shares of the groups this replica runs now.
-    pub fn owned_partitions(&self) -> usize {
-        lock(&self.owned).len()
     }
 
     /// Whether `presented` is the replicas' secret.
@@ -252,6 +258,22 @@ impl ClusterCoordinator {
         call: &Call,
         deadline: Instant,
     ) -> Result<Result<Reply, WireError>, String> {
+        let answer = self.send(url, call, deadline).await;
+        let outcome = match &answer {
+            Ok(Err(WireError::NotOwner)) => "not_owner",
+            Ok(_) => "answered",
+            Err(_) => "unreachable",
+        };
+        self.metrics.forwarded.with_label_values(&[outcome]).inc();
+        answer
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        call: &Call,
+        deadline: Instant,
+    ) -> Result<Result<Reply, WireError>, String> {
         let timeout = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
@@ -305,6 +327,7 @@ impl ClusterCoordinator {
                     .filter(|g| Self::partition_of(&g.group, partitions) == partition),
             );
         }
+        self.metrics.groups_owned.set(groups.len() as i64);
         Ok(groups)
     }
 
@@ -610,6 +633,21 @@ impl GroupCoordinator for ClusterCoordinator {
             Err(GroupError::UnknownMember { .. }) if self.rejoin(group, member).await? => Ok(()),
             other => other.map(drop),
         }
+    }
+
+    /// Ready once every share of the groups has a claim: before that, some groups have no
+    /// replica to run them. A claim of a replica that died stands until its shares move,
+    /// which the calls for them ride out (503 only past the timeout).
+    fn readiness(&self) -> Result<(), LogError> {
+        let directory = self.directory.borrow();
+        let claimed = directory.iter().flatten().count();
+        if directory.is_empty() || claimed < directory.len() {
+            return Err(LogError::ClusterUnavailable(format!(
+                "this replica has not joined the others yet: {claimed} of {} shares of the consumer groups have a replica",
+                directory.len()
+            )));
+        }
+        Ok(())
     }
 
     async fn shutdown(&self) {

@@ -182,7 +182,9 @@ impl From<GroupError> for WireError {
     fn from(err: GroupError) -> WireError {
         match err {
             GroupError::Log(err) => err.into(),
-            GroupError::UnknownMember { group, member } => WireError::UnknownMember { group, member },
+            GroupError::UnknownMember { group, member } => {
+                WireError::UnknownMember { group, member }
+            }
             GroupError::GroupNotFound(group) => WireError::GroupNotFound { group },
             GroupError::StaleGeneration { given, current } => {
                 WireError::StaleGeneration { given, current }
@@ -299,9 +301,7 @@ impl WireError {
             }
             WireError::ShuttingDown => log(LogError::ShuttingDown),
             WireError::Unavailable { message } => log(LogError::Unavailable(message)),
-            WireError::ClusterUnavailable { message } => {
-                log(LogError::ClusterUnavailable(message))
-            }
+            WireError::ClusterUnavailable { message } => log(LogError::ClusterUnavailable(message)),
             WireError::Fault { message } => log(LogError::Storage(Arc::new(Fault::new(
                 FaultKind::Backend,
                 format!("on the replica that runs the group: {message}"),

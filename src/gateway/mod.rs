@@ -125,6 +125,7 @@ impl Gateway {
 
     /// For the unauthenticated readiness probe.
     pub fn readiness(&self) -> Result<(), LogError> {
-        self.log.readiness()
+        self.log.readiness()?;
+        self.groups.readiness()
     }
 }

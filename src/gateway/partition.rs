@@ -85,8 +85,8 @@ impl Partitioner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::murmur::kafka_murmur2;
     use crate::log::TopicId;
+    use crate::murmur::kafka_murmur2;
 
     /// `UtilsTest.testMurmur2` from Apache Kafka.
     #[test]

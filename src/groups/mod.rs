@@ -45,7 +45,7 @@ pub use assignor::TopicPartition;
 pub use coordinator::{Coordinator, Ownership};
 pub use error::GroupError;
 
-use crate::log::{GroupId, Offset, PartitionId, StoredRecord, TopicName};
+use crate::log::{GroupId, LogError, Offset, PartitionId, StoredRecord, TopicName};
 
 /// What the gateway asks of consumer groups.
 #[async_trait]
@@ -114,6 +114,12 @@ pub trait GroupCoordinator: Send + Sync + 'static {
 
     /// Keeps a connected member alive.
     async fn heartbeat(&self, group: &GroupId, member: &MemberId) -> Result<(), GroupError>;
+
+    /// Whether groups can be served now (a coordinator spread over replicas needs every
+    /// share of the groups to have an owner).
+    fn readiness(&self) -> Result<(), LogError> {
+        Ok(())
+    }
 
     /// Stops the coordinator's background work.
     async fn shutdown(&self);

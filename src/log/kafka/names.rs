@@ -4,6 +4,8 @@
 
 use crate::log::{GroupId, TopicName};
 
+/// What tidegate's own topics and groups start with.
+const INTERNAL: &str = "__tidegate";
 /// The compacted topic holding idempotency keys and their first answers.
 const IDEMPOTENCY_TOPIC: &str = "__tidegate_idempotency";
 /// The topic whose partitions the replicas share out, and the claims on them.
@@ -52,9 +54,14 @@ impl Names {
         TopicName::parse(name).ok()
     }
 
-    /// The API name of a Kafka consumer group of this deployment.
+    /// The API name of a Kafka consumer group of this deployment; tidegate's own groups
+    /// (the replicas' `__tidegate_gateways`) are not the API's.
     pub fn api_group(&self, kafka: &str) -> Option<GroupId> {
-        GroupId::parse(kafka.strip_prefix(&self.prefix)?).ok()
+        let name = kafka.strip_prefix(&self.prefix)?;
+        if name.starts_with(INTERNAL) {
+            return None;
+        }
+        GroupId::parse(name).ok()
     }
 }
 
@@ -70,6 +77,8 @@ mod tests {
         assert_eq!(names.api_topic("t1.orders"), Some(orders));
         assert_eq!(names.api_topic("orders"), None, "another deployment's");
         assert_eq!(names.api_topic(&names.idempotency_topic()), None);
+        assert_eq!(names.api_topic(&names.groups_topic()), None);
+        assert_eq!(names.api_group(&names.replicas_group()), None);
         assert_eq!(names.api_topic("t1.__consumer_offsets"), None);
         let group = GroupId::parse("billing").unwrap();
         assert_eq!(names.api_group(&names.group(&group)), Some(group));

@@ -308,7 +308,10 @@ impl Task {
     async fn create_internal_topic(&self) -> Result<(), LogError> {
         let window = self.options.idempotency_window.as_millis().to_string();
         // Compacted for the newest answer per key, deleted once past the window.
-        let configs = [("cleanup.policy", "compact,delete"), ("retention.ms", &window)];
+        let configs = [
+            ("cleanup.policy", "compact,delete"),
+            ("retention.ms", &window),
+        ];
         let name = self.names.idempotency_topic();
         clients::create_internal_topic(&self.admin, &self.options, &name, 1, &configs).await
     }

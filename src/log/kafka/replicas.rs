@@ -161,14 +161,16 @@ fn member_config(options: &KafkaOptions, names: &Names) -> ClientConfig {
     config
         .set("group.id", names.replicas_group())
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", REPLICA_SESSION.as_millis().to_string())
+        .set(
+            "session.timeout.ms",
+            REPLICA_SESSION.as_millis().to_string(),
+        )
         .set("heartbeat.interval.ms", "1000")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         // The member reads nothing it needs (claims come from the directory): start at
-        // the end and keep its fetch small.
-        .set("auto.offset.reset", "latest")
-        .set("fetch.max.bytes", "65536");
+        // the end.
+        .set("auto.offset.reset", "latest");
     config
 }
 
@@ -385,7 +387,9 @@ impl Claimer {
                     {
                         if let Some(epoch) = epoch {
                             let partition = *partition;
-                            let _ = self.changes.send(OwnershipChange::Owned { partition, epoch });
+                            let _ = self
+                                .changes
+                                .send(OwnershipChange::Owned { partition, epoch });
                         }
                     }
                 }
