@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthError;
 use crate::auth_setup;
-use crate::cluster::{ClusterCoordinator, ClusterSettings};
+use crate::cluster::{ClusterCoordinator, ClusterLog, ClusterSettings};
 use crate::config::Backend;
 use crate::config::Config;
 use crate::gateway::{Gateway, GatewayParts};
@@ -66,56 +66,52 @@ impl Application {
         // Bound first: the replicas of a cluster are told this address.
         let listener = bind(config.listen)?;
         let local_addr = listener.local_addr().unwrap_or(config.listen);
-        let mut cluster = None;
-        let (log, offsets): (Arc<dyn EventLog>, Arc<dyn OffsetStore>) = match config.backend {
+        let built = match config.backend {
             Backend::Redb => {
                 let redb =
                     RedbLog::open(&config.log_options(), metrics.log.clone(), shutdown.clone())?;
-                (redb.clone(), redb)
+                local_groups(config, redb.clone(), redb, &shutdown)
             }
             Backend::Kafka => {
                 let options = kafka_options(config)?;
                 let kafka = KafkaLog::open(options.clone(), metrics.log.clone(), shutdown.clone())?;
-                if let Some(secret) = &config.cluster_secret {
-                    let url = config
-                        .advertise_url
-                        .clone()
-                        .unwrap_or_else(|| format!("http://{local_addr}"));
-                    let replicas = join_replicas(&options, url, shutdown.clone())
-                        .map_err(|err| StartupError::Config(err.to_string()))?;
-                    let settings = ClusterSettings {
-                        replica: options.replica_id.clone(),
-                        secret: secret.clone(),
-                        timeout: options.timeout,
-                    };
-                    cluster = Some((replicas, settings));
+                match &config.cluster_secret {
+                    None => local_groups(config, kafka.clone(), kafka, &shutdown),
+                    Some(secret) => {
+                        let url = config
+                            .advertise_url
+                            .clone()
+                            .unwrap_or_else(|| format!("http://{local_addr}"));
+                        let replicas = join_replicas(&options, url, shutdown.clone())
+                            .map_err(|err| StartupError::Config(err.to_string()))?;
+                        let settings = ClusterSettings {
+                            replica: options.replica_id.clone(),
+                            secret: secret.clone(),
+                            timeout: options.timeout,
+                        };
+                        let cluster = ClusterCoordinator::start(
+                            replicas,
+                            kafka.clone(),
+                            kafka.clone(),
+                            config.groups.settings(),
+                            settings,
+                            metrics.cluster.clone(),
+                            shutdown.clone(),
+                        );
+                        Built {
+                            log: Arc::new(ClusterLog::new(kafka, cluster.clone())),
+                            groups: cluster.clone(),
+                            cluster: Some(web::Data::from(cluster)),
+                        }
+                    }
                 }
-                (kafka.clone(), kafka)
             }
         };
-        let (groups, cluster): (Arc<dyn GroupCoordinator>, _) = match cluster {
-            Some((replicas, settings)) => {
-                let cluster = ClusterCoordinator::start(
-                    replicas,
-                    log.clone(),
-                    offsets,
-                    config.groups.settings(),
-                    settings,
-                    metrics.cluster.clone(),
-                    shutdown.clone(),
-                );
-                (cluster.clone(), Some(web::Data::from(cluster)))
-            }
-            None => {
-                let local = Coordinator::start(
-                    log.clone(),
-                    offsets,
-                    config.groups.settings(),
-                    shutdown.clone(),
-                );
-                (local, None)
-            }
-        };
+        let Built {
+            log,
+            groups,
+            cluster,
+        } = built;
         let auth_off = auth.verifier.is_none();
         let gateway = web::Data::new(Gateway::new(GatewayParts {
             log: log.clone(),
@@ -200,6 +196,34 @@ impl Application {
         self.log.shutdown().await;
         tracing::info!("log closed");
         served.map_err(std::io::Error::other)?
+    }
+}
+
+/// The log and groups a server is built from; `cluster` serves the replicas' internal
+/// route.
+struct Built {
+    log: Arc<dyn EventLog>,
+    groups: Arc<dyn GroupCoordinator>,
+    cluster: Option<web::Data<ClusterCoordinator>>,
+}
+
+/// A gateway that runs its groups alone, in memory.
+fn local_groups(
+    config: &Config,
+    log: Arc<dyn EventLog>,
+    offsets: Arc<dyn OffsetStore>,
+    shutdown: &CancellationToken,
+) -> Built {
+    let groups = Coordinator::start(
+        log.clone(),
+        offsets,
+        config.groups.settings(),
+        shutdown.clone(),
+    );
+    Built {
+        log,
+        groups,
+        cluster: None,
     }
 }
 

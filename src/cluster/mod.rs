@@ -16,7 +16,10 @@
 //! - A connected (WebSocket) member joined through this replica is remembered here while it
 //!   lives, so that it is registered again at a new owner under the same id.
 
+mod log;
 pub mod wire;
+
+pub use log::ClusterLog;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -33,7 +36,7 @@ use crate::groups::{
     GroupError, GroupSettings, GroupSummary, MemberId, OffsetReset, Ownership, PollRequest, Polled,
     SeekTarget,
 };
-use crate::log::kafka::{Directory, OwnershipChange, Replicas};
+use crate::log::kafka::{Directory, KafkaLog, OwnershipChange, Replicas};
 use crate::log::{EventLog, GroupId, LogError, Offset, OffsetStore, PartitionId, TopicName};
 use crate::metrics::ClusterMetrics;
 use crate::murmur::partition_for_key;
@@ -84,7 +87,7 @@ pub struct ClusterCoordinator {
     metrics: ClusterMetrics,
     secret_digest: [u8; 32],
     settings: GroupSettings,
-    log: Arc<dyn EventLog>,
+    kafka: Arc<KafkaLog>,
     offsets: Arc<dyn OffsetStore>,
     directory: watch::Receiver<Directory>,
     owned: Mutex<HashMap<u32, Owned>>,
@@ -98,7 +101,7 @@ impl ClusterCoordinator {
     /// Follows `replicas`' ownership changes until `shutdown`; call within a Tokio runtime.
     pub fn start(
         replicas: Replicas,
-        log: Arc<dyn EventLog>,
+        kafka: Arc<KafkaLog>,
         offsets: Arc<dyn OffsetStore>,
         settings: GroupSettings,
         cluster: ClusterSettings,
@@ -114,7 +117,7 @@ impl ClusterCoordinator {
             cluster,
             metrics,
             settings,
-            log,
+            kafka,
             offsets,
             directory,
             owned: Mutex::default(),
@@ -133,14 +136,31 @@ impl ClusterCoordinator {
                 let (Some(change), Some(this)) = (change, weak.upgrade()) else {
                     return;
                 };
-                this.follow(change).await;
+                // Shares come and go together on a rebalance: one reload of the keys for all.
+                let mut batch = vec![change];
+                while let Ok(change) = changes.try_recv() {
+                    batch.push(change);
+                }
+                this.follow(batch).await;
             }
         });
         *lock(&coordinator.follower) = Some(follower);
         coordinator
     }
 
-    async fn follow(&self, change: OwnershipChange) {
+    async fn follow(&self, changes: Vec<OwnershipChange>) {
+        if changes
+            .iter()
+            .any(|change| matches!(change, OwnershipChange::Owned { .. }))
+        {
+            self.reload_keys().await;
+        }
+        for change in changes {
+            self.apply(change).await;
+        }
+    }
+
+    async fn apply(&self, change: OwnershipChange) {
         let replaced = match change {
             OwnershipChange::Owned { partition, epoch } => {
                 let stop = self.shutdown.child_token();
@@ -149,7 +169,7 @@ impl ClusterCoordinator {
                     adopt_for: self.settings.max_session_timeout,
                 };
                 let coordinator = Coordinator::start_owning(
-                    self.log.clone(),
+                    self.kafka.clone(),
                     self.offsets.clone(),
                     self.settings,
                     stop.clone(),
@@ -182,6 +202,21 @@ impl ClusterCoordinator {
         }
     }
 
+    /// Reads the idempotency answers again before serving the keys of a share that another
+    /// replica may have decided until now; tried until it works or the share moves on (the
+    /// move is the next change, which waits for this).
+    async fn reload_keys(&self) {
+        while !self.shutdown.is_cancelled() {
+            match self.kafka.reload_idempotency_keys().await {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::warn!(%err, "the idempotency keys could not be read again; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
     /// Whether `presented` is the replicas' secret.
     pub fn authorized(&self, presented: &str) -> bool {
         // Digests compare in time independent of where the texts differ.
@@ -189,17 +224,18 @@ impl ClusterCoordinator {
         digest == self.secret_digest
     }
 
-    fn partition_of(group: &GroupId, partitions: usize) -> u32 {
-        partition_for_key(group.as_str().as_bytes(), partitions as u32)
+    fn partition_of(key: &[u8], partitions: usize) -> u32 {
+        partition_for_key(key, partitions as u32)
     }
 
-    /// Where `group`'s calls go now, if anywhere, and the claim's epoch.
-    fn route(&self, group: &GroupId) -> Option<(Route, u64)> {
+    /// Where calls for `key` (a group's name, a publish's topic and key) go now, if
+    /// anywhere, and the claim's epoch.
+    fn route(&self, key: &[u8]) -> Option<(Route, u64)> {
         let directory = self.directory.borrow().clone();
         if directory.is_empty() {
             return None;
         }
-        let partition = Self::partition_of(group, directory.len());
+        let partition = Self::partition_of(key, directory.len());
         let claim = directory.get(partition as usize)?.as_ref()?;
         if claim.replica != self.cluster.replica {
             return Some((Route::Remote(claim.url.clone()), claim.epoch));
@@ -209,24 +245,27 @@ impl ClusterCoordinator {
         Some((Route::Local(mine.coordinator.clone()), claim.epoch))
     }
 
-    /// The epoch of `group`'s newest claim, to notice ownership moving.
-    fn epoch_of(&self, group: &GroupId) -> Option<u64> {
+    /// The epoch of `key`'s newest claim, to notice ownership moving.
+    fn epoch_of(&self, key: &[u8]) -> Option<u64> {
         let directory = self.directory.borrow();
-        let partition = Self::partition_of(group, directory.len().max(1));
+        let partition = Self::partition_of(key, directory.len().max(1));
         directory.get(partition as usize)?.as_ref().map(|c| c.epoch)
     }
 
-    /// Runs `call` where its group lives, following the directory until an owner answers or
+    /// Runs `call` where its owner is, following the directory until an owner answers or
     /// the timeout (beyond the call's own wait) passes.
-    async fn dispatch(&self, group: &GroupId, call: Call) -> Result<Reply, GroupError> {
+    pub(super) async fn dispatch(&self, call: Call) -> Result<Reply, GroupError> {
+        let Some(key) = call.owner_key() else {
+            return self.run_here(None, call).await;
+        };
         let deadline = Instant::now() + self.cluster.timeout + call.wait();
         let mut directory = self.directory.clone();
         let mut last_problem = "no replica has claimed its share of the groups yet".to_owned();
         loop {
             directory.mark_unchanged();
-            match self.route(group) {
+            match self.route(&key) {
                 Some((Route::Local(coordinator), _)) => {
-                    return run_local(&coordinator, call).await;
+                    return self.run_here(Some(&coordinator), call).await;
                 }
                 Some((Route::Remote(url), _)) => match self.forward(&url, &call, deadline).await {
                     Ok(Ok(reply)) => return Ok(reply),
@@ -241,7 +280,8 @@ impl ClusterCoordinator {
             let now = Instant::now();
             if now >= deadline || self.shutdown.is_cancelled() {
                 return Err(GroupError::Log(LogError::ClusterUnavailable(format!(
-                    "no replica runs consumer group '{group}' now ({last_problem}); retry shortly"
+                    "no replica runs {} now ({last_problem}); retry shortly",
+                    call.subject()
                 ))));
             }
             let pause = RETRY.min(deadline - now);
@@ -298,14 +338,29 @@ impl ClusterCoordinator {
 
     /// The internal route's side: runs `call` if this replica runs its group now.
     pub async fn serve(&self, call: Call) -> Result<Reply, WireError> {
-        let Some(group) = call.group() else {
-            return Ok(Reply::Groups(self.local_groups().await?));
+        let Some(key) = call.owner_key() else {
+            return Ok(self.run_here(None, call).await?);
         };
-        match self.route(group) {
+        match self.route(&key) {
             Some((Route::Local(coordinator), _)) => {
-                run_local(&coordinator, call).await.map_err(WireError::from)
+                Ok(self.run_here(Some(&coordinator), call).await?)
             }
             _ => Err(WireError::NotOwner),
+        }
+    }
+
+    /// Runs `call` on this replica: a group's on `owner`, the coordinator of its share.
+    async fn run_here(&self, owner: Option<&Coordinator>, call: Call) -> Result<Reply, GroupError> {
+        match (call, owner) {
+            (Call::Append { topic, request }, _) => {
+                Ok(Reply::Appended(self.kafka.append(&topic, request).await?))
+            }
+            (Call::List, _) => Ok(Reply::Groups(self.local_groups().await?)),
+            (call, Some(coordinator)) => run_group(coordinator, call).await,
+            (call, None) => Err(GroupError::Invalid(format!(
+                "{} can only run where it is owned",
+                call.subject()
+            ))),
         }
     }
 
@@ -319,13 +374,9 @@ impl ClusterCoordinator {
             .collect();
         let mut groups = Vec::new();
         for (partition, coordinator) in owned {
-            groups.extend(
-                coordinator
-                    .list()
-                    .await?
-                    .into_iter()
-                    .filter(|g| Self::partition_of(&g.group, partitions) == partition),
-            );
+            groups.extend(coordinator.list().await?.into_iter().filter(|g| {
+                Self::partition_of(g.group.as_str().as_bytes(), partitions) == partition
+            }));
         }
         self.metrics.groups_owned.set(groups.len() as i64);
         Ok(groups)
@@ -353,12 +404,13 @@ impl ClusterCoordinator {
             topics: connected.topics,
             client: connected.client,
         };
-        self.dispatch(group, call).await?;
+        self.dispatch(call).await?;
         Ok(true)
     }
 }
 
-async fn run_local(coordinator: &Coordinator, call: Call) -> Result<Reply, GroupError> {
+/// A group's call on the coordinator of its share.
+async fn run_group(coordinator: &Coordinator, call: Call) -> Result<Reply, GroupError> {
     Ok(match call {
         Call::Poll { group, request } => Reply::Polled(coordinator.poll(&group, request).await?),
         Call::Commit { group, request } => {
@@ -410,7 +462,12 @@ async fn run_local(coordinator: &Coordinator, call: Call) -> Result<Reply, Group
             coordinator.heartbeat(&group, &member).await?;
             Reply::Done
         }
-        Call::List => Reply::Groups(coordinator.list().await?),
+        call @ (Call::List | Call::Append { .. }) => {
+            return Err(GroupError::Invalid(format!(
+                "{} is not a call of one group",
+                call.subject()
+            )));
+        }
     })
 }
 
@@ -432,7 +489,7 @@ impl GroupCoordinator for ClusterCoordinator {
             group: group.clone(),
             request,
         };
-        match self.dispatch(group, call).await? {
+        match self.dispatch(call).await? {
             Reply::Polled(polled) => Ok(polled),
             other => Err(unexpected(other)),
         }
@@ -443,7 +500,7 @@ impl GroupCoordinator for ClusterCoordinator {
             group: group.clone(),
             request,
         };
-        self.dispatch(group, call).await.map(drop)
+        self.dispatch(call).await.map(drop)
     }
 
     async fn seek(
@@ -457,7 +514,7 @@ impl GroupCoordinator for ClusterCoordinator {
             topic: topic.clone(),
             target,
         };
-        match self.dispatch(group, call).await? {
+        match self.dispatch(call).await? {
             Reply::Offsets(offsets) => Ok(offsets),
             other => Err(unexpected(other)),
         }
@@ -469,14 +526,14 @@ impl GroupCoordinator for ClusterCoordinator {
             group: group.clone(),
             member: member.clone(),
         };
-        self.dispatch(group, call).await.map(drop)
+        self.dispatch(call).await.map(drop)
     }
 
     async fn describe(&self, group: &GroupId) -> Result<GroupDescription, GroupError> {
         let call = Call::Describe {
             group: group.clone(),
         };
-        match self.dispatch(group, call).await? {
+        match self.dispatch(call).await? {
             Reply::Description(description) => Ok(description),
             other => Err(unexpected(other)),
         }
@@ -526,7 +583,7 @@ impl GroupCoordinator for ClusterCoordinator {
         let call = Call::Delete {
             group: group.clone(),
         };
-        self.dispatch(group, call).await.map(drop)
+        self.dispatch(call).await.map(drop)
     }
 
     async fn join(
@@ -545,7 +602,7 @@ impl GroupCoordinator for ClusterCoordinator {
             topics,
             client,
         };
-        match self.dispatch(group, call).await? {
+        match self.dispatch(call).await? {
             Reply::Member(member) => {
                 self.remember(group, &member, connected);
                 Ok(member)
@@ -565,9 +622,9 @@ impl GroupCoordinator for ClusterCoordinator {
             member: member.clone(),
             reset,
         };
-        let reply = match self.dispatch(group, call.clone()).await {
+        let reply = match self.dispatch(call.clone()).await {
             Err(GroupError::UnknownMember { .. }) if self.rejoin(group, member).await? => {
-                self.dispatch(group, call).await?
+                self.dispatch(call).await?
             }
             other => other?,
         };
@@ -585,11 +642,12 @@ impl GroupCoordinator for ClusterCoordinator {
         member: &MemberId,
         known: Generation,
     ) -> Result<(), GroupError> {
-        let epoch = self.epoch_of(group);
+        let key = group.as_str().as_bytes();
+        let epoch = self.epoch_of(key);
         let mut directory = self.directory.clone();
         let moved = async {
             while directory.changed().await.is_ok() {
-                if self.epoch_of(group) != epoch {
+                if self.epoch_of(key) != epoch {
                     return;
                 }
             }
@@ -603,7 +661,7 @@ impl GroupCoordinator for ClusterCoordinator {
                     known,
                     wait: REBALANCE_WAIT,
                 };
-                match self.dispatch(group, call).await {
+                match self.dispatch(call).await {
                     Ok(Reply::Rebalanced(false)) => continue,
                     Ok(Reply::Rebalanced(true)) => return Ok(()),
                     Ok(other) => return Err(unexpected(other)),
@@ -629,7 +687,7 @@ impl GroupCoordinator for ClusterCoordinator {
             group: group.clone(),
             member: member.clone(),
         };
-        match self.dispatch(group, call).await {
+        match self.dispatch(call).await {
             Err(GroupError::UnknownMember { .. }) if self.rejoin(group, member).await? => Ok(()),
             other => other.map(drop),
         }

@@ -12,11 +12,16 @@ use crate::groups::{
     Assignment, CommitRequest, Generation, GroupDescription, GroupError, GroupSummary, MemberId,
     OffsetReset, PollRequest, Polled, SeekTarget,
 };
-use crate::log::{Fault, FaultKind, GroupId, LogError, Offset, PartitionId, TopicName};
+use crate::log::{
+    AppendOutcome, AppendRequest, Fault, FaultKind, GroupId, LogError, Offset, PartitionId,
+    TopicName,
+};
 
-/// One request to the owner of a group (or, for `List`, to every replica).
+/// One request to the owner of a group or an idempotency key (or, for `List`, to every
+/// replica). Externally tagged: a record's value is raw JSON, which serde cannot buffer
+/// through an internal tag.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Call {
     Poll {
         group: GroupId,
@@ -66,11 +71,29 @@ pub enum Call {
     },
     /// The groups the asked replica runs.
     List,
+    /// A publish with an `Idempotency-Key`, decided by the key's owner.
+    Append {
+        topic: TopicName,
+        request: AppendRequest,
+    },
 }
 
 impl Call {
-    /// The group the call is about (`None` for `List`).
-    pub fn group(&self) -> Option<&GroupId> {
+    /// What decides the owner: the group's name, or the topic and idempotency key of a
+    /// publish (`None` for `List`, and for a publish without a key).
+    pub fn owner_key(&self) -> Option<Vec<u8>> {
+        match self {
+            Call::Append { topic, request } => request
+                .idempotency
+                .as_ref()
+                .map(|key| key_owner_key(topic, &key.key)),
+            other => other
+                .group()
+                .map(|group| group.as_str().as_bytes().to_vec()),
+        }
+    }
+
+    fn group(&self) -> Option<&GroupId> {
         match self {
             Call::Poll { group, .. }
             | Call::Commit { group, .. }
@@ -82,7 +105,16 @@ impl Call {
             | Call::Assignment { group, .. }
             | Call::Rebalanced { group, .. }
             | Call::Heartbeat { group, .. } => Some(group),
-            Call::List => None,
+            Call::List | Call::Append { .. } => None,
+        }
+    }
+
+    /// What the call is about, for messages.
+    pub fn subject(&self) -> String {
+        match (self, self.group()) {
+            (_, Some(group)) => format!("consumer group '{group}'"),
+            (Call::Append { topic, .. }, None) => format!("the idempotency keys of '{topic}'"),
+            _ => "the list of groups".to_owned(),
         }
     }
 
@@ -108,6 +140,12 @@ pub enum Reply {
     /// Whether the group moved past the generation asked about within the wait.
     Rebalanced(bool),
     Groups(Vec<GroupSummary>),
+    Appended(AppendOutcome),
+}
+
+/// What an idempotency key of `topic` hashes by: a newline cannot occur in a topic name.
+pub fn key_owner_key(topic: &TopicName, key: &str) -> Vec<u8> {
+    format!("{topic}\n{key}").into_bytes()
 }
 
 /// The owner's [`GroupError`] on the wire, and `NotOwner`: the asked replica does not run
@@ -162,6 +200,7 @@ pub enum WireError {
     GroupInUseByKafkaConsumers {
         group: GroupId,
     },
+    IdempotencyKeyReused,
     ShuttingDown,
     Unavailable {
         message: String,
@@ -237,6 +276,7 @@ impl From<LogError> for WireError {
             LogError::GroupInUseByKafkaConsumers(group) => {
                 WireError::GroupInUseByKafkaConsumers { group }
             }
+            LogError::IdempotencyKeyReused => WireError::IdempotencyKeyReused,
             LogError::ShuttingDown => WireError::ShuttingDown,
             LogError::Unavailable(message) => WireError::Unavailable { message },
             LogError::ClusterUnavailable(message) => WireError::ClusterUnavailable { message },
@@ -299,6 +339,7 @@ impl WireError {
             WireError::GroupInUseByKafkaConsumers { group } => {
                 log(LogError::GroupInUseByKafkaConsumers(group))
             }
+            WireError::IdempotencyKeyReused => log(LogError::IdempotencyKeyReused),
             WireError::ShuttingDown => log(LogError::ShuttingDown),
             WireError::Unavailable { message } => log(LogError::Unavailable(message)),
             WireError::ClusterUnavailable { message } => log(LogError::ClusterUnavailable(message)),
@@ -355,10 +396,37 @@ mod tests {
 
     #[test]
     fn calls_check_names_as_a_client_request_would() {
-        let call = r#"{"op":"describe","group":"../etc"}"#;
+        let call = r#"{"describe":{"group":"../etc"}}"#;
         assert!(serde_json::from_str::<Call>(call).is_err());
-        let call = r#"{"op":"describe","group":"billing"}"#;
+        let call = r#"{"describe":{"group":"billing"}}"#;
         let call: Call = serde_json::from_str(call).unwrap();
-        assert_eq!(call.group().unwrap().as_str(), "billing");
+        assert_eq!(call.owner_key().unwrap(), b"billing");
+    }
+
+    #[test]
+    fn a_publish_crosses_with_its_values_verbatim() {
+        let value = serde_json::value::RawValue::from_string(r#"{"n": 1.50}"#.into()).unwrap();
+        let call = Call::Append {
+            topic: TopicName::parse("orders").unwrap(),
+            request: AppendRequest {
+                records: vec![crate::log::AppendRecord {
+                    partition: PartitionId::new(2),
+                    key: Some("k".into()),
+                    value,
+                    headers: vec![("h".into(), "v".into())],
+                }],
+                idempotency: Some(crate::log::IdempotencyKey {
+                    key: "once".into(),
+                    digest: [7; 32],
+                }),
+            },
+        };
+        let text = serde_json::to_string(&call).unwrap();
+        let Call::Append { request, .. } = serde_json::from_str(&text).unwrap() else {
+            panic!("not an append: {text}");
+        };
+        assert_eq!(request.records[0].value.get(), r#"{"n": 1.50}"#);
+        assert_eq!(request.idempotency.unwrap().digest, [7; 32]);
+        assert_eq!(call.owner_key().unwrap(), b"orders\nonce");
     }
 }

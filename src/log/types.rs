@@ -294,7 +294,7 @@ pub struct TopicListing {
 
 /// A record to append, its partition already chosen (the gateway chooses, so that every
 /// backend places keys where a Java producer would).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct AppendRecord {
     pub partition: PartitionId,
     pub key: Option<String>,
@@ -315,7 +315,7 @@ impl AppendRecord {
 }
 
 /// All records of one publish request; they commit together or not at all.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct AppendRequest {
     pub records: Vec<AppendRecord>,
     /// A repeat of a key seen within the idempotency window appends nothing.
@@ -323,7 +323,7 @@ pub struct AppendRequest {
 }
 
 /// An `Idempotency-Key` and the digest of the request it came with.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct IdempotencyKey {
     pub key: String,
     /// SHA-256 of the request as the producer sent it (`records::request_digest`): a
@@ -339,7 +339,7 @@ pub struct RecordPosition {
 }
 
 /// The answer to an append: positions in request order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct AppendOutcome {
     pub positions: Vec<RecordPosition>,
     /// True when this is the stored answer to an earlier request with the same idempotency key.

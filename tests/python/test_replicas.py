@@ -319,3 +319,58 @@ def test_killing_the_replica_that_runs_a_group(replicas):
         time.sleep(0.5)
     assert metric(restarted, "tidegate_cluster_shares_owned") >= 1
     assert poll(restarted, "billing", {"topics": ["orders"], "wait_ms": 0}).status_code == 200
+
+
+def keyed_publish(server: Server, key: str, value) -> requests.Response:
+    return server.request("POST", "/v1/topics/orders/records",
+                          headers={"Authorization": f"Bearer {server.admin_token}",
+                                   "Idempotency-Key": key},
+                          json={"records": [{"value": value}]})
+
+
+def test_an_idempotency_key_holds_across_replicas(replicas):
+    cluster = replicas(3)
+    a, b, c = cluster.servers
+    create_topic(a, "orders", 3)
+    first = keyed_publish(a, "order-1", 1)
+    assert first.status_code == 200, first.text
+    for server in (b, c, a):
+        retry = keyed_publish(server, "order-1", 1)
+        assert retry.status_code == 200, retry.text
+        assert retry.headers.get("Idempotency-Replayed") == "true"
+        assert retry.json()["offsets"] == first.json()["offsets"]
+    reused = keyed_publish(c, "order-1", 2)
+    assert reused.status_code == 422 and reused.json()["error"]["code"] == "idempotency_key_reused"
+
+    # Attempts racing through every replica at once: one append, one answer for all.
+    answers = {}
+
+    def attempt(index: int, key: str) -> None:
+        answers[(index, key)] = keyed_publish(cluster.servers[index], key, key)
+
+    keys = [f"race-{n}" for n in range(10)]
+    threads = [threading.Thread(target=attempt, args=(i, key)) for key in keys for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    for key in keys:
+        offsets = {json.dumps(answers[(i, key)].json()["offsets"]) for i in range(3)}
+        assert all(answers[(i, key)].status_code == 200 for i in range(3))
+        assert len(offsets) == 1, f"{key}: {offsets}"
+    stored = [r["value"] for p in range(3) for r in fetch_all(a, "orders", p)]
+    assert sorted(stored, key=str) == sorted([1] + keys, key=str), stored
+
+    # A replica dies; the shares it owned move, and their new owners still know every
+    # answer given (a publish meanwhile is 503 within the timeout, never a second append).
+    c.kill()
+    deadline = time.monotonic() + 40
+    for key, value in [("order-1", 1)] + [(key, key) for key in keys]:
+        while True:
+            retry = keyed_publish(a if key == "order-1" else b, key, value)
+            if retry.status_code == 200:
+                break
+            assert retry.status_code == 503 and time.monotonic() < deadline, retry.text
+            time.sleep(0.5)
+        assert retry.headers.get("Idempotency-Replayed") == "true", key
+    assert len([r for p in range(3) for r in fetch_all(a, "orders", p)]) == 11

@@ -179,6 +179,12 @@ impl KafkaLog {
         Ok(log)
     }
 
+    /// Reads the idempotency answers again (another replica may have given some since):
+    /// before this replica decides keys it did not decide until now.
+    pub async fn reload_idempotency_keys(&self) -> Result<(), LogError> {
+        self.publisher.reload_keys().await
+    }
+
     /// Reads the cluster's metadata every few seconds until shutdown: readiness follows
     /// it, and topics deleted elsewhere close their tails.
     async fn refresh_metadata(self: Arc<Self>) {

@@ -66,6 +66,9 @@ enum Job {
     },
     /// A topic was deleted: its keys must not replay on a new topic of the same name.
     ForgetKeys(TopicName),
+    /// Another replica may have answered keys since they were loaded (their owner moved
+    /// here): read them again before answering any.
+    ReloadKeys(Reply<()>),
 }
 
 /// The sending side: the gateway's handle on the producer task.
@@ -150,6 +153,23 @@ impl Publisher {
     /// the cluster cannot take the tombstones now).
     pub async fn forget_keys(&self, topic: &TopicName) {
         let _ = self.jobs.send(Job::ForgetKeys(topic.clone())).await;
+    }
+
+    /// Reads every idempotency answer again from the internal topic; jobs queued after it
+    /// see them.
+    pub async fn reload_keys(&self) -> Result<(), LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::ReloadKeys(reply))
+            .await
+            .map_err(|_| LogError::ShuttingDown)?;
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(LogError::ShuttingDown),
+            Err(_) => Err(LogError::ClusterUnavailable(
+                "the idempotency keys were not read again within --kafka-timeout-ms".into(),
+            )),
+        }
     }
 
     /// Answers what is queued, then stops the task (its transaction finishes first).
@@ -254,14 +274,18 @@ impl Task {
     }
 
     fn refuse(&self, job: Job) {
-        if let Job::Append { reply, .. } = job {
+        let reason = || {
             let reason = self
                 .unready
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .clone()
-                .unwrap_or_default();
-            let _ = reply.send(Err(LogError::ClusterUnavailable(reason)));
+                .clone();
+            LogError::ClusterUnavailable(reason.unwrap_or_default())
+        };
+        match job {
+            Job::Append { reply, .. } => drop(reply.send(Err(reason()))),
+            Job::ReloadKeys(reply) => drop(reply.send(Err(reason()))),
+            Job::ForgetKeys(_) => {}
         }
     }
 
@@ -341,6 +365,10 @@ impl Task {
         for job in group {
             match job {
                 Job::ForgetKeys(topic) => forgotten.push(topic),
+                Job::ReloadKeys(reply) => {
+                    let loaded = self.load_keys().await.map(|keys| self.keys = keys);
+                    let _ = reply.send(loaded);
+                }
                 Job::Append {
                     topic,
                     request,
