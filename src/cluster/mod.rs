@@ -44,8 +44,6 @@ use wire::{Call, Reply, WireError};
 
 /// The internal route, under every replica's advertised URL.
 pub const INTERNAL_PATH: &str = "/internal/v1/groups";
-/// Generations of one ownership fit below this; the epoch counts above it.
-const EPOCH_SHIFT: u32 = 24;
 /// How long a forwarded wait for a rebalance is held by the owner before it answers "not
 /// yet" (and is asked again): well within any proxy's idle timeout.
 const REBALANCE_WAIT: Duration = Duration::from_secs(15);
@@ -165,7 +163,7 @@ impl ClusterCoordinator {
             OwnershipChange::Owned { partition, epoch } => {
                 let stop = self.shutdown.child_token();
                 let ownership = Ownership {
-                    first_generation: Generation::new(epoch.saturating_mul(1 << EPOCH_SHIFT)),
+                    first_generation: Generation::first_of_epoch(epoch),
                     adopt_for: self.settings.max_session_timeout,
                 };
                 let coordinator = Coordinator::start_owning(

@@ -461,7 +461,7 @@ impl Scraper<'_> {
             samples.push(GroupSample {
                 group: summary.group.to_string(),
                 members: description.members.len(),
-                rebalances: description.generation.get(),
+                rebalances: description.generation.rebalances(),
                 lag: description
                     .partitions
                     .iter()

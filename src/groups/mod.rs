@@ -180,6 +180,9 @@ impl fmt::Display for MemberId {
     }
 }
 
+/// Bits of a generation that count rebalances within one ownership.
+const EPOCH_SHIFT: u32 = 24;
+
 /// A group's generation: raised by every rebalance. Commits must name the current one
 /// (Kafka's ILLEGAL_GENERATION fencing).
 #[derive(
@@ -195,6 +198,20 @@ impl Generation {
 
     pub const fn get(self) -> u64 {
         self.0
+    }
+
+    /// The first generation an owner at `epoch` gives out (replicas sharing groups,
+    /// docs/scale-out.md): above every generation of every earlier epoch, with room for
+    /// 2^24 rebalances per ownership. Epochs stay far below 2^29, so generations stay
+    /// below 2^53 and exact in JavaScript.
+    pub const fn first_of_epoch(epoch: u64) -> Generation {
+        Generation(epoch.saturating_mul(1 << EPOCH_SHIFT))
+    }
+
+    /// Rebalances since the group's current owner took it over (all of them on a lone
+    /// gateway): the generation without its epoch.
+    pub const fn rebalances(self) -> u64 {
+        self.0 & ((1 << EPOCH_SHIFT) - 1)
     }
 
     fn next(self) -> Generation {
