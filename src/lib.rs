@@ -10,6 +10,8 @@
 //! - `ws`, `sse`: the push transports over the gateway.
 //! - `gateway`: the transport-neutral layer: state, the caller and its capabilities,
 //!   error codes, the one publish path and the one subscribe-start.
+//! - `cluster`: consumer groups and idempotency keys across the replicas of a deployment
+//!   (`--cluster-secret`), behind the same traits.
 //! - `groups`: consumer groups behind the `GroupCoordinator` trait.
 //! - `push`: positions and cursors, and the shared cache of encoded records.
 //! - `records`: what a producer may publish; `wire`: records as JSON.
@@ -17,8 +19,8 @@
 //!   `log::kafka`.
 //! - [`auth`]: JWT verification, scopes, token minting; `auth_setup`: configuration into a
 //!   verifier, and the first-run secret.
-//! - Leaves: `metrics` (the Prometheus registry), `json`, `echo`, `panics`, `private_fs`,
-//!   `telemetry`.
+//! - Leaves: `metrics` (the Prometheus registry), `json`, `echo`, `murmur` (Kafka's key
+//!   hash), `panics`, `private_fs`, `telemetry`.
 //!
 //! See ARCHITECTURE.md for the invariants that hold between these modules.
 

@@ -164,7 +164,7 @@ impl ClusterCoordinator {
                 let stop = self.shutdown.child_token();
                 let ownership = Ownership {
                     first_generation: Generation::first_of_epoch(epoch),
-                    adopt_for: self.settings.max_session_timeout,
+                    adopt_for: self.settings.default_session_timeout,
                 };
                 let coordinator = Coordinator::start_owning(
                     self.kafka.clone(),

@@ -374,3 +374,35 @@ def test_an_idempotency_key_holds_across_replicas(replicas):
             time.sleep(0.5)
         assert retry.headers.get("Idempotency-Replayed") == "true", key
     assert len([r for p in range(3) for r in fetch_all(a, "orders", p)]) == 11
+
+
+def test_the_internal_route_needs_the_cluster_secret(replicas, kafka_bootstrap):
+    a, = replicas(1).servers
+    call = {"describe": {"group": "billing"}}
+    for headers in ({}, {"Authorization": f"Bearer {a.admin_token}"},
+                    {"Authorization": "Bearer not-the-cluster-secret"}):
+        refused = requests.post(a.url + "/internal/v1/groups", json=call, headers=headers, timeout=10)
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"]["code"] == "invalid_token"
+    bad = requests.post(a.url + "/internal/v1/groups", data="{", timeout=10,
+                        headers={"Authorization": f"Bearer {CLUSTER_SECRET}"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_body"
+    # A lone gateway has no internal route at all.
+    lone = Server(*kafka_flags(kafka_bootstrap, kafka_prefix()))
+    try:
+        answer = requests.post(lone.url + "/internal/v1/groups", json=call, timeout=10,
+                               headers={"Authorization": f"Bearer {CLUSTER_SECRET}"})
+        assert answer.status_code == 404, answer.text
+    finally:
+        lone.stop()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--cluster-secret", CLUSTER_SECRET), "--cluster-secret needs --backend kafka"),
+    (("--backend", "kafka", "--kafka-bootstrap", "127.0.0.1:1", "--cluster-secret", "short"),
+     "at least 16 characters"),
+    (("--advertise-url", "http://10.0.0.1:8080"), "--advertise-url needs --cluster-secret"),
+])
+def test_cluster_flags_are_checked_at_start(flags, message):
+    with pytest.raises(RuntimeError, match=message):
+        Server(*flags)
