@@ -84,31 +84,25 @@ impl fmt::Display for GroupId {
 
 // Serde goes through the parsers, so a name read from another replica is checked as one
 // read from a client.
-impl TryFrom<String> for TopicName {
-    type Error = LogError;
-    fn try_from(name: String) -> Result<TopicName, LogError> {
-        TopicName::parse(&name)
-    }
+macro_rules! serde_through_parse {
+    ($name:ident) => {
+        impl TryFrom<String> for $name {
+            type Error = LogError;
+            fn try_from(name: String) -> Result<$name, LogError> {
+                $name::parse(&name)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(name: $name) -> String {
+                name.0
+            }
+        }
+    };
 }
 
-impl From<TopicName> for String {
-    fn from(name: TopicName) -> String {
-        name.0
-    }
-}
-
-impl TryFrom<String> for GroupId {
-    type Error = LogError;
-    fn try_from(name: String) -> Result<GroupId, LogError> {
-        GroupId::parse(&name)
-    }
-}
-
-impl From<GroupId> for String {
-    fn from(name: GroupId) -> String {
-        name.0
-    }
-}
+serde_through_parse!(TopicName);
+serde_through_parse!(GroupId);
 
 /// A partition's number within its topic. Any number is well formed; whether the topic
 /// has it is the log's question.

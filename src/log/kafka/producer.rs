@@ -129,23 +129,29 @@ impl Publisher {
         topic: &TopicName,
         request: AppendRequest,
     ) -> Result<AppendOutcome, LogError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job::Append {
+        let job = |reply| Job::Append {
             topic: topic.clone(),
             request,
             reply,
             retried: false,
         };
+        self.ask(job, "the publish was not committed").await
+    }
+
+    /// Queues the job `make` builds around its reply channel and waits for the answer,
+    /// within the timeout (`late` says what did not happen in time).
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Job, late: &str) -> Result<T, LogError> {
+        let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(job)
+            .send(make(reply))
             .await
             .map_err(|_| LogError::ShuttingDown)?;
         match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(LogError::ShuttingDown),
-            Err(_) => Err(LogError::ClusterUnavailable(
-                "the publish was not committed within --kafka-timeout-ms".into(),
-            )),
+            Err(_) => Err(LogError::ClusterUnavailable(format!(
+                "{late} within --kafka-timeout-ms"
+            ))),
         }
     }
 
@@ -158,18 +164,8 @@ impl Publisher {
     /// Reads every idempotency answer again from the internal topic; jobs queued after it
     /// see them.
     pub async fn reload_keys(&self) -> Result<(), LogError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::ReloadKeys(reply))
+        self.ask(Job::ReloadKeys, "the idempotency keys were not read again")
             .await
-            .map_err(|_| LogError::ShuttingDown)?;
-        match tokio::time::timeout(self.timeout, answer).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(LogError::ShuttingDown),
-            Err(_) => Err(LogError::ClusterUnavailable(
-                "the idempotency keys were not read again within --kafka-timeout-ms".into(),
-            )),
-        }
     }
 
     /// Answers what is queued, then stops the task (its transaction finishes first).
