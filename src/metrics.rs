@@ -107,6 +107,9 @@ pub struct LogMetrics {
     pub commit_duration: Histogram,
     /// Durable commits.
     pub fsyncs: IntCounter,
+    /// Kafka transactions that failed and appended nothing (aborted, or abandoned with
+    /// their producer); the embedded store has none.
+    pub transaction_aborts: IntCounter,
     /// What retention deleted.
     pub retention_batches: IntCounter,
     pub retention_records: IntCounter,
@@ -233,6 +236,10 @@ impl Metrics {
                 fsyncs: r.counter(
                     "fsyncs_total",
                     "Durable commits: each syncs the database file to disk.",
+                )?,
+                transaction_aborts: r.counter(
+                    "kafka_transaction_aborts_total",
+                    "Kafka transactions (group commits) that failed and appended nothing; 0 on the embedded store.",
                 )?,
                 retention_batches: r.counter(
                     "retention_deleted_batches_total",

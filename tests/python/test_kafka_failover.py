@@ -300,6 +300,12 @@ def successes_while_unready(probes, attempts: list[Attempt]) -> list[tuple]:
     return lies
 
 
+def transaction_aborts(server) -> float:
+    text = server.request("GET", "/metrics").text
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("tidegate_kafka_transaction_aborts_total"))
+
+
 # ---- the test
 
 
@@ -338,6 +344,7 @@ def test_broker_failover_loses_no_acknowledged_record_and_two_down_refuses_write
         before = traffic.snapshot()
         assert all(a.status == 200 for a in before), \
             f"publishes failed before any fault: {summary(before)}"
+        aborts_before = transaction_aborts(server)
 
         killed_at = time.monotonic()
         cluster.kill(victim)
@@ -357,6 +364,7 @@ def test_broker_failover_loses_no_acknowledged_record_and_two_down_refuses_write
                          - killed_at for p in range(PARTITIONS)}
         time.sleep(AFTER_RECOVERY_S)
         phase_one_end = time.monotonic()
+        aborts_after_first_kill = transaction_aborts(server)
         watcher.join(timeout=RECOVERY_LIMIT_S)
         after_election = leaders(cluster, kafka_topic)
 
@@ -404,6 +412,8 @@ def test_broker_failover_loses_no_acknowledged_record_and_two_down_refuses_write
         "longest_gap_without_success_s": round(longest_gap(phase_one, killed_at,
                                                            phase_one_end), 3),
         "publishes_after_first_kill": summary(during),
+        "transaction_aborts_before_and_after_first_kill": [aborts_before,
+                                                           aborts_after_first_kill],
         "slowest_refusal_s": round(max([a.took for a in during if a.status != 200],
                                        default=0), 3),
         "readyz_after_first_kill": transitions(ready_phase_one, killed_at),
@@ -474,4 +484,8 @@ def test_broker_failover_loses_no_acknowledged_record_and_two_down_refuses_write
     assert report["readyz_unready_after_second_kill_s"] is not None, \
         f"/readyz still said 200 {UNREADY_WITHIN_S}s after the second kill, while no " \
         f"write could succeed: {report['readyz_after_second_kill']}"
+    # The transactions the kill broke are counted, and none before it.
+    assert aborts_before == 0, report
+    failed_during = [a for a in during if a.status != 200]
+    assert not failed_during or aborts_after_first_kill >= 1, report
     assert server.process.poll() is None, f"tidegate exited: {server.stderr_tail()}"

@@ -3,6 +3,7 @@
 belongs to one member of a generation, and a replica's death costs only its WebSocket
 connections. Every replica runs with the same `--cluster-secret` and topic prefix."""
 
+import contextlib
 import json
 import tempfile
 import threading
@@ -406,3 +407,74 @@ def test_the_internal_route_needs_the_cluster_secret(replicas, kafka_bootstrap):
 def test_cluster_flags_are_checked_at_start(flags, message):
     with pytest.raises(RuntimeError, match=message):
         Server(*flags)
+
+
+class GroupSocket:
+    """A WebSocket group member, read on a thread of its own: its newest assignment and the
+    values it got, and any error the server sent."""
+
+    def __init__(self, server: Server, group: str, sockets: contextlib.ExitStack):
+        self.ws = sockets.enter_context(connect(
+            server.url.replace("http://", "ws://") + "/v1/ws",
+            additional_headers={"Authorization": f"Bearer {server.admin_token}"}))
+        self.ws.send(json.dumps({"op": "subscribe", "req": "g", "topic": "orders",
+                                 "group": group, "from": "earliest"}))
+        self.assignment, self.values, self.errors = (0, []), [], []
+        self.thread = threading.Thread(target=self.read, daemon=True)
+        self.thread.start()
+
+    def read(self) -> None:
+        try:
+            for text in self.ws:
+                message = json.loads(text)
+                if message["type"] == "assignment":
+                    self.assignment = (message["generation"], message["partitions"])
+                elif message["type"] == "records":
+                    self.values += [r["value"] for r in message["records"]]
+                elif message["type"] == "error":
+                    self.errors.append(message)
+        except Exception as err:  # the socket closed: a killed replica's member
+            self.errors.append(repr(err))
+
+
+def test_websocket_members_of_survivors_follow_their_group_to_a_new_owner(replicas):
+    cluster = replicas(3)
+    create_topic(cluster.servers[0], "orders", 2)
+    with contextlib.ExitStack() as sockets:
+        members = [GroupSocket(server, "follow", sockets) for server in cluster.servers]
+        follow_the_owner_move(cluster, members)
+
+
+def follow_the_owner_move(cluster: Replicas, members: list) -> None:
+
+    def settled(sockets: list, above: int = -1) -> bool:
+        generations = {m.assignment[0] for m in sockets}
+        partitions = sorted(p for m in sockets for p in m.assignment[1])
+        return len(generations) == 1 and generations.pop() > above and partitions == [0, 1]
+
+    deadline = time.monotonic() + 20
+    while not settled(members):
+        assert time.monotonic() < deadline, [m.assignment for m in members]
+        time.sleep(0.2)
+    owners = [i for i, s in enumerate(cluster.servers)
+              if metric(s, "tidegate_cluster_groups_owned") >= 1]
+    assert len(owners) == 1, owners
+    before = members[0].assignment[0]
+    cluster.servers[owners[0]].kill()
+    survivors = [m for i, m in enumerate(members) if i != owners[0]]
+    # The new owner learns both survivors' members again under their ids, and the killed
+    # replica's member is gone: one partition each, in a generation above the old owner's.
+    deadline = time.monotonic() + 40
+    while not (settled(survivors, before)
+               and all(len(m.assignment[1]) == 1 for m in survivors)):
+        assert time.monotonic() < deadline, [m.assignment for m in survivors]
+        time.sleep(0.2)
+    assert not any(m.errors for m in survivors), [m.errors for m in survivors]
+    alive = [s for i, s in enumerate(cluster.servers) if i != owners[0]]
+    publish(alive[0], "orders", list(range(20)))
+    deadline = time.monotonic() + 20
+    while sorted(v for m in survivors for v in m.values) != list(range(20)):
+        assert time.monotonic() < deadline, [m.values for m in survivors]
+        time.sleep(0.2)
+    described = alive[1].request("GET", "/v1/groups/follow").json()
+    assert len(described["members"]) == 2 and described["generation"] == survivors[0].assignment[0]

@@ -457,6 +457,7 @@ impl Task {
                 }
             }
             Err(err) => {
+                self.metrics.transaction_aborts.inc();
                 tracing::warn!(%err, requests = staged.len(), "a Kafka transaction failed");
                 if !tombstones.is_empty() {
                     tracing::warn!(%err, "the keys of a deleted topic could not be forgotten");
