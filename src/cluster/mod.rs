@@ -200,9 +200,10 @@ impl ClusterCoordinator {
         }
     }
 
-    /// Reads the idempotency answers again before serving the keys of a share that another
-    /// replica may have decided until now; tried until it works or the share moves on (the
-    /// move is the next change, which waits for this).
+    /// Reads the idempotency answers again before serving the keys of shares another
+    /// replica may have decided until now; tried until it works or the replica shuts down
+    /// (while the cluster cannot be read, no share could be served anyway; the changes
+    /// that came meanwhile are applied after it).
     async fn reload_keys(&self) {
         while !self.shutdown.is_cancelled() {
             match self.kafka.reload_idempotency_keys().await {
