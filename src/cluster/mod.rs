@@ -228,8 +228,8 @@ impl ClusterCoordinator {
     }
 
     /// Where calls for `key` (a group's name, a publish's topic and key) go now, if
-    /// anywhere, and the claim's epoch.
-    fn route(&self, key: &[u8]) -> Option<(Route, u64)> {
+    /// anywhere.
+    fn route(&self, key: &[u8]) -> Option<Route> {
         let directory = self.directory.borrow().clone();
         if directory.is_empty() {
             return None;
@@ -237,11 +237,11 @@ impl ClusterCoordinator {
         let partition = Self::partition_of(key, directory.len());
         let claim = directory.get(partition as usize)?.as_ref()?;
         if claim.replica != self.cluster.replica {
-            return Some((Route::Remote(claim.url.clone()), claim.epoch));
+            return Some(Route::Remote(claim.url.clone()));
         }
         let owned = lock(&self.owned);
         let mine = owned.get(&partition).filter(|o| o.epoch == claim.epoch)?;
-        Some((Route::Local(mine.coordinator.clone()), claim.epoch))
+        Some(Route::Local(mine.coordinator.clone()))
     }
 
     /// The epoch of `key`'s newest claim, to notice ownership moving.
@@ -263,10 +263,10 @@ impl ClusterCoordinator {
         loop {
             directory.mark_unchanged();
             match self.route(&key) {
-                Some((Route::Local(coordinator), _)) => {
+                Some(Route::Local(coordinator)) => {
                     return self.run_here(Some(&coordinator), call).await;
                 }
-                Some((Route::Remote(url), _)) => match self.forward(&url, &call, deadline).await {
+                Some(Route::Remote(url)) => match self.forward(&url, &call, deadline).await {
                     Ok(Ok(reply)) => return Ok(reply),
                     Ok(Err(err)) => match err.into_group_error() {
                         Some(err) => return Err(err),
@@ -341,9 +341,7 @@ impl ClusterCoordinator {
             return Ok(self.run_here(None, call).await?);
         };
         match self.route(&key) {
-            Some((Route::Local(coordinator), _)) => {
-                Ok(self.run_here(Some(&coordinator), call).await?)
-            }
+            Some(Route::Local(coordinator)) => Ok(self.run_here(Some(&coordinator), call).await?),
             _ => Err(WireError::NotOwner),
         }
     }

@@ -38,7 +38,10 @@ pub(super) fn common(options: &KafkaOptions) -> ClientConfig {
     config
 }
 
-fn created<T>(what: &str, result: rdkafka::error::KafkaResult<T>) -> Result<T, LogError> {
+pub(super) fn created<T>(
+    what: &str,
+    result: rdkafka::error::KafkaResult<T>,
+) -> Result<T, LogError> {
     result.map_err(|err| {
         LogError::InvalidArgument(format!("the Kafka {what} could not be set up: {err}"))
     })

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::KafkaOptions;
-use super::clients;
+use super::clients::{self, created};
 use super::names::Names;
 use crate::log::LogError;
 
@@ -137,12 +137,6 @@ pub fn join(
         claimer.run(given_rx, shutdown).await;
     });
     Ok(Replicas { directory, changes })
-}
-
-fn created<T>(what: &str, result: rdkafka::error::KafkaResult<T>) -> Result<T, LogError> {
-    result.map_err(|err| {
-        LogError::InvalidArgument(format!("the Kafka {what} could not be set up: {err}"))
-    })
 }
 
 fn claim_producer(options: &KafkaOptions) -> ClientConfig {
