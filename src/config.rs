@@ -287,6 +287,16 @@ pub struct Config {
     #[command(flatten)]
     pub push: PushLimits,
 
+    #[command(flatten)]
+    pub overload: OverloadLimits,
+
+    /// Publishes are refused (507) while the data directory's file system has less free
+    /// space than this, in bytes, so that deletions, retention and offset commits still
+    /// have room; they resume by themselves once there is room again. 0: only a write
+    /// the disk refuses is answered 507.
+    #[arg(long, env = "TIDEGATE_MIN_FREE_BYTES", default_value_t = 64 << 20)]
+    pub min_free_bytes: u64,
+
     /// Browser origins allowed to call the API (CORS) and to open WebSockets, e.g.
     /// `https://app.example.com`; comma-separated. Empty (the default): same origin only.
     /// `*` allows every origin.
@@ -412,6 +422,39 @@ pub struct PushLimits {
     /// Interval of the heartbeat comments on idle event streams, in ms.
     #[arg(long, env = "TIDEGATE_SSE_HEARTBEAT_MS", default_value_t = 15_000)]
     pub sse_heartbeat_ms: u64,
+
+    /// Time a client has to take a close the server started (4008, 4001, shutdown...)
+    /// before its socket is closed anyway, in milliseconds: a client that never reads
+    /// again cannot hold the connection.
+    #[arg(long, env = "TIDEGATE_WS_CLOSE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub ws_close_timeout_ms: u64,
+}
+
+/// What one client may hold or use, so that the others stay served (SPEC "Overload,
+/// quotas and faults").
+#[derive(Clone, Copy, Debug, Args)]
+pub struct OverloadLimits {
+    /// Most open client connections (HTTP, WebSocket and SSE together); one more is
+    /// answered 503 `too_many_connections` and closed. The open-file limit must hold them.
+    #[arg(long, env = "TIDEGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Time a connection has to send a complete request head, in milliseconds, counted
+    /// from its opening or from the end of its previous answer; then it is closed.
+    #[arg(long, env = "TIDEGATE_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+
+    /// HTTP requests and WebSocket ops each principal (the token's `sub`; with
+    /// `--auth none`, the client's IP) may make per second, with a burst of one second's
+    /// worth; 429 `rate_limited` beyond. 0: unlimited.
+    #[arg(long, env = "TIDEGATE_QUOTA_REQUESTS_PER_SEC", default_value_t = 0)]
+    pub quota_requests_per_sec: u32,
+
+    /// Bytes (key + value + headers) each principal may publish per second over any
+    /// transport, with a burst of one second's worth; 429 `rate_limited` beyond. 0:
+    /// unlimited.
+    #[arg(long, env = "TIDEGATE_QUOTA_PUBLISH_BYTES_PER_SEC", default_value_t = 0)]
+    pub quota_publish_bytes_per_sec: u32,
 }
 
 /// Bounds on consumer groups.
@@ -437,6 +480,11 @@ pub struct GroupLimits {
     /// Most topics one member may subscribe to (400 above).
     #[arg(long, env = "TIDEGATE_MAX_GROUP_TOPICS", default_value_t = 100)]
     pub max_group_topics: usize,
+
+    /// Most live consumer groups (with members or committed offsets); a poll that would
+    /// create one more is answered 429 `too_many_groups`.
+    #[arg(long, env = "TIDEGATE_MAX_GROUPS", default_value_t = 10_000)]
+    pub max_groups: usize,
 }
 
 /// A member's session when it asks for none (Kafka's `session.timeout.ms` default is 45 s;
@@ -454,6 +502,7 @@ impl GroupLimits {
             max_session_timeout: Duration::from_millis(self.max_session_timeout_ms),
             max_members: self.max_group_members,
             max_topics: self.max_group_topics,
+            max_groups: self.max_groups,
         }
     }
 }
@@ -576,6 +625,13 @@ impl Config {
             ("--ws-outbound-bytes", push.ws_outbound_bytes as u64),
             ("--ws-slow-consumer-ms", push.ws_slow_consumer_ms),
             ("--sse-heartbeat-ms", push.sse_heartbeat_ms),
+            ("--ws-close-timeout-ms", push.ws_close_timeout_ms),
+            (
+                "--max-connections",
+                self.overload.max_connections as u64,
+            ),
+            ("--header-timeout-ms", self.overload.header_timeout_ms),
+            ("--max-groups", groups.max_groups as u64),
         ] {
             if value == 0 {
                 return Err(format!("{flag} must be greater than 0"));
@@ -648,6 +704,7 @@ impl Config {
             fsync: self.fsync,
             idempotency_window: Duration::from_millis(self.idempotency_window_ms),
             retention_check_interval: Duration::from_millis(self.retention_check_interval_ms),
+            min_free_bytes: self.min_free_bytes,
         }
     }
 }

@@ -48,6 +48,8 @@ pub async fn run(args: &ExportArgs) -> Result<Exported, String> {
             fsync: Fsync::Never,
             idempotency_window: Duration::from_secs(60),
             retention_check_interval: NO_RETENTION,
+            // The export only reads.
+            min_free_bytes: 0,
         },
         metrics.log.clone(),
         shutdown.clone(),

@@ -44,7 +44,23 @@ pub struct Metrics {
     pub log: LogMetrics,
     pub push: PushMetrics,
     pub cluster: ClusterMetrics,
+    pub overload: OverloadMetrics,
     groups: GroupMetrics,
+}
+
+/// Client connections and what the overload limits refused.
+#[derive(Clone)]
+pub struct OverloadMetrics {
+    /// Open client connections (HTTP, WebSocket and SSE).
+    pub connections: IntGauge,
+    /// Connections answered 503 `too_many_connections` (`--max-connections`).
+    pub connections_refused: IntCounter,
+    /// Connections cut by a deadline: `header` (no complete request head within
+    /// `--header-timeout-ms`) or `close` (a close the server started that the client did
+    /// not take within `--ws-close-timeout-ms`).
+    pub connections_cut: IntCounterVec,
+    /// Requests, WebSocket ops and publishes refused by a quota, by quota.
+    pub rate_limited: IntCounterVec,
 }
 
 /// What this replica does for the others (`--cluster-secret`; zero without it).
@@ -279,6 +295,26 @@ impl Metrics {
                     "cluster_forwarded_total",
                     "Group calls sent to the replica that runs the group: answered, not_owner (it had moved on), unreachable.",
                     &["outcome"],
+                )?,
+            },
+            overload: OverloadMetrics {
+                connections: r.gauge(
+                    "connections",
+                    "Open client connections (HTTP, WebSocket and SSE).",
+                )?,
+                connections_refused: r.counter(
+                    "connections_refused_total",
+                    "Connections answered 503 too_many_connections (--max-connections).",
+                )?,
+                connections_cut: r.counter_vec(
+                    "connections_cut_total",
+                    "Connections closed by a deadline: header (--header-timeout-ms) or close (--ws-close-timeout-ms).",
+                    &["reason"],
+                )?,
+                rate_limited: r.counter_vec(
+                    "rate_limited_total",
+                    "Requests, WebSocket ops and publishes refused 429 rate_limited, by quota: requests or publish_bytes.",
+                    &["quota"],
                 )?,
             },
             groups: GroupMetrics {

@@ -140,6 +140,7 @@ fn events_chunk(delivery: &push::Delivery, mut position: Positions) -> String {
             message: format!("{}; the stream goes on from {}", gap, gap.log_start_offset),
             log_start_offset: Some(gap.log_start_offset.get()),
             high_watermark: Some(gap.high_watermark.get()),
+            retry_after_ms: None,
         };
         chunk.push_str(&error_event(&detail, Some(gap)));
         position.set(gap.partition, gap.log_start_offset);

@@ -3,8 +3,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use actix_web::dev::Server;
-use actix_web::{HttpServer, web};
+use actix_web::web;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthError;
@@ -54,6 +56,7 @@ impl Application {
     /// runtime.
     pub fn build(config: &Config) -> Result<Application, StartupError> {
         config.validate().map_err(StartupError::Config)?;
+        raise_open_file_limit(config.overload.max_connections)?;
         let auth = auth_setup::setup(&config.auth, &config.data_dir)?;
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(
@@ -124,24 +127,14 @@ impl Application {
             metrics_public: config.metrics_public,
             shutdown: shutdown.clone(),
         }));
-        let mut server = HttpServer::new(move || http::app(gateway.clone(), cluster.clone()))
-            // We handle signals ourselves so long polls are released before draining.
-            .disable_signals()
-            // A client that closes its side is gone: drop its request at once (a long poll
-            // would otherwise hold the socket until its wait ran out). HTTP/1.1 allows a
-            // client to half-close and still read the answer, but no client of this API
-            // needs to; curl, browsers and HTTP libraries keep both sides open.
-            .h1_allow_half_closed(false)
-            // Push frames are small and written as records commit; with Nagle's algorithm a
-            // frame waits for the ACK of the previous one, which the client's delayed ACK
-            // holds up to 40 ms (measured: p50 10 ms at 1000 records/s, see BENCHMARKS.md).
-            .tcp_nodelay(true)
-            .shutdown_timeout(config.shutdown_timeout_secs);
-        if config.workers > 0 {
-            server = server.workers(config.workers);
-        }
-        let server = server
-            .listen(listener)
+        let settings = http::ServerSettings {
+            workers: config.workers,
+            shutdown_timeout_secs: config.shutdown_timeout_secs,
+            max_connections: config.overload.max_connections,
+            header_timeout: Duration::from_millis(config.overload.header_timeout_ms),
+            close_timeout: Duration::from_millis(config.push.ws_close_timeout_ms),
+        };
+        let server = http::serve(listener, &settings, gateway, cluster, shutdown.clone())
             .map_err(|source| StartupError::Bind {
                 addr: config.listen,
                 source,
@@ -154,7 +147,7 @@ impl Application {
         }
         Ok(Application {
             local_addr,
-            server: server.run(),
+            server,
             log,
             groups,
             shutdown,
@@ -240,6 +233,25 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartupError> {
         socket.listen(LISTEN_BACKLOG)?.into_std()
     })();
     bound.map_err(|source| StartupError::Bind { addr, source })
+}
+
+/// Descriptors the server needs besides its client connections: the database, log
+/// output, the Kafka client's sockets, the replicas' calls to each other, epoll, timers.
+const RESERVED_FILES: u64 = 256;
+
+/// Raises the soft open-file limit as far as the hard limit allows, and refuses a
+/// `--max-connections` that the limit cannot hold (the accept loop would fail instead).
+fn raise_open_file_limit(max_connections: usize) -> Result<(), StartupError> {
+    let needed = (max_connections as u64).saturating_add(RESERVED_FILES);
+    let limit = rlimit::increase_nofile_limit(u64::MAX).map_err(|err| {
+        StartupError::Config(format!("cannot read or raise the open-file limit: {err}"))
+    })?;
+    if limit < needed {
+        return Err(StartupError::Config(format!(
+            "--max-connections {max_connections} needs an open-file limit of {needed} ({RESERVED_FILES} kept for the server), and the hard limit allows {limit}: lower --max-connections or raise the limit (ulimit -n, LimitNOFILE=)"
+        )));
+    }
+    Ok(())
 }
 
 /// actix-web's own default backlog.

@@ -179,6 +179,9 @@ pub enum WireError {
         group: GroupId,
         max: usize,
     },
+    TooManyGroups {
+        max: usize,
+    },
     Invalid {
         message: String,
     },
@@ -247,6 +250,7 @@ impl From<GroupError> for WireError {
                 deleting: what == DELETING,
             },
             GroupError::GroupFull { group, max } => WireError::GroupFull { group, max },
+            GroupError::TooManyGroups { max } => WireError::TooManyGroups { max },
             // Member ids are parsed where the request entered; the owner never refuses one.
             err @ GroupError::InvalidMemberId { .. } => WireError::Invalid {
                 message: err.to_string(),
@@ -321,6 +325,7 @@ impl WireError {
                 what: if deleting { DELETING } else { COMMITTING },
             }),
             WireError::GroupFull { group, max } => Some(GroupError::GroupFull { group, max }),
+            WireError::TooManyGroups { max } => Some(GroupError::TooManyGroups { max }),
             WireError::Invalid { message } => Some(GroupError::Invalid(message)),
             WireError::TopicNotFound { topic } => log(LogError::TopicNotFound(topic)),
             WireError::PartitionNotFound { topic, partition } => {

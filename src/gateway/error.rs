@@ -9,6 +9,7 @@
 //! "internal error", and the log line carries the details.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -49,6 +50,11 @@ pub enum ErrorCode {
     GroupNotEmpty,
     GroupFull,
     GroupInUseByKafkaConsumers,
+    RateLimited,
+    TooManyGroups,
+    TooManyConnections,
+    InsufficientStorage,
+    StorageFull,
     BodyTooLarge,
     RecordTooLarge,
     TooManyRecords,
@@ -92,6 +98,11 @@ impl ErrorCode {
             C::GroupNotEmpty => "group_not_empty",
             C::GroupFull => "group_full",
             C::GroupInUseByKafkaConsumers => "group_in_use_by_kafka_consumers",
+            C::RateLimited => "rate_limited",
+            C::TooManyGroups => "too_many_groups",
+            C::TooManyConnections => "too_many_connections",
+            C::InsufficientStorage => "insufficient_storage",
+            C::StorageFull => "storage_full",
             C::BodyTooLarge => "body_too_large",
             C::RecordTooLarge => "record_too_large",
             C::TooManyRecords => "too_many_records",
@@ -123,6 +134,12 @@ pub enum GatewayError {
         code: ErrorCode,
         message: String,
     },
+    /// Refused for now: a quota or a cap; the same request may pass after `retry_after`.
+    Throttled {
+        code: ErrorCode,
+        message: String,
+        retry_after: Duration,
+    },
     /// A bug on our side; the message is logged, never shown.
     Internal(String),
 }
@@ -132,6 +149,26 @@ impl GatewayError {
         GatewayError::Request {
             code,
             message: message.into(),
+        }
+    }
+
+    pub fn throttled(
+        code: ErrorCode,
+        message: impl Into<String>,
+        retry_after: Duration,
+    ) -> GatewayError {
+        GatewayError::Throttled {
+            code,
+            message: message.into(),
+            retry_after,
+        }
+    }
+
+    /// When the same request may pass, for a refusal that is only for now.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            GatewayError::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 
@@ -147,11 +184,12 @@ impl GatewayError {
                 GroupError::NotAssigned { .. } => ErrorCode::PartitionNotAssigned,
                 GroupError::GroupNotEmpty { .. } => ErrorCode::GroupNotEmpty,
                 GroupError::GroupFull { .. } => ErrorCode::GroupFull,
+                GroupError::TooManyGroups { .. } => ErrorCode::TooManyGroups,
                 GroupError::Invalid(_) => ErrorCode::InvalidArgument,
             },
             GatewayError::Unauthorized(AuthError::Missing) => ErrorCode::MissingToken,
             GatewayError::Unauthorized(_) => ErrorCode::InvalidToken,
-            GatewayError::Request { code, .. } => *code,
+            GatewayError::Request { code, .. } | GatewayError::Throttled { code, .. } => *code,
             GatewayError::Internal(_) => ErrorCode::InternalError,
         }
     }
@@ -174,9 +212,9 @@ impl GatewayError {
             GatewayError::Log(err) => err.to_string(),
             GatewayError::Group(err) => err.to_string(),
             GatewayError::Unauthorized(err) => err.to_string(),
-            GatewayError::Request { message, .. } | GatewayError::Internal(message) => {
-                message.clone()
-            }
+            GatewayError::Request { message, .. }
+            | GatewayError::Throttled { message, .. }
+            | GatewayError::Internal(message) => message.clone(),
         }
     }
 
@@ -206,6 +244,9 @@ impl GatewayError {
             message: self.to_string(),
             log_start_offset,
             high_watermark,
+            retry_after_ms: self
+                .retry_after()
+                .map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }
@@ -226,6 +267,7 @@ fn log_code(err: &LogError) -> ErrorCode {
         LogError::ShuttingDown => ErrorCode::ShuttingDown,
         LogError::Unavailable(_) => ErrorCode::Unavailable,
         LogError::ClusterUnavailable(_) => ErrorCode::KafkaUnavailable,
+        LogError::StorageFull(_) => ErrorCode::InsufficientStorage,
         LogError::Storage(_) => ErrorCode::InternalError,
     }
 }
@@ -259,7 +301,9 @@ impl std::error::Error for GatewayError {
             GatewayError::Log(err) => Some(err),
             GatewayError::Group(err) => Some(err),
             GatewayError::Unauthorized(err) => Some(err),
-            GatewayError::Request { .. } | GatewayError::Internal(_) => None,
+            GatewayError::Request { .. }
+            | GatewayError::Throttled { .. }
+            | GatewayError::Internal(_) => None,
         }
     }
 }
@@ -301,6 +345,10 @@ pub struct ErrorDetail {
     /// With `offset_out_of_range`: the offset the next record will get.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub high_watermark: Option<u64>,
+    /// With `rate_limited` and `too_many_connections`: how long to wait before the same
+    /// request may pass, in milliseconds (HTTP also says it in `Retry-After`, in seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 #[cfg(test)]
@@ -314,7 +362,7 @@ mod tests {
         // Every variant: serde's name and `as_str` agree (the schema lists serde's).
         let schema = serde_json::to_value(<ErrorCode as utoipa::PartialSchema>::schema()).unwrap();
         let names = schema["enum"].as_array().expect("enum of codes");
-        assert_eq!(names.len(), 36);
+        assert_eq!(names.len(), 41);
         for name in names {
             let code: ErrorCode = serde_json::from_value(name.clone()).unwrap();
             assert_eq!(code.as_str(), name.as_str().unwrap());

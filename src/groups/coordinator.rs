@@ -135,6 +135,26 @@ impl Coordinator {
             .clone()
     }
 
+    /// Refuses a group that would be one more than `--max-groups` live groups (with members
+    /// or committed offsets); one that is live already passes. Two groups created at the
+    /// same moment may both pass the last free place.
+    pub(super) async fn admit_group(&self, id: &GroupId) -> Result<(), GroupError> {
+        if self.groups().contains_key(id) {
+            return Ok(());
+        }
+        let stored = self.offsets.offset_groups().await?;
+        if stored.contains(id) {
+            return Ok(());
+        }
+        let groups = self.groups();
+        let stored_only = stored.iter().filter(|g| !groups.contains_key(*g)).count();
+        let max = self.settings.max_groups;
+        match groups.contains_key(id) || groups.len() + stored_only < max {
+            true => Ok(()),
+            false => Err(GroupError::TooManyGroups { max }),
+        }
+    }
+
     /// Whether a request naming a member this coordinator does not know adds it under its
     /// id: only in the first session after taking over from another owner.
     pub(super) fn adopting(&self) -> bool {

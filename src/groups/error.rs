@@ -43,6 +43,10 @@ pub enum GroupError {
     },
     #[error("consumer group '{group}' already has {max} members (--max-group-members)")]
     GroupFull { group: GroupId, max: usize },
+    #[error(
+        "the server already has {max} live consumer groups (--max-groups); delete groups no longer used"
+    )]
+    TooManyGroups { max: usize },
     #[error("{0}")]
     Invalid(String),
 }

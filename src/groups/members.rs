@@ -20,6 +20,9 @@ impl Coordinator {
     ) -> Result<MemberId, GroupError> {
         let topics: BTreeSet<TopicName> = topics.into_iter().collect();
         self.refresh_counts(&topics, true).await?;
+        if id.is_none() {
+            self.admit_group(group).await?;
+        }
         let entry = self.group(group);
         let mut state = entry.state.lock().await;
         // A connected member leaves when its connection ends; the session is only a guard

@@ -243,6 +243,8 @@ pub struct GroupSettings {
     pub max_members: usize,
     /// Most topics one member may subscribe to.
     pub max_topics: usize,
+    /// Most live groups (members or committed offsets).
+    pub max_groups: usize,
 }
 
 /// Where a member starts reading a partition the group has no usable committed offset for.

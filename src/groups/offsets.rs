@@ -16,6 +16,9 @@ impl Coordinator {
         if request.offsets.is_empty() {
             return Err(GroupError::Invalid("offsets must not be empty".into()));
         }
+        if request.member.is_none() {
+            self.admit_group(group).await?;
+        }
         let entry = self.group(group);
         {
             let mut state = entry.state.lock().await;
@@ -107,6 +110,7 @@ impl Coordinator {
                 offsets
             }
         };
+        self.admit_group(group).await?;
         let moved: Vec<(TopicName, PartitionId, Offset)> = offsets
             .iter()
             .map(|(partition, offset)| (topic.clone(), *partition, *offset))

@@ -41,6 +41,9 @@ impl Coordinator {
         }
         self.refresh_counts(&topics, true).await?;
         let session = self.session_timeout(request.session_timeout)?;
+        if request.member.is_none() {
+            self.admit_group(group).await?;
+        }
         let entry = self.group(group);
         let (member, delivered, _polling) = {
             let mut state = entry.state.lock().await;

@@ -26,6 +26,7 @@ use futures_util::Stream;
 use tracing_actix_web::RequestId;
 
 use super::error::{InternalErrorMarker, route_not_found};
+use super::server::InFlight;
 use crate::gateway::{ErrorBody, ErrorCode, ErrorDetail, GatewayError};
 
 /// The request's payload, shared between the handler and the response.
@@ -57,6 +58,8 @@ pin_project_lite::pin_project! {
         #[pin]
         body: B,
         unread: Option<Rc<RefCell<SharedPayload>>>,
+        // Until the body is sent, the connection's head deadline waits.
+        in_flight: Option<InFlight>,
     }
 }
 
@@ -79,9 +82,14 @@ impl<B: MessageBody> MessageBody for HoldingBody<B> {
         if self.unread.is_some() {
             return Err(self);
         }
-        self.body
-            .try_into_bytes()
-            .map_err(|body| HoldingBody { body, unread: None })
+        // The answer is handed over whole: it is no longer in flight (the socket's writes
+        // keep the head deadline back while it goes out).
+        let in_flight = self.in_flight;
+        self.body.try_into_bytes().map_err(|body| HoldingBody {
+            body,
+            unread: None,
+            in_flight,
+        })
     }
 }
 
@@ -108,6 +116,7 @@ pub fn track_body(request: &mut ServiceRequest) -> Option<Rc<RefCell<SharedPaylo
 pub fn finish_response<B: MessageBody>(
     mut response: ServiceResponse<B>,
     body: Option<Rc<RefCell<SharedPayload>>>,
+    in_flight: Option<InFlight>,
 ) -> ServiceResponse<HoldingBody<EitherBody<B>>> {
     let unread = body.filter(|shared| !shared.borrow().finished);
     let request_id = response
@@ -136,6 +145,7 @@ pub fn finish_response<B: MessageBody>(
                 ),
                 log_start_offset: None,
                 high_watermark: None,
+                retry_after_ms: None,
             },
         };
         response.map_body(|head, _| {
@@ -149,7 +159,11 @@ pub fn finish_response<B: MessageBody>(
     } else {
         response.map_into_left_body()
     };
-    response.map_body(|_, body| HoldingBody { body, unread })
+    response.map_body(|_, body| HoldingBody {
+        body,
+        unread,
+        in_flight,
+    })
 }
 
 /// Every path template we serve, with its methods, to tell 404 from 405.

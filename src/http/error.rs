@@ -33,6 +33,8 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | C::MemberNotFound => StatusCode::NOT_FOUND,
         C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        C::RateLimited | C::TooManyGroups => StatusCode::TOO_MANY_REQUESTS,
+        C::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         C::TopicExists
         | C::PartitionsCannotShrink
         | C::StaleGeneration
@@ -45,7 +47,11 @@ pub fn status(code: ErrorCode) -> StatusCode {
         C::OffsetOutOfRange => StatusCode::RANGE_NOT_SATISFIABLE,
         C::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         C::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
-        C::ShuttingDown | C::Unavailable | C::KafkaUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        C::ShuttingDown
+        | C::Unavailable
+        | C::KafkaUnavailable
+        | C::TooManyConnections
+        | C::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -73,6 +79,15 @@ impl ResponseError for GatewayError {
                 _ => r#"Bearer realm="tidegate", error="invalid_token""#.to_owned(),
             };
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
+        }
+        if let Some(wait) = self.retry_after() {
+            // Whole seconds, at least 1 (RFC 9110 §10.2.3 has no fractions).
+            let seconds = wait.as_millis().div_ceil(1000).max(1);
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if code == ErrorCode::TooManyConnections {
+            // The connection is past the cap: it ends with this answer.
+            response.force_close();
         }
         if code == ErrorCode::InternalError {
             response.extensions_mut().insert(InternalErrorMarker);

@@ -15,6 +15,7 @@ mod openapi;
 mod pages;
 mod push;
 mod records;
+mod server;
 mod telemetry;
 mod topics;
 
@@ -30,6 +31,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
 
 use openapi::{ApiDoc, BearerAuth, BodyErrors, Constraints};
+pub use server::{ServerSettings, serve};
 
 use crate::cluster::ClusterCoordinator;
 use crate::gateway::{Gateway, GatewayError};
@@ -112,9 +114,13 @@ pub fn app(
             std::future::ready(connection::fallback(&request, routes.get()))
         }))
         .wrap_fn(|mut request, service| {
+            let admitted = server::admission(&request);
             let body = connection::track_body(&mut request);
-            let response = service.call(request);
-            async move { Ok(connection::finish_response(response.await?, body)) }
+            let call = admitted.map(|in_flight| (service.call(request), in_flight));
+            async move {
+                let (response, in_flight) = call?;
+                Ok(connection::finish_response(response.await?, body, in_flight))
+            }
         })
         .wrap_fn(move |request, service| {
             let started = Instant::now();

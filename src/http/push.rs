@@ -8,6 +8,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract;
+use super::server;
 use super::topic_name;
 use crate::echo::quoted;
 use crate::gateway::{Caller, ErrorBody, ErrorCode, Gateway, GatewayError, SubscribeRequest};
@@ -51,7 +52,9 @@ pub async fn websocket(
     }
     let caller = extract::caller_if_any(&request)?;
     let client = request.connection_info().peer_addr().map(str::to_owned);
-    ws::open(&request, payload, gateway.into_inner(), caller, client).map_err(|err| {
+    let connection = server::Connection::of(&request);
+    let closing = move || connection.iter().for_each(|c| c.start_closing());
+    ws::open(&request, payload, gateway.into_inner(), caller, client, closing).map_err(|err| {
         GatewayError::new(
             ErrorCode::InvalidArgument,
             format!("not a WebSocket upgrade: {err}"),

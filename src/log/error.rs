@@ -62,6 +62,11 @@ pub enum LogError {
     /// The cluster behind a remote backend cannot be reached now; it recovers by itself.
     #[error("the Kafka cluster is unavailable: {0}")]
     ClusterUnavailable(String),
+    /// No room to store what was asked (a full disk, or less free space than the server
+    /// keeps for deletions and commits); nothing of the request was stored. It passes once
+    /// there is room.
+    #[error("no room to store it: {0}")]
+    StorageFull(String),
     /// The storage failed underneath; the details are for the operator's log, not the client.
     #[error("storage failure: {0}")]
     Storage(#[source] Arc<Fault>),

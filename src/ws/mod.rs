@@ -40,17 +40,22 @@ use crate::gateway::{Caller, Gateway};
 
 /// Accepts a WebSocket upgrade and runs the connection in a task of its own. `caller` is
 /// `None` when the request carried no token: then the first message must be `auth`.
-/// An error says why the request is no WebSocket upgrade.
+/// `closing` is called once the close frame is queued, so that the connection ends even
+/// if the client never reads it. An error says why the request is no WebSocket upgrade.
 pub fn open(
     request: &HttpRequest,
     payload: web::Payload,
     gateway: Arc<Gateway>,
     caller: Option<Caller>,
     client: Option<String>,
+    closing: impl FnOnce() + 'static,
 ) -> Result<HttpResponse, String> {
     let (response, reader, writer) =
         frames::accept(request, payload, gateway.push_limits.ws_max_message_bytes)
             .map_err(|err| err.to_string())?;
-    actix_web::rt::spawn(session::run(gateway, caller, client, reader, writer));
+    actix_web::rt::spawn(async move {
+        session::run(gateway, caller, client, reader, writer).await;
+        closing();
+    });
     Ok(response)
 }

@@ -313,6 +313,9 @@ pub struct ErrorDetail {
     pub log_start_offset: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub high_watermark: Option<u64>,
+    /// With `rate_limited`: how long to wait before the op may pass, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// The shape of a `records` message (documentation only: the session writes it directly,

@@ -23,6 +23,7 @@ mod catalog;
 mod check;
 mod codec;
 mod error;
+mod space;
 mod store;
 mod writer;
 
@@ -41,9 +42,10 @@ use tokio_util::sync::CancellationToken;
 pub use check::check;
 
 use catalog::{Catalog, TopicEntry};
+use space::Space;
 use writer::{
-    Append, Change, CommitOffsets, DAMAGED, DeleteOffsets, Health, Message, Retention, TopicAdmin,
-    TopicChange, WRITER_STOPPED, Writer,
+    Append, Change, CommitOffsets, DAMAGED, DbSlot, DeleteOffsets, Health, Message, REOPENING,
+    Retention, Storage, TopicAdmin, TopicChange, WRITER_STOPPED, Writer,
 };
 
 use super::{
@@ -97,6 +99,8 @@ pub struct LogOptions {
     pub idempotency_window: Duration,
     /// How often the retention task deletes what retention no longer keeps.
     pub retention_check_interval: Duration,
+    /// Publishes are refused while the disk has less free space (0: never).
+    pub min_free_bytes: u64,
 }
 
 /// Why the log could not be opened; one line for the operator.
@@ -106,8 +110,10 @@ pub struct OpenError(String);
 
 /// The embedded log: one redb file, one writer thread, lock-free reads.
 pub struct RedbLog {
-    /// Taken at shutdown so the file lock is released before `shutdown` returns.
-    db: RwLock<Option<Arc<Database>>>,
+    /// Taken at shutdown so the file lock is released before `shutdown` returns, and by
+    /// the writer while it opens the database again after an I/O failure.
+    db: Arc<DbSlot>,
+    space: Arc<Space>,
     catalog: Arc<Catalog>,
     messages: mpsc::Sender<Message>,
     /// Ends long polls at shutdown so the server can drain quickly.
@@ -172,9 +178,16 @@ impl RedbLog {
         };
         let catalog = Arc::new(Catalog::default());
         let health = Arc::new(Health::default());
+        let slot = Arc::new(RwLock::new(Some(db)));
+        let space = Arc::new(Space::new(dir.clone(), options.min_free_bytes));
+        let storage = Storage {
+            path: path.clone(),
+            slot: slot.clone(),
+            space: space.clone(),
+        };
         let writer = panics::catch_mut(|| {
             Writer::open(
-                db.clone(),
+                storage,
                 catalog.clone(),
                 options.fsync,
                 options.idempotency_window,
@@ -197,7 +210,8 @@ impl RedbLog {
             })
             .map_err(|err| OpenError(format!("cannot start the log writer thread: {err}")))?;
         let log = Arc::new(RedbLog {
-            db: RwLock::new(Some(db)),
+            db: slot,
+            space,
             catalog,
             messages,
             shutdown,
@@ -302,7 +316,10 @@ impl RedbLog {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or(LogError::ShuttingDown)?;
+            .ok_or_else(|| match self.shutdown.is_cancelled() {
+                true => LogError::ShuttingDown,
+                false => LogError::Unavailable(REOPENING.into()),
+            })?;
         let result = tokio::task::spawn_blocking(move || {
             panics::catch_mut(|| read(&db.begin_read()?))
                 .unwrap_or_else(|panic| Err(LogError::panicked(panic)))
@@ -532,7 +549,13 @@ impl EventLog for RedbLog {
             Some(reason) => Err(LogError::Unavailable(reason.to_owned())),
             None if self.shutdown.is_cancelled() => Err(LogError::ShuttingDown),
             None if writer_ended => Err(LogError::Unavailable(WRITER_STOPPED.to_owned())),
-            None => Ok(()),
+            None => match self.space.shortage() {
+                Some(shortage) => Err(shortage),
+                None if self.db.read().unwrap_or_else(|e| e.into_inner()).is_none() => {
+                    Err(LogError::Unavailable(REOPENING.into()))
+                }
+                None => Ok(()),
+            },
         }
     }
 
@@ -629,6 +652,7 @@ mod tests {
             fsync: Fsync::Never,
             idempotency_window: Duration::from_secs(3600),
             retention_check_interval: Duration::from_millis(20),
+            min_free_bytes: 0,
         }
     }
 

@@ -86,6 +86,7 @@ pub(super) fn error_message(
             partition: None,
             log_start_offset: body.log_start_offset,
             high_watermark: body.high_watermark,
+            retry_after_ms: body.retry_after_ms,
         },
     })
 }
@@ -102,6 +103,7 @@ pub(super) fn gap_message(sub: &str, gap: &Gap) -> ServerMessage {
             partition: Some(gap.partition.get()),
             log_start_offset: Some(gap.log_start_offset.get()),
             high_watermark: Some(gap.high_watermark.get()),
+            retry_after_ms: None,
         },
     })
 }

@@ -24,6 +24,10 @@ impl Change for Append {
         self.request.records.iter().map(|r| r.payload_len()).sum()
     }
 
+    fn needs_room(&self) -> bool {
+        true
+    }
+
     fn stage(&mut self, staging: &mut Staging<'_, '_>) -> Result<(), LogError> {
         let outcome = match replay(staging, &self.topic, self.request.idempotency.as_ref())? {
             Some(replayed) => replayed,

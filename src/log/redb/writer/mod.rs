@@ -23,6 +23,13 @@
 //! even its shutdown sync, so it cannot make a damaged file worse. (After a panic inside a
 //! write, redb itself records nothing at close, and the next start recovers from the last
 //! commit.)
+//!
+//! # Room
+//! Changes that grow the database are refused with [`LogError::StorageFull`] while the
+//! disk is short of room (`space`). A write that meets a full disk anyway (or any other
+//! I/O failure) leaves redb refusing reads and writes alike until it is opened again, so
+//! the writer opens it again at once (`recover`), and while that fails, once a second,
+//! answering what comes meanwhile as unavailable; nothing waits for a restart.
 
 mod append;
 mod offsets;
@@ -30,6 +37,7 @@ mod retention;
 mod topics;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -44,6 +52,8 @@ pub(super) use topics::{TopicAdmin, TopicChange};
 
 use super::Fsync;
 use super::catalog::{Catalog, PartitionEntry, TopicEntry};
+use super::error;
+use super::space::Space;
 use super::codec::BatchBuilder;
 use super::store::{
     self, BATCHES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, OFFSETS, PARTITION_BYTES, PARTITIONS, TOPICS,
@@ -58,6 +68,14 @@ const MAX_COMMANDS_PER_COMMIT: usize = 4096;
 const MAX_BYTES_PER_COMMIT: usize = 64 << 20;
 /// With `--fsync never`, how long non-durable commits may pile up before one is synced.
 const NON_DURABLE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a database that failed at I/O is tried again while it cannot be opened.
+const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
+/// Waits of 10 ms for reads to let go of a failed database before it is opened again.
+const RECOVERY_DRAIN_ATTEMPTS: usize = 100;
+
+/// What changes are told while the database is being opened again.
+pub(super) const REOPENING: &str =
+    "the database is being opened again after a storage failure; retry shortly";
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, LogError>>;
 
@@ -78,6 +96,12 @@ pub(super) trait Change: Send {
     /// Answers the requester once the outcome is known: `Ok` after its commit (the change
     /// then sends what it staged), the error otherwise.
     fn answer(self: Box<Self>, result: Result<(), LogError>);
+
+    /// Whether it grows the database, and so waits while the disk is short of room
+    /// (`--min-free-bytes`); what frees room or barely takes any goes on.
+    fn needs_room(&self) -> bool {
+        false
+    }
 
     /// Whether staging it wrote rows. A group in which no change wrote any (retention
     /// passes with nothing due) is not committed, so an idle log never syncs.
@@ -273,8 +297,23 @@ impl OpenBatches {
     }
 }
 
+/// The database handle readers take theirs from; empty while the writer opens it again
+/// (and at shutdown).
+pub(super) type DbSlot = std::sync::RwLock<Option<Arc<Database>>>;
+
+/// Where the writer's database lives.
+pub(super) struct Storage {
+    pub path: PathBuf,
+    pub slot: Arc<DbSlot>,
+    pub space: Arc<Space>,
+}
+
 pub(super) struct Writer {
-    db: Arc<Database>,
+    /// `None` after an I/O failure until the database is open again.
+    db: Option<Arc<Database>>,
+    /// An old handle some read still held when the database was to be opened again.
+    failed_db: Option<Arc<Database>>,
+    storage: Storage,
     catalog: Arc<Catalog>,
     state: LogState,
     fsync: Fsync,
@@ -287,19 +326,27 @@ pub(super) struct Writer {
 impl Writer {
     /// Loads committed state from disk and publishes it to the catalog.
     pub fn open(
-        db: Arc<Database>,
+        storage: Storage,
         catalog: Arc<Catalog>,
         fsync: Fsync,
         idempotency_window: Duration,
         health: Arc<Health>,
         metrics: LogMetrics,
     ) -> Result<Writer, LogError> {
+        let db = storage
+            .slot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(LogError::ShuttingDown)?;
         let txn = db.begin_write()?;
         // Create every table up front so read transactions never find one missing.
         drop(Tables::open(&txn)?);
         txn.commit()?;
         let mut writer = Writer {
-            db,
+            db: Some(db),
+            failed_db: None,
+            storage,
             catalog,
             state: LogState {
                 topics: HashMap::new(),
@@ -315,7 +362,7 @@ impl Writer {
         let unrecorded = writer.reload()?;
         if !unrecorded.is_empty() {
             // A database from before `partition_bytes`: store the sizes counted at load.
-            let txn = writer.db.begin_write()?;
+            let txn = writer.database()?.begin_write()?;
             {
                 let mut sizes = txn.open_table(PARTITION_BYTES)?;
                 for (topic, partition, size) in &unrecorded {
@@ -330,7 +377,7 @@ impl Writer {
     /// Rebuilds the writer's state from disk: at start, and after a failed commit. Returns
     /// the partition sizes that were counted rather than read (see `store::PartitionTail`).
     fn reload(&mut self) -> Result<Vec<(String, u32, u64)>, LogError> {
-        let loaded = store::load_topics(&self.db.begin_read()?)?;
+        let loaded = store::load_topics(&self.database()?.begin_read()?)?;
         self.state.topics.clear();
         let mut unrecorded = Vec::new();
         for topic in loaded {
@@ -400,9 +447,12 @@ impl Writer {
             }
         };
         loop {
-            let flush_after = self
-                .unsynced_since
-                .map(|since| NON_DURABLE_FLUSH_INTERVAL.saturating_sub(since.elapsed()));
+            let flush_after = match self.db {
+                None => Some(RECOVERY_INTERVAL),
+                Some(_) => self
+                    .unsynced_since
+                    .map(|since| NON_DURABLE_FLUSH_INTERVAL.saturating_sub(since.elapsed())),
+            };
             let first = runtime.block_on(async {
                 match flush_after {
                     Some(delay) => tokio::time::timeout(delay, messages.recv()).await.ok(),
@@ -410,6 +460,10 @@ impl Writer {
                 }
             });
             let first = match first {
+                None if self.db.is_none() => {
+                    self.recover();
+                    continue;
+                }
                 None => {
                     self.sync();
                     continue;
@@ -456,11 +510,35 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: Vec<Box<dyn Change>>) {
-        if let Some(reason) = self.health.failure() {
-            let refusal = LogError::Unavailable(reason.to_owned());
+        let refusal = match self.health.failure() {
+            Some(reason) => Some(LogError::Unavailable(reason.to_owned())),
+            None if self.db.is_none() && !self.recover() => Some(LogError::Unavailable(REOPENING.into())),
+            None => None,
+        };
+        if let Some(refusal) = refusal {
             for change in group {
                 change.answer(Err(refusal.clone()));
             }
+            return;
+        }
+        let shortage = match group.iter().any(|change| change.needs_room()) {
+            true => self.storage.space.shortage(),
+            false => None,
+        };
+        let group: Vec<Box<dyn Change>> = match shortage {
+            None => group,
+            Some(shortage) => group
+                .into_iter()
+                .filter_map(|change| match change.needs_room() {
+                    true => {
+                        change.answer(Err(shortage.clone()));
+                        None
+                    }
+                    false => Some(change),
+                })
+                .collect(),
+        };
+        if group.is_empty() {
             return;
         }
         let started = Instant::now();
@@ -499,6 +577,20 @@ impl Writer {
                     .fail(DAMAGED, &format!("the log writer read damaged data: {err}"));
                 LogError::Unavailable(DAMAGED.into())
             }
+            Ok(Err(err)) if error::io_failed(&err) => {
+                let full = error::out_of_space(&err);
+                tracing::error!(error = %err, source = ?std::error::Error::source(&err), "log commit failed at I/O; opening the database again");
+                if full {
+                    self.storage.space.set_exhausted();
+                }
+                self.recover();
+                match full {
+                    true => LogError::StorageFull(
+                        "the disk of the data directory is full; nothing of this request was stored".into(),
+                    ),
+                    false => err,
+                }
+            }
             Ok(Err(err)) => {
                 tracing::error!(error = %err, source = ?std::error::Error::source(&err), "log commit failed; reloading state from disk");
                 let reloaded = match panics::catch_mut(|| self.reload()) {
@@ -534,7 +626,7 @@ impl Writer {
         touched: &mut Vec<(String, u32)>,
     ) -> Result<bool, LogError> {
         let now = now_ms();
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.database()?.begin_write()?;
         let durable = match self.fsync {
             Fsync::Always => true,
             Fsync::Never => self
@@ -585,6 +677,67 @@ impl Writer {
             (false, None) => Some(Instant::now()),
         };
         Ok(true)
+    }
+
+    fn database(&self) -> Result<&Database, LogError> {
+        self.db
+            .as_deref()
+            .ok_or_else(|| LogError::Unavailable(REOPENING.into()))
+    }
+
+    /// Opens the database again after redb failed at I/O, and reloads the state from it;
+    /// whether the log is back. redb opens a file once per process, so every read's
+    /// handle must be let go of first: the slot is emptied, and reads still running get
+    /// a moment to end (a handle still held is kept, to try again next time).
+    fn recover(&mut self) -> bool {
+        let taken = self.storage.slot.write().unwrap_or_else(|e| e.into_inner()).take();
+        let mut old = self.failed_db.take().or(self.db.take()).or(taken);
+        for _ in 0..RECOVERY_DRAIN_ATTEMPTS {
+            match old.map(Arc::try_unwrap) {
+                None | Some(Ok(_)) => {
+                    old = None;
+                    break;
+                }
+                Some(Err(shared)) => old = Some(shared),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if old.is_some() {
+            self.failed_db = old;
+            tracing::warn!("reads still hold the failed database; opening it again later");
+            return false;
+        }
+        let path = self.storage.path.clone();
+        let db = match panics::catch(|| Database::open(&path)) {
+            Ok(Ok(db)) => Arc::new(db),
+            Ok(Err(err)) => {
+                tracing::warn!(%err, "the database could not be opened again yet; retrying in a second");
+                return false;
+            }
+            Err(panic) => {
+                self.health
+                    .fail(DAMAGED, &format!("redb panicked opening the database again: {panic}"));
+                return false;
+            }
+        };
+        *self.storage.slot.write().unwrap_or_else(|e| e.into_inner()) = Some(db.clone());
+        self.db = Some(db);
+        match panics::catch_mut(|| self.reload()) {
+            Ok(Ok(_)) => {
+                tracing::info!("the database is open again");
+                true
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(%err, "reloading the database failed; retrying in a second");
+                self.db = None;
+                false
+            }
+            Err(panic) => {
+                self.health
+                    .fail(DAMAGED, &format!("redb panicked reloading the database: {panic}"));
+                false
+            }
+        }
     }
 
     /// Makes committed changes visible to readers: reshaped topics first, then the bounds
@@ -646,7 +799,7 @@ impl Writer {
             return;
         }
         let result = panics::catch_mut(|| -> Result<(), LogError> {
-            let mut txn = self.db.begin_write()?;
+            let mut txn = self.database()?.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
             txn.commit()?;
             Ok(())
