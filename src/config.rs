@@ -453,7 +453,11 @@ pub struct OverloadLimits {
     /// Bytes (key + value + headers) each principal may publish per second over any
     /// transport, with a burst of one second's worth; 429 `rate_limited` beyond. 0:
     /// unlimited.
-    #[arg(long, env = "TIDEGATE_QUOTA_PUBLISH_BYTES_PER_SEC", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "TIDEGATE_QUOTA_PUBLISH_BYTES_PER_SEC",
+        default_value_t = 0
+    )]
     pub quota_publish_bytes_per_sec: u32,
 }
 
@@ -626,10 +630,7 @@ impl Config {
             ("--ws-slow-consumer-ms", push.ws_slow_consumer_ms),
             ("--sse-heartbeat-ms", push.sse_heartbeat_ms),
             ("--ws-close-timeout-ms", push.ws_close_timeout_ms),
-            (
-                "--max-connections",
-                self.overload.max_connections as u64,
-            ),
+            ("--max-connections", self.overload.max_connections as u64),
             ("--header-timeout-ms", self.overload.header_timeout_ms),
             ("--max-groups", groups.max_groups as u64),
         ] {

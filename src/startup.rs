@@ -14,7 +14,7 @@ use crate::auth_setup;
 use crate::cluster::{ClusterCoordinator, ClusterLog, ClusterSettings};
 use crate::config::Backend;
 use crate::config::Config;
-use crate::gateway::{Gateway, GatewayParts};
+use crate::gateway::{Gateway, GatewayParts, Quotas};
 use crate::groups::{Coordinator, GroupCoordinator};
 use crate::http;
 use crate::log::kafka::{KafkaLog, KafkaOptions, join_replicas};
@@ -116,6 +116,12 @@ impl Application {
             cluster,
         } = built;
         let auth_off = auth.verifier.is_none();
+        let quotas = Arc::new(Quotas::new(
+            config.overload.quota_requests_per_sec,
+            config.overload.quota_publish_bytes_per_sec,
+            metrics.overload.clone(),
+        ));
+        quotas.start_housekeeping(shutdown.clone());
         let gateway = web::Data::new(Gateway::new(GatewayParts {
             log: log.clone(),
             groups: groups.clone(),
@@ -126,6 +132,7 @@ impl Application {
             metrics,
             metrics_public: config.metrics_public,
             shutdown: shutdown.clone(),
+            quotas,
         }));
         let settings = http::ServerSettings {
             workers: config.workers,
@@ -134,11 +141,12 @@ impl Application {
             header_timeout: Duration::from_millis(config.overload.header_timeout_ms),
             close_timeout: Duration::from_millis(config.push.ws_close_timeout_ms),
         };
-        let server = http::serve(listener, &settings, gateway, cluster, shutdown.clone())
-            .map_err(|source| StartupError::Bind {
+        let server = http::serve(listener, &settings, gateway, cluster, shutdown.clone()).map_err(
+            |source| StartupError::Bind {
                 addr: config.listen,
                 source,
-            })?;
+            },
+        )?;
         // Only once the start can no longer fail, so a failed start prints one line.
         if auth_off {
             tracing::warn!(

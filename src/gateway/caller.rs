@@ -15,6 +15,7 @@
 //! group without naming the scope it requires. Order of checks: 401, then 403, then 404.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 
 use super::Gateway;
 use super::error::{ErrorCode, GatewayError};
+use super::quota::Principal;
 use crate::auth::{Action, AuthError, Claims};
 use crate::echo::quoted;
 use crate::groups::{
@@ -40,13 +42,17 @@ pub struct Caller {
     gateway: Arc<Gateway>,
     /// `None` only when authentication is off.
     claims: Option<Claims>,
+    /// Whom its quotas count.
+    principal: Principal,
 }
 
 impl Caller {
     /// The caller a request's token makes; `None` is a request that carried no token.
+    /// `peer` is the client's address, the principal of a caller without a subject.
     pub fn authenticate(
         gateway: Arc<Gateway>,
         token: Option<&str>,
+        peer: Option<IpAddr>,
     ) -> Result<Caller, GatewayError> {
         let claims = match (&gateway.verifier, token) {
             (None, _) => None,
@@ -55,7 +61,17 @@ impl Caller {
                 Some(verifier.verify(token).map_err(GatewayError::Unauthorized)?)
             }
         };
-        Ok(Caller { gateway, claims })
+        let principal = Principal::new(claims.as_ref().and_then(|c| c.sub.as_deref()), peer);
+        Ok(Caller {
+            gateway,
+            claims,
+            principal,
+        })
+    }
+
+    /// Counts one request or WebSocket op against the caller's quota (429 over it).
+    pub fn charge_request(&self) -> Result<(), GatewayError> {
+        self.gateway.quotas.charge_request(&self.principal)
     }
 
     /// When the token expires (seconds since the epoch); `None` when auth is off.
@@ -93,6 +109,7 @@ impl Caller {
         Ok(Publisher {
             gateway: &self.gateway,
             topic,
+            principal: &self.principal,
         })
     }
 
@@ -182,6 +199,7 @@ pub async fn expired(exp: Option<u64>) {
 pub struct Publisher<'a> {
     pub(super) gateway: &'a Gateway,
     pub(super) topic: &'a TopicName,
+    pub(super) principal: &'a Principal,
 }
 
 /// Reads one topic.

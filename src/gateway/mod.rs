@@ -22,6 +22,7 @@ mod caller;
 mod error;
 mod partition;
 mod publish;
+mod quota;
 mod subscribe;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use caller::{Caller, Scraper, Subscriber, expired};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, GatewayError};
+pub use quota::Quotas;
 pub use subscribe::{Membership, SubscribeRequest};
 
 use crate::auth::Verifier;
@@ -57,6 +59,7 @@ pub struct Gateway {
     metrics_public: bool,
     /// Cancelled at shutdown: long-lived connections end on it.
     pub shutdown: CancellationToken,
+    quotas: Arc<Quotas>,
 }
 
 /// What [`Gateway::new`] takes.
@@ -70,6 +73,7 @@ pub struct GatewayParts {
     pub metrics: Arc<Metrics>,
     pub metrics_public: bool,
     pub shutdown: CancellationToken,
+    pub quotas: Arc<Quotas>,
 }
 
 impl Gateway {
@@ -86,6 +90,7 @@ impl Gateway {
             metrics: parts.metrics,
             metrics_public: parts.metrics_public,
             shutdown: parts.shutdown,
+            quotas: parts.quotas,
         }
     }
 

@@ -40,6 +40,7 @@ impl Publisher<'_> {
         });
         let count = records.len();
         let bytes = records.iter().map(NewRecord::payload_len).sum();
+        self.gateway.quotas.charge_publish(self.principal, bytes)?;
         let records = self.gateway.partitioner.place(self.topic, &meta, records)?;
         let outcome = log
             .append(

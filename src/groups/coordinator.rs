@@ -19,7 +19,7 @@
 //! - Waiting polls are woken by the partitions' high-watermark channels, by their member's
 //!   partition changes, and by shutdown; never by sleeping.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -142,14 +142,28 @@ impl Coordinator {
         if self.groups().contains_key(id) {
             return Ok(());
         }
-        let stored = self.offsets.offset_groups().await?;
+        let stored: HashSet<GroupId> = self.offsets.offset_groups().await?.into_iter().collect();
         if stored.contains(id) {
             return Ok(());
         }
         let groups = self.groups();
-        let stored_only = stored.iter().filter(|g| !groups.contains_key(*g)).count();
+        if groups.contains_key(id) {
+            return Ok(());
+        }
+        // An empty group waiting for maintenance to drop it is not live; one whose state
+        // is busy is.
+        let with_members = groups
+            .iter()
+            .filter(|(group, _)| !stored.contains(group))
+            .filter(|(_, entry)| {
+                entry
+                    .state
+                    .try_lock()
+                    .map_or(true, |state| !state.members.is_empty())
+            })
+            .count();
         let max = self.settings.max_groups;
-        match groups.contains_key(id) || groups.len() + stored_only < max {
+        match stored.len() + with_members < max {
             true => Ok(()),
             false => Err(GroupError::TooManyGroups { max }),
         }

@@ -66,9 +66,13 @@ impl ResponseError for GatewayError {
     fn error_response(&self) -> HttpResponse {
         let code = self.code();
         let status = status(code);
-        if status.is_server_error() {
+        if code == ErrorCode::InternalError {
             // Inside the request span, so the line carries the request id.
             tracing::error!(detail = ?self, "request failed");
+        } else if status.is_server_error() {
+            // A condition of the server (full, shutting down, overloaded), logged where it
+            // arises; one line per refused request would flood the log.
+            tracing::debug!(detail = ?self, "request refused");
         }
         let mut response = HttpResponse::build(status);
         response.insert_header(ContentType::json());

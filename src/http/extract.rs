@@ -44,7 +44,10 @@ fn authenticate(request: &HttpRequest) -> Result<Caller, GatewayError> {
         true => bearer_token(request)?,
         false => None,
     };
-    Caller::authenticate(gateway, token.as_deref())
+    let peer = request.peer_addr().map(|addr| addr.ip());
+    let caller = Caller::authenticate(gateway, token.as_deref(), peer)?;
+    caller.charge_request()?;
+    Ok(caller)
 }
 
 /// The token from `Authorization: Bearer`, else from `?access_token=`; `None` when the

@@ -119,7 +119,11 @@ pub fn app(
             let call = admitted.map(|in_flight| (service.call(request), in_flight));
             async move {
                 let (response, in_flight) = call?;
-                Ok(connection::finish_response(response.await?, body, in_flight))
+                Ok(connection::finish_response(
+                    response.await?,
+                    body,
+                    in_flight,
+                ))
             }
         })
         .wrap_fn(move |request, service| {

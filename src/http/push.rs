@@ -54,7 +54,15 @@ pub async fn websocket(
     let client = request.connection_info().peer_addr().map(str::to_owned);
     let connection = server::Connection::of(&request);
     let closing = move || connection.iter().for_each(|c| c.start_closing());
-    ws::open(&request, payload, gateway.into_inner(), caller, client, closing).map_err(|err| {
+    ws::open(
+        &request,
+        payload,
+        gateway.into_inner(),
+        caller,
+        client,
+        closing,
+    )
+    .map_err(|err| {
         GatewayError::new(
             ErrorCode::InvalidArgument,
             format!("not a WebSocket upgrade: {err}"),

@@ -39,6 +39,10 @@ impl RootSpanBuilder for RequestSpan {
         };
         // Debug, not info: a line per request costs about 40% of throughput (BENCHMARKS.md).
         span.in_scope(|| tracing::debug!(status, "request finished"));
-        DefaultRootSpanBuilder::on_request_end(span, outcome);
+        // Refusals under load (quotas, caps, a full disk) are logged once where they
+        // arise; a line for each refused request would let one client flood the log.
+        if !matches!(status, 429 | 503 | 507) {
+            DefaultRootSpanBuilder::on_request_end(span, outcome);
+        }
     }
 }

@@ -53,8 +53,9 @@ pub fn open(
     let (response, reader, writer) =
         frames::accept(request, payload, gateway.push_limits.ws_max_message_bytes)
             .map_err(|err| err.to_string())?;
+    let peer = request.peer_addr().map(|addr| addr.ip());
     actix_web::rt::spawn(async move {
-        session::run(gateway, caller, client, reader, writer).await;
+        session::run(gateway, caller, client, peer, reader, writer).await;
         closing();
     });
     Ok(response)

@@ -28,6 +28,28 @@ pub enum ClientMessage {
     Auth(AuthOp),
 }
 
+impl ClientMessage {
+    /// The `req` to echo on an answer.
+    pub fn req(&self) -> Option<&Value> {
+        match self {
+            ClientMessage::Subscribe(op) => op.req.as_ref(),
+            ClientMessage::Unsubscribe(op) => op.req.as_ref(),
+            ClientMessage::Publish(op) => op.req.as_ref(),
+            ClientMessage::Commit(op) => op.req.as_ref(),
+            ClientMessage::Auth(op) => op.req.as_ref(),
+        }
+    }
+
+    /// The subscription the op acts on, to echo as `sub`.
+    pub fn sub(&self) -> Option<&str> {
+        match self {
+            ClientMessage::Unsubscribe(op) => Some(&op.sub),
+            ClientMessage::Commit(op) => Some(&op.sub),
+            _ => None,
+        }
+    }
+}
+
 /// A message that is not one of the protocol's, with the `req` it carried (echoed on the
 /// `error` that answers it) when it was a JSON object with one.
 #[derive(Debug)]

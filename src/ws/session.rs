@@ -2,6 +2,7 @@
 //! shutdown), its subscriptions, and delivery into the outbox within its byte budget.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -45,6 +46,8 @@ pub(super) struct Connection {
     pub gateway: Arc<Gateway>,
     pub caller: Option<Caller>,
     pub client: Option<String>,
+    /// The client's address: whom quotas count when the token names no subject.
+    pub peer: Option<IpAddr>,
     /// Boxed: a B-tree leaf has room for 11 entries, so one unboxed subscription (the
     /// usual case) would carry about 1.7 KB of empty slots.
     pub subscriptions: BTreeMap<String, Box<Subscription>>,
@@ -63,6 +66,7 @@ pub(super) async fn run(
     gateway: Arc<Gateway>,
     caller: Option<Caller>,
     client: Option<String>,
+    peer: Option<IpAddr>,
     mut reader: Reader,
     writer: Writer,
 ) {
@@ -74,6 +78,7 @@ pub(super) async fn run(
         gateway,
         caller,
         client,
+        peer,
         subscriptions: BTreeMap::new(),
         next_id: 1,
         outbox: Outbox::new(writer, push.ws_outbound_bytes),

@@ -360,13 +360,6 @@ async fn concurrent_long_pollers_follow_every_record_in_order() {
     }
 }
 
-/// Open file descriptors of a process.
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/PID/fd")
-        .count()
-}
-
 #[tokio::test]
 async fn abandoned_long_polls_release_their_sockets_at_once() {
     use tokio::io::AsyncWriteExt;
@@ -381,7 +374,7 @@ async fn abandoned_long_polls_release_their_sockets_at_once() {
         .await
         .expect("create");
     assert_eq!(created.status(), 201);
-    let idle = open_fds(server.pid());
+    let idle = crate::process::open_fds(server.pid());
     let addr = server.base_url.trim_start_matches("http://").to_owned();
     let mut polls = Vec::new();
     for _ in 0..200 {
@@ -398,20 +391,20 @@ async fn abandoned_long_polls_release_their_sockets_at_once() {
     }
     let deadline = Instant::now() + PROMPT;
     // The client that created the topic may have closed its connection meanwhile.
-    while open_fds(server.pid()) < idle + 190 && Instant::now() < deadline {
+    while crate::process::open_fds(server.pid()) < idle + 190 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let held = open_fds(server.pid());
+    let held = crate::process::open_fds(server.pid());
     assert!(
         held >= idle + 190,
         "{held} descriptors, idle {idle}: the polls are not held"
     );
     drop(polls);
     let released = Instant::now();
-    while open_fds(server.pid()) > idle + 10 && released.elapsed() < PROMPT {
+    while crate::process::open_fds(server.pid()) > idle + 10 && released.elapsed() < PROMPT {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let left = open_fds(server.pid());
+    let left = crate::process::open_fds(server.pid());
     assert!(
         left <= idle + 10,
         "{left} descriptors open {:?} after the clients left (idle: {idle})",

@@ -13,6 +13,7 @@ mod groups;
 mod longpoll;
 mod metrics;
 mod openapi;
+mod overload;
 mod pages;
 mod protocol;
 mod publish_fetch;

@@ -13,15 +13,16 @@ pub(super) async fn run(connection: &mut Connection, op: AuthOp) -> Result<(), C
         Ok(req) => req,
         Err(err) => return answer(connection, None, None, Err(err)),
     };
-    let caller = match Caller::authenticate(connection.gateway.clone(), Some(&op.token)) {
-        Ok(caller) => caller,
-        Err(err) if connection.caller.is_none() => {
-            // Still unauthenticated: a bad first token ends the connection.
-            let _ = answer(connection, req, None, Err(err));
-            return Err(Closing::with(UNAUTHORIZED, "invalid token"));
-        }
-        Err(err) => return answer(connection, req, None, Err(err)),
-    };
+    let caller =
+        match Caller::authenticate(connection.gateway.clone(), Some(&op.token), connection.peer) {
+            Ok(caller) => caller,
+            Err(err) if connection.caller.is_none() => {
+                // Still unauthenticated: a bad first token ends the connection.
+                let _ = answer(connection, req, None, Err(err));
+                return Err(Closing::with(UNAUTHORIZED, "invalid token"));
+            }
+            Err(err) => return answer(connection, req, None, Err(err)),
+        };
     let exp = caller.expires_at().unwrap_or(u64::MAX);
     connection.caller = Some(caller);
     let ended: Vec<String> = connection

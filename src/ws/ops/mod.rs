@@ -29,6 +29,16 @@ pub(super) async fn dispatch(connection: &mut Connection, text: &str) -> Result<
             return connection.outbox.send(&error_message(req, None, &refusal));
         }
     };
+    if let Some(caller) = &connection.caller
+        && let Err(refusal) = caller.charge_request()
+    {
+        let req = checked_req(message.req().cloned()).unwrap_or(None);
+        return connection.outbox.send(&error_message(
+            req,
+            message.sub().map(str::to_owned),
+            &refusal,
+        ));
+    }
     match message {
         ClientMessage::Auth(op) => auth::run(connection, op).await,
         ClientMessage::Subscribe(op) => subscribe::run(connection, op).await,

@@ -390,15 +390,6 @@ async fn shutdown_closes_sockets_with_1001() {
     stopping.await.expect("stopped");
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_with_4008_and_stalls_nobody() {
     const SLOW_CONSUMER_MS: u64 = 1000;
@@ -419,6 +410,10 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_stalls_nobody() {
                 "16384",
                 "--push-cache-bytes",
                 "8388608",
+                // Long enough for the client to come back and read its close (the release
+                // of a socket that is never read again is `overload`'s test).
+                "--ws-close-timeout-ms",
+                "120000",
             ],
         ),
         "warn",
@@ -467,21 +462,21 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_stalls_nobody() {
         }
         count
     }
-    let rss_start = rss_kib(server.pid());
+    let rss_start = crate::process::rss_kib(server.pid());
     let ((), fast_count, slow_count) =
         tokio::join!(publish(0), read_all(&mut fast), read_all(&mut slow));
     assert_eq!(
         (fast_count, slow_count),
         (REQUESTS * PER_REQUEST, REQUESTS * PER_REQUEST)
     );
-    let rss_phase1 = rss_kib(server.pid());
+    let rss_phase1 = crate::process::rss_kib(server.pid());
     let ((), delivered) = tokio::join!(publish(1), read_all(&mut fast));
     assert_eq!(
         delivered,
         REQUESTS * PER_REQUEST,
         "the reading subscriber saw everything"
     );
-    let rss_phase2 = rss_kib(server.pid());
+    let rss_phase2 = crate::process::rss_kib(server.pid());
     let (baseline, with_slow) = (
         rss_phase1.saturating_sub(rss_start),
         rss_phase2.saturating_sub(rss_phase1),

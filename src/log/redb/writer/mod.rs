@@ -52,9 +52,9 @@ pub(super) use topics::{TopicAdmin, TopicChange};
 
 use super::Fsync;
 use super::catalog::{Catalog, PartitionEntry, TopicEntry};
+use super::codec::BatchBuilder;
 use super::error;
 use super::space::Space;
-use super::codec::BatchBuilder;
 use super::store::{
     self, BATCHES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, OFFSETS, PARTITION_BYTES, PARTITIONS, TOPICS,
 };
@@ -512,7 +512,9 @@ impl Writer {
     fn commit_group(&mut self, group: Vec<Box<dyn Change>>) {
         let refusal = match self.health.failure() {
             Some(reason) => Some(LogError::Unavailable(reason.to_owned())),
-            None if self.db.is_none() && !self.recover() => Some(LogError::Unavailable(REOPENING.into())),
+            None if self.db.is_none() && !self.recover() => {
+                Some(LogError::Unavailable(REOPENING.into()))
+            }
             None => None,
         };
         if let Some(refusal) = refusal {
@@ -690,7 +692,12 @@ impl Writer {
     /// handle must be let go of first: the slot is emptied, and reads still running get
     /// a moment to end (a handle still held is kept, to try again next time).
     fn recover(&mut self) -> bool {
-        let taken = self.storage.slot.write().unwrap_or_else(|e| e.into_inner()).take();
+        let taken = self
+            .storage
+            .slot
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let mut old = self.failed_db.take().or(self.db.take()).or(taken);
         for _ in 0..RECOVERY_DRAIN_ATTEMPTS {
             match old.map(Arc::try_unwrap) {
@@ -715,8 +722,10 @@ impl Writer {
                 return false;
             }
             Err(panic) => {
-                self.health
-                    .fail(DAMAGED, &format!("redb panicked opening the database again: {panic}"));
+                self.health.fail(
+                    DAMAGED,
+                    &format!("redb panicked opening the database again: {panic}"),
+                );
                 return false;
             }
         };
@@ -733,8 +742,10 @@ impl Writer {
                 false
             }
             Err(panic) => {
-                self.health
-                    .fail(DAMAGED, &format!("redb panicked reloading the database: {panic}"));
+                self.health.fail(
+                    DAMAGED,
+                    &format!("redb panicked reloading the database: {panic}"),
+                );
                 false
             }
         }
