@@ -30,7 +30,7 @@ use tracing_actix_web::TracingLogger;
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
 
-use openapi::{ApiDoc, BearerAuth, BodyErrors, Constraints};
+use openapi::{ApiDoc, BearerAuth, BodyErrors, Constraints, OverloadAnswers};
 pub use server::{ServerSettings, serve};
 
 use crate::cluster::ClusterCoordinator;
@@ -61,6 +61,9 @@ pub fn app(
     let fill_routes = routes.clone();
     let cors = cors(gateway.allowed_origins.clone());
     let bearer = BearerAuth {
+        metrics_public: gateway.metrics_public(),
+    };
+    let overload = OverloadAnswers {
         metrics_public: gateway.metrics_public(),
     };
     let request_metrics = gateway.metrics.clone();
@@ -99,6 +102,7 @@ pub fn app(
             // utoipa-actix-web adds the paths.
             bearer.modify(&mut api);
             BodyErrors.modify(&mut api);
+            overload.modify(&mut api);
             constraints.modify(&mut api);
             let _ = fill_routes.set(connection::RouteTable::from_openapi(&api));
             json_document("/openapi.json", api)

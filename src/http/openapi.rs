@@ -113,6 +113,111 @@ impl Modify for BodyErrors {
     }
 }
 
+/// The answers of the overload limits (SPEC "Overload, quotas and faults"), each where it
+/// can come: 503 `too_many_connections` on every operation, 429 `rate_limited` on every
+/// one behind a token, `too_many_groups` where a group can be created, and 507 on publish.
+/// An answer an operation words already gets these appended.
+pub struct OverloadAnswers {
+    pub metrics_public: bool,
+}
+
+impl Modify for OverloadAnswers {
+    fn modify(&self, api: &mut Document) {
+        for (path, item) in api.paths.paths.iter_mut() {
+            let guarded = !(OPEN_PATHS.contains(&path.as_str())
+                || (self.metrics_public && path == "/metrics"));
+            let creates_groups = path.starts_with("/v1/groups/{group}/");
+            let publishes = path == "/v1/topics/{topic}/records";
+            let operations = [
+                (&mut item.get, false),
+                (&mut item.post, true),
+                (&mut item.put, false),
+                (&mut item.patch, false),
+                (&mut item.delete, false),
+            ];
+            for (operation, is_post) in operations {
+                let Some(operation) = operation else { continue };
+                let responses = &mut operation.responses.responses;
+                add_answer(
+                    responses,
+                    "503",
+                    "past --max-connections: `too_many_connections`, retry after `Retry-After` seconds",
+                    true,
+                );
+                if guarded {
+                    add_answer(
+                        responses,
+                        "429",
+                        "over --quota-requests-per-sec (on publishes also --quota-publish-bytes-per-sec) for the token's subject: `rate_limited`, retry after `Retry-After` seconds (`retry_after_ms` in the error); nothing was applied",
+                        true,
+                    );
+                }
+                if creates_groups && is_post {
+                    add_answer(
+                        responses,
+                        "429",
+                        "a group that would be one more than --max-groups: `too_many_groups`",
+                        false,
+                    );
+                }
+                if publishes && is_post {
+                    add_answer(
+                        responses,
+                        "507",
+                        "no room to store the records (the data directory's disk is below --min-free-bytes or full; a broker out of room on Kafka): `insufficient_storage`; nothing was appended",
+                        false,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Adds `text` to the answer for `status`, creating it (with a `Retry-After` header when
+/// `retry_after`) if the operation has none.
+fn add_answer(
+    responses: &mut std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>>,
+    status: &str,
+    text: &str,
+    retry_after: bool,
+) {
+    use utoipa::openapi::HeaderBuilder;
+    use utoipa::openapi::schema::ObjectBuilder;
+    let entry = responses
+        .entry(status.into())
+        .or_insert_with(|| error_response(""));
+    let RefOr::T(response) = entry else {
+        return;
+    };
+    response.description = match response.description.trim_end_matches('.') {
+        "" => capitalized(text),
+        existing => format!("{existing}; or {text}"),
+    };
+    if retry_after && !response.headers.contains_key("Retry-After") {
+        response.headers.insert(
+            "Retry-After".into(),
+            RefOr::T(
+                HeaderBuilder::new()
+                    .schema(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .minimum(Some(1)),
+                    ))
+                    .description(Some("Whole seconds to wait before retrying"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// An answer with the SPEC's error body.
 fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
     use utoipa::openapi::{Content, Ref, ResponseBuilder};

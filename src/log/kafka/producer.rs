@@ -747,6 +747,11 @@ fn produce_error(topic: &TopicName, err: &KafkaError) -> LogError {
                 "the cluster refused a record of topic '{topic}' as too large (its max.message.bytes)"
             ))
         }
+        // What a broker answers when its log directory fails, a full disk most often: the
+        // SPEC's 507, as on the embedded store; it passes once the broker has room again.
+        Some(RDKafkaErrorCode::KafkaStorageError) => LogError::StorageFull(format!(
+            "a broker of the Kafka cluster could not store records of topic '{topic}' (KAFKA_STORAGE_ERROR: its log directory failed, usually for lack of space)"
+        )),
         _ => unavailable("publishing", err),
     }
 }
@@ -810,4 +815,24 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_out_of_room_is_a_full_disk_and_a_lost_broker_is_unavailable() {
+        let topic = TopicName::parse("t").unwrap();
+        let full = KafkaError::MessageProduction(RDKafkaErrorCode::KafkaStorageError);
+        assert!(matches!(
+            produce_error(&topic, &full),
+            LogError::StorageFull(_)
+        ));
+        let down = KafkaError::MessageProduction(RDKafkaErrorCode::AllBrokersDown);
+        assert!(matches!(
+            produce_error(&topic, &down),
+            LogError::ClusterUnavailable(_)
+        ));
+    }
 }
