@@ -30,6 +30,8 @@ mod cluster;
 pub mod config;
 mod echo;
 mod export;
+#[doc(hidden)]
+pub mod fuzz;
 mod gateway;
 mod groups;
 mod http;

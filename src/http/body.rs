@@ -134,34 +134,61 @@ async fn collect(
     encoding: Encoding,
     limit: usize,
 ) -> Result<Vec<u8>, GatewayError> {
-    let mut gzip = (encoding == Encoding::Gzip)
-        .then(|| flate2::write::GzDecoder::new(Bounded(Vec::new(), limit)));
-    let mut body = Vec::new();
+    let mut body = BodyDecoder::new(encoding == Encoding::Gzip, limit);
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|err| match err {
             actix_web::error::PayloadError::Overflow => too_large(limit),
             err => GatewayError::new(ErrorCode::InvalidBody, format!("reading body: {err}")),
         })?;
-        match &mut gzip {
-            Some(decoder) => decoder
-                .write_all(&chunk)
-                .map_err(|err| gzip_error(err, limit))?,
-            None if body.len() + chunk.len() > limit => return Err(too_large(limit)),
-            None => body.extend_from_slice(&chunk),
+        body.feed(&chunk)?;
+    }
+    body.finish()
+}
+
+/// A body as it arrives, decompressed when it is gzip, never past its limit (fuzzed by
+/// `crate::fuzz`).
+pub struct BodyDecoder {
+    gzip: Option<flate2::write::GzDecoder<Bounded>>,
+    body: Vec<u8>,
+    limit: usize,
+}
+
+impl BodyDecoder {
+    pub fn new(gzip: bool, limit: usize) -> BodyDecoder {
+        BodyDecoder {
+            gzip: gzip.then(|| flate2::write::GzDecoder::new(Bounded(Vec::new(), limit))),
+            body: Vec::new(),
+            limit,
         }
     }
-    match gzip {
-        Some(decoder) => decoder
-            .finish()
-            .map(|bounded| bounded.0)
-            .map_err(|err| gzip_error(err, limit)),
-        None => Ok(body),
+
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), GatewayError> {
+        match &mut self.gzip {
+            Some(decoder) => decoder
+                .write_all(chunk)
+                .map_err(|err| gzip_error(err, self.limit)),
+            None if self.body.len() + chunk.len() > self.limit => Err(too_large(self.limit)),
+            None => {
+                self.body.extend_from_slice(chunk);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn finish(self) -> Result<Vec<u8>, GatewayError> {
+        match self.gzip {
+            Some(decoder) => decoder
+                .finish()
+                .map(|bounded| bounded.0)
+                .map_err(|err| gzip_error(err, self.limit)),
+            None => Ok(self.body),
+        }
     }
 }
 
 /// A writer that refuses to hold more than its limit, so a small compressed body cannot
 /// expand into unbounded memory.
-struct Bounded(Vec<u8>, usize);
+pub struct Bounded(Vec<u8>, usize);
 
 impl Write for Bounded {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -32,6 +32,9 @@ use utoipa_actix_web::AppExt;
 
 use openapi::{ApiDoc, BearerAuth, BodyErrors, Constraints, OverloadAnswers};
 pub use server::{ServerSettings, serve};
+// What `crate::fuzz` drives without a server.
+pub(crate) use body::{BodyDecoder, BodyFormat};
+pub(crate) use records::parse_records;
 
 use crate::cluster::ClusterCoordinator;
 use crate::gateway::{Gateway, GatewayError};

@@ -101,7 +101,7 @@ pub async fn publish(
 }
 
 /// How a body names its records in errors: `records[3]` in JSON, `line 4` in NDJSON.
-enum RecordLabels {
+pub(crate) enum RecordLabels {
     Json,
     /// The line of each record (blank lines hold none).
     Lines(Vec<usize>),
@@ -119,7 +119,7 @@ impl RecordLabels {
 }
 
 /// Parses a publish body: `{"records": [...]}` as JSON, or one record per NDJSON line.
-fn parse_records(
+pub(crate) fn parse_records(
     format: BodyFormat,
     body: &[u8],
 ) -> Result<(Vec<NewRecord>, RecordLabels), GatewayError> {

@@ -124,10 +124,7 @@ pub fn accept(
         .map_err(|_| HandshakeError::NoWebsocketUpgrade)?;
     let reader = Reader {
         payload,
-        buf: BytesMut::new(),
-        codec: Codec::new().max_size(max_message_bytes),
-        fragments: None,
-        max_message_bytes,
+        frames: FrameDecoder::new(max_message_bytes),
     };
     let writer = Writer {
         sender,
@@ -235,6 +232,27 @@ impl Stream for OutgoingFrames {
 /// The session's receiving side.
 pub struct Reader {
     payload: web::Payload,
+    frames: FrameDecoder,
+}
+
+impl Reader {
+    /// The next message; `None` once the client is gone.
+    pub async fn next(&mut self) -> Option<Result<Incoming, ReadError>> {
+        loop {
+            if let Some(message) = self.frames.next_message() {
+                return Some(message);
+            }
+            match self.payload.next().await {
+                Some(Ok(bytes)) => self.frames.feed(&bytes),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+/// Messages out of the bytes a client sent: frames decoded, fragments joined, limits
+/// applied. Fed by the [`Reader`] (and by the fuzzer, `crate::fuzz`).
+pub struct FrameDecoder {
     buf: BytesMut,
     codec: Codec,
     /// A fragmented message being joined: whether it is text, and its bytes so far.
@@ -242,9 +260,22 @@ pub struct Reader {
     max_message_bytes: usize,
 }
 
-impl Reader {
-    /// The next message; `None` once the client is gone.
-    pub async fn next(&mut self) -> Option<Result<Incoming, ReadError>> {
+impl FrameDecoder {
+    pub fn new(max_message_bytes: usize) -> FrameDecoder {
+        FrameDecoder {
+            buf: BytesMut::new(),
+            codec: Codec::new().max_size(max_message_bytes),
+            fragments: None,
+            max_message_bytes,
+        }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next message in what was fed; `None` until more bytes come.
+    pub fn next_message(&mut self) -> Option<Result<Incoming, ReadError>> {
         loop {
             match self.codec.decode(&mut self.buf) {
                 Ok(Some(frame)) => match self.on_frame(frame) {
@@ -252,13 +283,9 @@ impl Reader {
                     Ok(None) => continue,
                     Err(err) => return Some(Err(err)),
                 },
-                Ok(None) => {}
+                Ok(None) => return None,
                 Err(ProtocolError::Overflow) => return Some(Err(ReadError::TooBig)),
                 Err(_) => return Some(Err(ReadError::Protocol)),
-            }
-            match self.payload.next().await {
-                Some(Ok(bytes)) => self.buf.extend_from_slice(&bytes),
-                Some(Err(_)) | None => return None,
             }
         }
     }

@@ -26,7 +26,7 @@
 //! invalid or expired, 4008 slow consumer.
 
 pub mod asyncapi;
-mod frames;
+pub(crate) mod frames;
 mod ops;
 mod outbox;
 pub mod protocol;

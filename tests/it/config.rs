@@ -68,6 +68,18 @@ fn bad_flags_and_env_fail_with_one_line() {
             &[],
             "/nonexistent/jwks.json",
         ),
+        // More than any open-file limit holds.
+        (
+            &["--max-connections", "1000000000000"],
+            &[],
+            "--max-connections 1000000000000 needs an open-file limit",
+        ),
+        (&["--max-connections", "0"], &[], "--max-connections"),
+        (
+            &[],
+            &[("TIDEGATE_QUOTA_REQUESTS_PER_SEC", "many")],
+            "--quota-requests-per-sec",
+        ),
     ];
     for (args, env, mentions) in cases {
         let line = start_fails(args, env);

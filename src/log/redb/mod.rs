@@ -21,7 +21,7 @@
 
 mod catalog;
 mod check;
-mod codec;
+pub(crate) mod codec;
 mod error;
 mod space;
 mod store;
