@@ -31,3 +31,17 @@ bench:
 bench-push:
     cargo build --release --bins
     ./target/release/tidegate-bench push
+
+# Every fuzz target for 10 minutes (nightly and cargo-fuzz); RELIABILITY.md has the figures
+fuzz:
+    scripts/fuzz
+
+# 1000 kill -9 cycles under load, every acknowledged record and commit checked after each
+crash-loop:
+    cargo build --release
+    scripts/crash-loop --cycles 1000
+
+# 30 minutes of mixed load, memory and descriptors sampled (docs/soak.png)
+soak:
+    cargo build --release
+    scripts/soak --minutes 30 --png docs/soak.png

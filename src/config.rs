@@ -435,9 +435,11 @@ pub struct PushLimits {
 #[derive(Clone, Copy, Debug, Args)]
 pub struct OverloadLimits {
     /// Most open client connections (HTTP, WebSocket and SSE together); one more is
-    /// answered 503 `too_many_connections` and closed. The open-file limit must hold them.
-    #[arg(long, env = "TIDEGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
-    pub max_connections: usize,
+    /// answered 503 `too_many_connections` and closed. The open-file limit must hold them:
+    /// a cap it cannot hold is refused at start. Unset: 10 000, or what the limit holds
+    /// if that is less (with a warning).
+    #[arg(long, env = "TIDEGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 
     /// Time a connection has to send a complete request head, in milliseconds, counted
     /// from its opening or from the end of its previous answer; then it is closed.
@@ -630,7 +632,10 @@ impl Config {
             ("--ws-slow-consumer-ms", push.ws_slow_consumer_ms),
             ("--sse-heartbeat-ms", push.sse_heartbeat_ms),
             ("--ws-close-timeout-ms", push.ws_close_timeout_ms),
-            ("--max-connections", self.overload.max_connections as u64),
+            (
+                "--max-connections",
+                self.overload.max_connections.unwrap_or(1) as u64,
+            ),
             ("--header-timeout-ms", self.overload.header_timeout_ms),
             ("--max-groups", groups.max_groups as u64),
         ] {

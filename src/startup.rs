@@ -56,7 +56,7 @@ impl Application {
     /// runtime.
     pub fn build(config: &Config) -> Result<Application, StartupError> {
         config.validate().map_err(StartupError::Config)?;
-        raise_open_file_limit(config.overload.max_connections)?;
+        let max_connections = raise_open_file_limit(config.overload.max_connections)?;
         let auth = auth_setup::setup(&config.auth, &config.data_dir)?;
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(
@@ -137,7 +137,7 @@ impl Application {
         let settings = http::ServerSettings {
             workers: config.workers,
             shutdown_timeout_secs: config.shutdown_timeout_secs,
-            max_connections: config.overload.max_connections,
+            max_connections,
             header_timeout: Duration::from_millis(config.overload.header_timeout_ms),
             close_timeout: Duration::from_millis(config.push.ws_close_timeout_ms),
         };
@@ -247,19 +247,31 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartupError> {
 /// output, the Kafka client's sockets, the replicas' calls to each other, epoll, timers.
 const RESERVED_FILES: u64 = 256;
 
-/// Raises the soft open-file limit as far as the hard limit allows, and refuses a
-/// `--max-connections` that the limit cannot hold (the accept loop would fail instead).
-fn raise_open_file_limit(max_connections: usize) -> Result<(), StartupError> {
-    let needed = (max_connections as u64).saturating_add(RESERVED_FILES);
+/// Connections when `--max-connections` is not given, if the open-file limit holds them.
+const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+
+/// Raises the soft open-file limit as far as the hard limit allows, and returns the
+/// connection cap: the one asked for, refused when the limit cannot hold it (the accept
+/// loop would fail instead); unasked, the default, or what the limit holds if less.
+fn raise_open_file_limit(asked: Option<usize>) -> Result<usize, StartupError> {
     let limit = rlimit::increase_nofile_limit(u64::MAX).map_err(|err| {
         StartupError::Config(format!("cannot read or raise the open-file limit: {err}"))
     })?;
-    if limit < needed {
-        return Err(StartupError::Config(format!(
-            "--max-connections {max_connections} needs an open-file limit of {needed} ({RESERVED_FILES} kept for the server), and the hard limit allows {limit}: lower --max-connections or raise the limit (ulimit -n, LimitNOFILE=)"
-        )));
+    let holds = limit.saturating_sub(RESERVED_FILES);
+    match asked {
+        Some(max) if max as u64 > holds => Err(StartupError::Config(format!(
+            "--max-connections {max} needs an open-file limit of {} ({RESERVED_FILES} kept for the server), and the hard limit allows {limit}: lower --max-connections or raise the limit (ulimit -n, LimitNOFILE=)",
+            (max as u64).saturating_add(RESERVED_FILES)
+        ))),
+        Some(max) => Ok(max),
+        None if holds < DEFAULT_MAX_CONNECTIONS => {
+            tracing::warn!(
+                "the open-file limit ({limit}) holds {holds} connections, fewer than the default {DEFAULT_MAX_CONNECTIONS}: at most {holds} (raise the limit, or set --max-connections)"
+            );
+            Ok(usize::try_from(holds).unwrap_or(usize::MAX))
+        }
+        None => Ok(DEFAULT_MAX_CONNECTIONS as usize),
     }
-    Ok(())
 }
 
 /// actix-web's own default backlog.

@@ -50,20 +50,28 @@ fn authenticate(request: &HttpRequest) -> Result<Caller, GatewayError> {
     Ok(caller)
 }
 
+/// The token of `Authorization: Bearer`; `None` when the request has no such header.
+pub fn header_token(request: &HttpRequest) -> Result<Option<&str>, GatewayError> {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| {
+        GatewayError::Unauthorized(AuthError::invalid("Authorization header is not ASCII"))
+    })?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(GatewayError::Unauthorized(AuthError::invalid(
+            "Authorization must be `Bearer <jwt>`",
+        )));
+    }
+    Ok(Some(token.trim()))
+}
+
 /// The token from `Authorization: Bearer`, else from `?access_token=`; `None` when the
 /// request carries neither.
 fn bearer_token(request: &HttpRequest) -> Result<Option<String>, GatewayError> {
-    if let Some(value) = request.headers().get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| {
-            GatewayError::Unauthorized(AuthError::invalid("Authorization header is not ASCII"))
-        })?;
-        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(GatewayError::Unauthorized(AuthError::invalid(
-                "Authorization must be `Bearer <jwt>`",
-            )));
-        }
-        return Ok(Some(token.trim().to_owned()));
+    if let Some(token) = header_token(request)? {
+        return Ok(Some(token.to_owned()));
     }
     // Parsed as pairs, not into a struct: a repeated `access_token` must be refused, not
     // resolved by whichever copy a parser happens to keep.

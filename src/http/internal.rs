@@ -3,7 +3,6 @@
 //! caller's token and scopes were checked where the request entered, so this route takes
 //! the replicas' shared secret instead.
 
-use actix_web::http::header::AUTHORIZATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::cluster::wire::Call;
@@ -33,11 +32,8 @@ async fn call(
     cluster: web::Data<ClusterCoordinator>,
     body: web::Bytes,
 ) -> Result<HttpResponse, GatewayError> {
-    let presented = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+    // The header only: a secret in a URL would end up in access logs.
+    let presented = super::extract::header_token(&request).ok().flatten();
     if !presented.is_some_and(|secret| cluster.authorized(secret)) {
         return Err(GatewayError::new(
             ErrorCode::InvalidToken,

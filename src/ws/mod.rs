@@ -18,7 +18,9 @@
 //! produce frames only while the queue is under budget, from their own positions, out of
 //! the shared cache of encoded records: a slow client lags, it does not make the server
 //! buffer. A client whose queue stays full for `--ws-slow-consumer-ms` is closed with 4008
-//! "slow consumer"; nobody else waits for it.
+//! "slow consumer"; nobody else waits for it. Whatever the reason of a close the server
+//! starts, the client has `--ws-close-timeout-ms` to take it; then its socket is dropped
+//! (`http::server`), read or not.
 //!
 //! # Close codes
 //! 1000 normal, 1001 server shutting down, 1002 a frame that breaks RFC 6455, 1007 text
