@@ -153,8 +153,11 @@ pub fn jwt(data: &[u8]) {
     }
 }
 
+/// One fuzz target: it may reject its input, never panic or hang on it.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, as the corpora's directories are named.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("websocket_frames", websocket_frames),
     ("websocket_message", websocket_message),
     ("publish_body", publish_body),
