@@ -141,19 +141,7 @@ async fn idle_and_slowloris_connections_are_cut_at_the_header_timeout_while_heal
     }
     let elapsed = started.elapsed();
     assert!(elapsed >= TIMEOUT, "{elapsed:?}");
-    let metrics = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let cut = metrics
-        .lines()
-        .find(|line| line.starts_with(r#"tidegate_connections_cut_total{reason="header"}"#))
-        .and_then(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-        .expect("the header cut counter");
+    let cut = counter(&app, r#"tidegate_connections_cut_total{reason="header"}"#).await;
     assert!(cut >= 3, "{cut} connections cut at the header timeout");
 }
 
@@ -181,6 +169,8 @@ async fn websockets_closed_by_the_server_give_back_their_sockets_even_if_never_r
         "warn",
     );
     let client = reqwest::Client::new();
+    // Created through `client`, whose pooled connection then stays open (counted once
+    // in `before`), unlike one that would be closing while the sockets are counted.
     let created = client
         .post(server.url("/v1/topics"))
         .json(&json!({"name": "t", "partitions": 1}))
@@ -230,14 +220,7 @@ async fn websockets_closed_by_the_server_give_back_their_sockets_even_if_never_r
         now_open <= before,
         "{before} descriptors before, {opened} with {CLIENTS} stalled WebSockets, {now_open} after they were closed"
     );
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(&format!(
             "tidegate_websocket_slow_consumer_closes_total {CLIENTS}"
@@ -251,8 +234,9 @@ async fn websockets_closed_by_the_server_give_back_their_sockets_even_if_never_r
     drop(clients);
 }
 
-/// `tidegate_rate_limited_total{quota}` as the server reports it.
-async fn rate_limited(app: &TestApp, quota: &str) -> u64 {
+/// The value of the counter `series` (name and labels) as the server reports it; 0 before
+/// its first count.
+async fn counter(app: &TestApp, series: &str) -> u64 {
     let metrics = app
         .get("/metrics")
         .send()
@@ -263,13 +247,17 @@ async fn rate_limited(app: &TestApp, quota: &str) -> u64 {
         .unwrap();
     metrics
         .lines()
-        .find(|line| {
-            line.starts_with(&format!(
-                r#"tidegate_rate_limited_total{{quota="{quota}"}}"#
-            ))
-        })
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0)
+}
+
+/// `tidegate_rate_limited_total{quota}`.
+async fn rate_limited(app: &TestApp, quota: &str) -> u64 {
+    counter(
+        app,
+        &format!(r#"tidegate_rate_limited_total{{quota="{quota}"}}"#),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -439,13 +427,7 @@ async fn two_thousand_idle_subscribed_websockets_cost_under_40_kib_each() {
     let data = dir.path().to_str().expect("utf-8");
     let server = Process::spawn(&open_server_args(data, &[]), "warn");
     let client = reqwest::Client::new();
-    let created = client
-        .post(server.url("/v1/topics"))
-        .json(&json!({"name": "idle", "partitions": 4}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    server.create_topic("idle", 4).await;
     // Warm-up: the first sockets pay for buffers every later one reuses.
     let mut sockets = Vec::new();
     for _ in 0..100 {
@@ -611,13 +593,7 @@ async fn below_min_free_bytes_publishes_are_507_reads_go_on_and_publishing_resum
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["error"]["code"], "storage_full", "{body}");
     // Topics and reads go on; publishes are refused whole.
-    let created = client
-        .post(server.url("/v1/topics"))
-        .json(&json!({"name": "t", "partitions": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    server.create_topic("t", 1).await;
     let refused = publish_padded(&client, &server, 0).await;
     assert_eq!(refused.status(), 507);
     let body: Value = refused.json().await.unwrap();
@@ -660,13 +636,7 @@ async fn a_disk_that_fills_up_answers_507_loses_nothing_acknowledged_and_recover
     let args = open_server_args(&data, &["--min-free-bytes", "0"]);
     let server = Process::spawn(&args, "warn");
     let client = reqwest::Client::new();
-    let created = client
-        .post(server.url("/v1/topics"))
-        .json(&json!({"name": "t", "partitions": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    server.create_topic("t", 1).await;
     let mut acknowledged = Vec::new();
     let mut refusals = 0;
     for n in 0..400 {

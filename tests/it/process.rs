@@ -189,6 +189,27 @@ impl Process {
         format!("{}{}", self.base_url, path)
     }
 
+    /// Creates topic `name` with `partitions` (on a server without auth).
+    pub async fn create_topic(&self, name: &str, partitions: u32) {
+        let created = reqwest::Client::new()
+            .post(self.url("/v1/topics"))
+            .json(&serde_json::json!({"name": name, "partitions": partitions}))
+            .send()
+            .await
+            .expect("create topic");
+        assert_eq!(created.status(), 201, "creating {name}");
+    }
+
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// The process id, to read `/proc/<pid>/…`.
     pub fn pid(&self) -> u32 {
         self.child.id()

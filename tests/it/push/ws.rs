@@ -419,13 +419,7 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_stalls_nobody() {
         "warn",
     );
     let client = reqwest::Client::new();
-    let created = client
-        .post(server.url("/v1/topics"))
-        .json(&json!({"name": "t", "partitions": 2}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    server.create_topic("t", 2).await;
     let mut slow = Ws::open_with_receive_buffer(&server.base_url, 256 * 1024).await;
     slow.subscribe(json!({"topic": "t"})).await;
     let mut fast = Ws::open(&server.base_url, "", None, None)
