@@ -141,8 +141,13 @@ async fn idle_and_slowloris_connections_are_cut_at_the_header_timeout_while_heal
     }
     let elapsed = started.elapsed();
     assert!(elapsed >= TIMEOUT, "{elapsed:?}");
-    let cut = counter(&app, r#"tidegate_connections_cut_total{reason="header"}"#).await;
-    assert!(cut >= 3, "{cut} connections cut at the header timeout");
+    let scrape = crate::metrics::scrape(&app).await;
+    let cut = crate::metrics::value(
+        &scrape,
+        "tidegate_connections_cut_total",
+        &[("reason", "header")],
+    );
+    assert!(cut >= 3.0, "{cut} connections cut at the header timeout");
 }
 
 #[tokio::test]
@@ -234,30 +239,10 @@ async fn websockets_closed_by_the_server_give_back_their_sockets_even_if_never_r
     drop(clients);
 }
 
-/// The value of the counter `series` (name and labels) as the server reports it; 0 before
-/// its first count.
-async fn counter(app: &TestApp, series: &str) -> u64 {
-    let metrics = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// `tidegate_rate_limited_total{quota}`.
-async fn rate_limited(app: &TestApp, quota: &str) -> u64 {
-    counter(
-        app,
-        &format!(r#"tidegate_rate_limited_total{{quota="{quota}"}}"#),
-    )
-    .await
+async fn rate_limited(app: &TestApp, quota: &str) -> f64 {
+    let scrape = crate::metrics::scrape(app).await;
+    crate::metrics::value(&scrape, "tidegate_rate_limited_total", &[("quota", quota)])
 }
 
 #[tokio::test]
@@ -331,7 +316,7 @@ async fn the_request_quota_counts_per_principal_over_http_and_websocket() {
         .collect();
     assert!(!values.contains(&json!(refused_req)), "{values:?}");
     assert_eq!(values.last(), Some(&json!("after")));
-    assert!(rate_limited(&app, "requests").await >= 2);
+    assert!(rate_limited(&app, "requests").await >= 2.0);
 }
 
 #[tokio::test]
@@ -375,7 +360,7 @@ async fn the_publish_byte_quota_refuses_whole_requests_and_says_when_to_retry() 
         .await
         .unwrap();
     assert_eq!(other.status(), 200);
-    assert!(rate_limited(&app, "publish_bytes").await >= 1);
+    assert!(rate_limited(&app, "publish_bytes").await >= 1.0);
 }
 
 #[tokio::test]
