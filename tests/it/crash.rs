@@ -31,6 +31,10 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, "always")
+    }
+
+    fn start_with(data_dir: &Path, fsync: &str) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tidegate"));
         command
             .args([
@@ -39,7 +43,7 @@ impl Server {
                 "--listen",
                 "127.0.0.1:0",
                 "--fsync",
-                "always",
+                fsync,
             ])
             .arg("--data-dir")
             .arg(data_dir)
@@ -557,5 +561,87 @@ async fn kill_9_while_publishing_loses_no_acknowledged_record() {
     assert!(
         retried <= CYCLES * CLIENTS,
         "{retried} requests in flight at {CYCLES} kills"
+    );
+}
+
+/// `--fsync never` syncs every megabyte of records or once a second, behind the writer:
+/// after a kill -9 the log is a prefix of what was acknowledged, whole requests only, and
+/// holds at least everything acknowledged before the last idle second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_fsync_never_keeps_a_whole_prefix_with_everything_synced() {
+    const BATCHES: usize = 40;
+    const RECORDS: usize = 100;
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("http client");
+    let mut server = Server::start_with(data_dir.path(), "never");
+    let response = http
+        .post(server.url("/v1/topics"))
+        .json(&json!({"name": TOPIC, "partitions": 1}))
+        .send()
+        .await
+        .expect("create topic");
+    assert_eq!(response.status(), 201);
+    // 1 KiB values: 4 MiB in all, so syncs start on the size as well as on time.
+    let padding = "x".repeat(1000);
+    let publish = |batch: usize| {
+        let records: Vec<Value> = (0..RECORDS)
+            .map(|i| json!({"value": {"n": batch * RECORDS + i, "pad": padding}}))
+            .collect();
+        http.post(server.url(&format!("/v1/topics/{TOPIC}/records")))
+            .json(&json!({"records": records}))
+            .send()
+    };
+    let mut acked = 0;
+    for batch in 0..BATCHES {
+        let response = publish(batch).await.expect("publish");
+        assert_eq!(response.status(), 200, "batch {batch}");
+        acked += RECORDS;
+    }
+    // An idle second makes everything so far durable.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let synced = acked;
+    for batch in BATCHES..BATCHES + 5 {
+        let response = publish(batch).await.expect("publish");
+        assert_eq!(response.status(), 200, "batch {batch}");
+        acked += RECORDS;
+    }
+    server.kill9();
+
+    let server = Server::start_with(data_dir.path(), "never");
+    let mut next = 0u64;
+    loop {
+        let url = server.url(&format!(
+            "/v1/topics/{TOPIC}/partitions/0/records?offset={next}&limit=1000"
+        ));
+        let body: Value = http
+            .get(url)
+            .send()
+            .await
+            .expect("fetch")
+            .json()
+            .await
+            .expect("fetch body");
+        let page = body["records"].as_array().expect("records");
+        if page.is_empty() {
+            break;
+        }
+        for record in page {
+            assert_eq!(record["offset"], next, "offsets are dense");
+            assert_eq!(record["value"]["n"], next, "records in the order sent");
+            assert_eq!(record["value"]["pad"], padding.as_str(), "value of {next}");
+            next += 1;
+        }
+    }
+    let stored = next as usize;
+    assert!(
+        stored.is_multiple_of(RECORDS),
+        "{stored} records: a request was stored in part"
+    );
+    assert!(
+        (synced..=acked).contains(&stored),
+        "{stored} records after the kill; {synced} were acknowledged before the idle second, {acked} in all"
     );
 }

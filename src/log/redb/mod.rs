@@ -9,6 +9,8 @@
 //! - `catalog`: committed topic state in memory, with a `watch` channel per partition.
 //! - `check`: [`check`], the read-only integrity check behind `tidegate check`.
 //! - `error`: redb's errors as backend-neutral [`Fault`](crate::log::Fault)s.
+//! - `file`: the database file, whose periodic sync under `--fsync never` runs behind the
+//!   writer.
 //! - [`RedbLog`] (here): opening, the trait implementations, and the retention task.
 //!
 //! # Invariants
@@ -23,6 +25,7 @@ mod catalog;
 mod check;
 pub(crate) mod codec;
 mod error;
+mod file;
 mod space;
 mod store;
 mod writer;
@@ -165,7 +168,8 @@ impl RedbLog {
                 dir.display()
             ))
         };
-        let db = match panics::catch(|| Database::open(&path)) {
+        let sync_mode = Arc::new(file::SyncMode::new(options.fsync == Fsync::Never));
+        let db = match panics::catch(|| file::open(&path, &sync_mode)) {
             Ok(Ok(db)) => Arc::new(db),
             Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
                 return Err(OpenError(format!(
@@ -184,6 +188,7 @@ impl RedbLog {
             path: path.clone(),
             slot: slot.clone(),
             space: space.clone(),
+            sync_mode,
         };
         let writer = panics::catch_mut(|| {
             Writer::open(
