@@ -67,6 +67,7 @@
 
 mod nats;
 mod push;
+mod round;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -184,6 +185,9 @@ enum Suite {
     /// Push delivery over WebSocket (fan-out, latency, catch-up, idle memory), with
     /// nats-server as the peer in the same run.
     Push(push::PushArgs),
+    /// The performance round: every figure as a ratio to a reference measured in the same
+    /// run (a bare actix endpoint, fio's fsync rate, nats-server), several runs in a row.
+    Round(round::RoundArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -277,6 +281,7 @@ fn run(args: &Args) -> Result<(), String> {
     warn_if_stale(&server_bin);
     match &args.suite {
         Some(Suite::Push(push)) => push::run(&server_bin, &args.server_args, push),
+        Some(Suite::Round(round)) => round::run(&server_bin, &args.server_args, round),
         None => run_http(args, &server_bin),
     }
 }
@@ -1127,6 +1132,35 @@ impl Server {
         ));
         std::fs::create_dir_all(&data_dir)
             .map_err(|err| format!("creating {}: {err}", data_dir.display()))?;
+        Server::start_with_log(bin, extra_args, fsync, log_filter, data_dir, copy)
+    }
+
+    /// Starts a server on the data of an earlier one (`kill_keeping_data`).
+    fn start_on(
+        bin: &Path,
+        extra_args: &[String],
+        fsync: FsyncMode,
+        log_filter: &str,
+        data_dir: PathBuf,
+    ) -> Result<Server, String> {
+        Server::start_with_log(bin, extra_args, fsync, log_filter, data_dir, None)
+    }
+
+    /// SIGKILL; the data directory is left for `start_on`.
+    fn kill_keeping_data(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::take(&mut self.data_dir)
+    }
+
+    fn start_with_log(
+        bin: &Path,
+        extra_args: &[String],
+        fsync: FsyncMode,
+        log_filter: &str,
+        data_dir: PathBuf,
+        copy: Option<std::fs::File>,
+    ) -> Result<Server, String> {
         let spawned = Command::new(bin)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--auth", "none"])
@@ -1247,7 +1281,10 @@ impl Drop for Server {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        // Empty once `kill_keeping_data` handed the directory on.
+        if !self.data_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 

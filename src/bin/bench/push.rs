@@ -228,7 +228,67 @@ pub fn run(
 }
 
 /// The tidegate executable and the extra arguments of every server.
-type ServerCommand<'a> = (&'a std::path::Path, &'a [String]);
+pub type ServerCommand<'a> = (&'a std::path::Path, &'a [String]);
+
+/// What `tidegate-bench round` takes from push delivery, for one system.
+pub struct StreamFigures {
+    /// Fan-out to one subscriber, deliveries/s.
+    pub fanout_one: f64,
+    /// Publish → delivery latency at `--latency-rate` to `--latency-subscribers`.
+    pub latency_p50: Duration,
+    pub latency_p99: Duration,
+}
+
+/// Fan-out to one subscriber and the latency part with the defaults, for tidegate under
+/// `--fsync never` and for NATS core, one after the other.
+pub async fn round_figures(
+    server_bin: ServerCommand<'_>,
+    nats_bin: &str,
+) -> Result<(StreamFigures, StreamFigures), String> {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        push: PushArgs,
+    }
+    let args = <Defaults as clap::Parser>::try_parse_from([
+        "round",
+        "--parts=fanout,latency",
+        "--subscribers=1",
+        "--fsync=never",
+        &format!("--nats-bin={nats_bin}"),
+    ])
+    .map_err(|err| err.to_string())?
+    .push;
+    let value = record_value(args.value_bytes);
+    let mut report = Report::default();
+    let server = start_tidegate(server_bin, FsyncMode::Never)?;
+    measure_streams(
+        Target::Tidegate(&server, FsyncMode::Never),
+        &args,
+        &value,
+        &mut report,
+    )
+    .await?;
+    server.stop();
+    let nats = NatsServer::start(nats_bin)?;
+    measure_streams(Target::Nats(&nats), &args, &value, &mut report).await?;
+    let figures = |system: System| -> Result<StreamFigures, String> {
+        let fanout = report.fanout.iter().find(|row| row.system == system);
+        let latency = report.latency.iter().find(|row| row.system == system);
+        let (Some(fanout), Some(latency)) = (fanout, latency) else {
+            return Err(format!("{system}: a push part produced no figure"));
+        };
+        Ok(StreamFigures {
+            fanout_one: fanout.deliveries_per_sec(),
+            latency_p50: Duration::from_nanos(percentile(&latency.latencies, 0.50)),
+            latency_p99: Duration::from_nanos(percentile(&latency.latencies, 0.99)),
+        })
+    };
+    Ok((
+        figures(System::Tidegate(FsyncMode::Never))?,
+        figures(System::Nats)?,
+    ))
+}
 
 async fn run_parts(
     server_bin: ServerCommand<'_>,
