@@ -73,7 +73,7 @@ const NON_DURABLE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// synced. The sync itself runs behind the writer (`file`), but the commit that starts it
 /// writes out every page the non-durable ones left in memory, about 1 ms per megabyte of
 /// payload, and every publish waits meanwhile. Measured with 100-record batches from 16
-/// connections (BENCHMARKS.md): 1 MiB kept p99 at 3.6× p50 at full throughput; 8 MiB
+/// connections (BENCHMARKS.md, "Performance round"): 1 MiB kept p99 at 3.6× p50 at full throughput; 8 MiB
 /// gave 8×, and syncing only once a second 5.5× with stalls of 120 ms.
 const NON_DURABLE_FLUSH_BYTES: usize = 1 << 20;
 /// How often a database that failed at I/O is tried again while it cannot be opened.
