@@ -101,22 +101,32 @@ impl RunFigures {
         row.per_sec(row.records)
     }
 
-    /// The publish scenario with the largest p99 / p50.
-    fn worst_tail(&self) -> (f64, String) {
+    /// p99 and p50 of the publish scenario where p99 / p50 is largest.
+    fn worst_tail(&self) -> Parts {
         self.rows
             .iter()
             .filter(|row| matches!(row.scenario.kind, Kind::Publish | Kind::Batch))
             .map(|row| {
-                let p50 = percentile(&row.latencies, 0.50).max(1) as f64;
-                let p99 = percentile(&row.latencies, 0.99) as f64;
-                (
-                    p99 / p50,
-                    format!("{} {}", row.fsync.as_str(), row.scenario),
-                )
+                let ms = |q| percentile(&row.latencies, q) as f64 / 1e6;
+                let unit = format!("ms, {} {}", row.fsync.as_str(), row.scenario);
+                Parts::new(ms(0.99), ms(0.50).max(1e-6), &unit)
             })
-            .fold((0.0, String::new()), |worst, next| {
-                if next.0 > worst.0 { next } else { worst }
+            .fold(Parts::new(0.0, 1.0, "ms"), |worst, next| {
+                if next.ratio() > worst.ratio() {
+                    next
+                } else {
+                    worst
+                }
             })
+    }
+
+    /// Group polls against plain fetch of the same records, records/s.
+    fn group_against_fetch(&self, fsync: FsyncMode) -> Parts {
+        Parts::new(
+            self.records_per_sec(fsync, Kind::Group, 4),
+            self.records_per_sec(fsync, Kind::Fetch, 4),
+            "records/s",
+        )
     }
 }
 
@@ -316,9 +326,45 @@ struct Target {
     target: &'static str,
     /// Whether a ratio meets the target.
     met: fn(f64) -> bool,
-    ratio: fn(&RunFigures) -> f64,
-    /// What the ratio was made of, for the row's note.
-    detail: fn(&RunFigures) -> String,
+    /// The figure and its reference, whose quotient is the ratio.
+    parts: fn(&RunFigures) -> Parts,
+}
+
+struct Parts {
+    figure: f64,
+    reference: f64,
+    /// Their units (and where from), for the row's note.
+    unit: String,
+}
+
+impl Parts {
+    fn new(figure: f64, reference: f64, unit: &str) -> Parts {
+        Parts {
+            figure,
+            reference,
+            unit: unit.to_owned(),
+        }
+    }
+
+    fn ms(figure: Duration, reference: Duration) -> Parts {
+        Parts::new(
+            figure.as_secs_f64() * 1e3,
+            reference.as_secs_f64() * 1e3,
+            "ms",
+        )
+    }
+
+    fn ratio(&self) -> f64 {
+        self.figure / self.reference
+    }
+
+    fn detail(&self) -> String {
+        let precision = if self.reference >= 100.0 { 0 } else { 2 };
+        format!(
+            "{:.precision$} / {:.precision$} {}",
+            self.figure, self.reference, self.unit
+        )
+    }
 }
 
 fn targets() -> Vec<Target> {
@@ -328,12 +374,11 @@ fn targets() -> Vec<Target> {
             figure: "single-record publish, 64 connections, `--fsync never`, ÷ the bare actix endpoint's requests/s",
             target: "≥ 0.7×",
             met: |r| r >= 0.7,
-            ratio: |f| f.records_per_sec(Never, Kind::Publish, 64) / f.bare_requests,
-            detail: |f| {
-                format!(
-                    "{:.0} / {:.0} req/s",
+            parts: |f| {
+                Parts::new(
                     f.records_per_sec(Never, Kind::Publish, 64),
-                    f.bare_requests
+                    f.bare_requests,
+                    "req/s",
                 )
             },
         },
@@ -341,12 +386,11 @@ fn targets() -> Vec<Target> {
             figure: "same with `--fsync always`, ÷ the disk's fsyncs/s (fio, 4 KiB append + fdatasync)",
             target: "≥ 20×",
             met: |r| r >= 20.0,
-            ratio: |f| f.records_per_sec(Always, Kind::Publish, 64) / f.disk_fsyncs,
-            detail: |f| {
-                format!(
-                    "{:.0} req/s / {:.0} fsyncs/s",
+            parts: |f| {
+                Parts::new(
                     f.records_per_sec(Always, Kind::Publish, 64),
-                    f.disk_fsyncs
+                    f.disk_fsyncs,
+                    "req/s, fsyncs/s",
                 )
             },
         },
@@ -354,12 +398,11 @@ fn targets() -> Vec<Target> {
             figure: "1 connection, `--fsync always`, ÷ the disk's fsyncs/s",
             target: "≥ 0.8×",
             met: |r| r >= 0.8,
-            ratio: |f| f.records_per_sec(Always, Kind::Publish, 1) / f.disk_fsyncs,
-            detail: |f| {
-                format!(
-                    "{:.0} req/s / {:.0} fsyncs/s",
+            parts: |f| {
+                Parts::new(
                     f.records_per_sec(Always, Kind::Publish, 1),
-                    f.disk_fsyncs
+                    f.disk_fsyncs,
+                    "req/s, fsyncs/s",
                 )
             },
         },
@@ -367,12 +410,11 @@ fn targets() -> Vec<Target> {
             figure: "100-record batches, 16 connections, `--fsync never`, records/s ÷ the bare endpoint's requests/s",
             target: "≥ 20×",
             met: |r| r >= 20.0,
-            ratio: |f| f.records_per_sec(Never, Kind::Batch, 16) / f.bare_requests,
-            detail: |f| {
-                format!(
-                    "{:.0} records/s / {:.0} req/s",
+            parts: |f| {
+                Parts::new(
                     f.records_per_sec(Never, Kind::Batch, 16),
-                    f.bare_requests
+                    f.bare_requests,
+                    "records/s, req/s",
                 )
             },
         },
@@ -380,94 +422,43 @@ fn targets() -> Vec<Target> {
             figure: "p99 / p50, the worst publish scenario (1 and 64 single-record connections, 16 batch connections, both fsync modes)",
             target: "≤ 10×",
             met: |r| r <= 10.0,
-            ratio: |f| f.worst_tail().0,
-            detail: |f| f.worst_tail().1,
+            parts: RunFigures::worst_tail,
         },
         Target {
             figure: "publish → WebSocket delivery p50, 1 000 records/s to 100 subscribers, ÷ NATS core's",
             target: "≤ 1.5×",
             met: |r| r <= 1.5,
-            ratio: |f| {
-                f.tidegate_push.latency_p50.as_secs_f64() / f.nats_push.latency_p50.as_secs_f64()
-            },
-            detail: |f| {
-                format!(
-                    "{:.2} / {:.2} ms",
-                    f.tidegate_push.latency_p50.as_secs_f64() * 1e3,
-                    f.nats_push.latency_p50.as_secs_f64() * 1e3
-                )
-            },
+            parts: |f| Parts::ms(f.tidegate_push.latency_p50, f.nats_push.latency_p50),
         },
         Target {
             figure: "the same at p99",
             target: "≤ 1.5×",
             met: |r| r <= 1.5,
-            ratio: |f| {
-                f.tidegate_push.latency_p99.as_secs_f64() / f.nats_push.latency_p99.as_secs_f64()
-            },
-            detail: |f| {
-                format!(
-                    "{:.2} / {:.2} ms",
-                    f.tidegate_push.latency_p99.as_secs_f64() * 1e3,
-                    f.nats_push.latency_p99.as_secs_f64() * 1e3
-                )
-            },
+            parts: |f| Parts::ms(f.tidegate_push.latency_p99, f.nats_push.latency_p99),
         },
         Target {
             figure: "fan-out to 1 subscriber, deliveries/s, ÷ NATS core's",
             target: "≥ 1.0×",
             met: |r| r >= 1.0,
-            ratio: |f| f.tidegate_push.fanout_one / f.nats_push.fanout_one,
-            detail: |f| {
-                format!(
-                    "{:.0} / {:.0} per s",
-                    f.tidegate_push.fanout_one, f.nats_push.fanout_one
-                )
-            },
+            parts: |f| Parts::new(f.tidegate_push.fanout_one, f.nats_push.fanout_one, "per s"),
         },
         Target {
             figure: "4 group members polling with `auto_commit`, ÷ 4 clients fetching the same records, `--fsync always`",
             target: "≥ 0.7×",
             met: |r| r >= 0.7,
-            ratio: |f| {
-                f.records_per_sec(Always, Kind::Group, 4)
-                    / f.records_per_sec(Always, Kind::Fetch, 4)
-            },
-            detail: |f| {
-                format!(
-                    "{:.0} / {:.0} records/s",
-                    f.records_per_sec(Always, Kind::Group, 4),
-                    f.records_per_sec(Always, Kind::Fetch, 4)
-                )
-            },
+            parts: |f| f.group_against_fetch(Always),
         },
         Target {
             figure: "the same, `--fsync never`",
             target: "≥ 0.7×",
             met: |r| r >= 0.7,
-            ratio: |f| {
-                f.records_per_sec(Never, Kind::Group, 4) / f.records_per_sec(Never, Kind::Fetch, 4)
-            },
-            detail: |f| {
-                format!(
-                    "{:.0} / {:.0} records/s",
-                    f.records_per_sec(Never, Kind::Group, 4),
-                    f.records_per_sec(Never, Kind::Fetch, 4)
-                )
-            },
+            parts: |f| f.group_against_fetch(Never),
         },
         Target {
             figure: "restart to `/readyz` after kill -9, `--restart-records` (3 M) ÷ `--restart-small-records` (10 k)",
             target: "≤ 1.5×",
             met: |r| r <= 1.5,
-            ratio: |f| f.restart_large.as_secs_f64() / f.restart_small.as_secs_f64(),
-            detail: |f| {
-                format!(
-                    "{:.0} / {:.0} ms",
-                    f.restart_large.as_secs_f64() * 1e3,
-                    f.restart_small.as_secs_f64() * 1e3
-                )
-            },
+            parts: |f| Parts::ms(f.restart_large, f.restart_small),
         },
     ]
 }
@@ -514,11 +505,12 @@ fn report(runs: &[RunFigures], args: &RoundArgs) -> String {
         let _ = write!(out, "| {} | {} |", target.figure, target.target);
         let mut met = 0;
         for run in runs {
-            let ratio = (target.ratio)(run);
+            let parts = (target.parts)(run);
+            let ratio = parts.ratio();
             if (target.met)(ratio) {
                 met += 1;
             }
-            let _ = write!(out, " {ratio:.2}× ({}) |", (target.detail)(run));
+            let _ = write!(out, " {ratio:.2}× ({}) |", parts.detail());
         }
         let verdict = match met {
             0 => "no".to_owned(),
