@@ -47,13 +47,27 @@ impl SyncMode {
 /// Opens the database at `path`, syncing as `mode` says.
 pub(super) fn open(path: &Path, mode: &Arc<SyncMode>) -> Result<Database, DatabaseError> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let path_display = path.display().to_string();
     let backend = SyncBehind {
         file: Arc::new(FileBackend::new(file)?),
         mode: mode.clone(),
         running: Mutex::new(None),
     };
+    let warned = AtomicBool::new(false);
     // The caller made sure the file holds a database, so this only opens it.
-    Database::builder().create_with_backend(backend)
+    Database::builder()
+        .set_repair_callback(move |_| {
+            // Only a crash during a commit that recorded no allocator state (see
+            // `writer::begin_write`) leads here; the tests look for this line.
+            if !warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    path = %path_display,
+                    "the log was not shut down cleanly after its last commit: full repair, \
+                     reading every page to rebuild the allocator state"
+                );
+            }
+        })
+        .create_with_backend(backend)
 }
 
 type Running = JoinHandle<io::Result<()>>;

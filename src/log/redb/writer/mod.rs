@@ -350,7 +350,7 @@ impl Writer {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .ok_or(LogError::ShuttingDown)?;
-        let txn = db.begin_write()?;
+        let txn = begin_write(&db, true)?;
         // Create every table up front so read transactions never find one missing.
         drop(Tables::open(&txn)?);
         txn.commit()?;
@@ -374,7 +374,7 @@ impl Writer {
         let unrecorded = writer.reload()?;
         if !unrecorded.is_empty() {
             // A database from before `partition_bytes`: store the sizes counted at load.
-            let txn = writer.database()?.begin_write()?;
+            let txn = begin_write(writer.database()?, true)?;
             {
                 let mut sizes = txn.open_table(PARTITION_BYTES)?;
                 for (topic, partition, size) in &unrecorded {
@@ -640,7 +640,6 @@ impl Writer {
         touched: &mut Vec<(String, u32)>,
     ) -> Result<bool, LogError> {
         let now = now_ms();
-        let mut txn = self.database()?.begin_write()?;
         let bytes: usize = queue.iter().map(|change| change.payload_len()).sum();
         let durable = match self.fsync {
             Fsync::Always => true,
@@ -651,11 +650,7 @@ impl Writer {
                         .is_some_and(|since| since.elapsed() >= NON_DURABLE_FLUSH_INTERVAL)
             }
         };
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
+        let txn = begin_write(self.database()?, durable)?;
         {
             let mut tables = Tables::open(&txn)?;
             let mut batches = OpenBatches::default();
@@ -840,9 +835,7 @@ impl Writer {
             return;
         }
         let result = panics::catch_mut(|| -> Result<(), LogError> {
-            let mut txn = self.database()?.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
-            txn.commit()?;
+            begin_write(self.database()?, true)?.commit()?;
             Ok(())
         });
         match result {
@@ -867,6 +860,23 @@ pub(super) fn settle<T>(reply: Reply<T>, staged: Option<T>, result: Result<(), L
     });
     // A requester that gave up (client disconnected) is not an error for the writer.
     let _ = reply.send(answer);
+}
+
+/// A write transaction. Every durable commit records redb's allocator state (quick
+/// repair, which also makes it commit in two phases: a second fsync), so that opening the
+/// file after a crash loads that state instead of walking every page to rebuild it:
+/// restart time does not grow with the log (SPEC, Storage). A non-durable commit is never
+/// what a crash leaves on disk, so it skips the record. BENCHMARKS.md ("Performance
+/// round") has what the second fsync costs and what it buys.
+fn begin_write(db: &Database, durable: bool) -> Result<WriteTransaction, LogError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })?;
+    txn.set_quick_repair(durable);
+    Ok(txn)
 }
 
 fn now_ms() -> i64 {
