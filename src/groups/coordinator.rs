@@ -40,6 +40,9 @@ use crate::log::{EventLog, GroupId, LogError, Offset, OffsetStore, PartitionId, 
 pub(super) struct Group {
     pub state: tokio::sync::Mutex<GroupState>,
     pub generation: watch::Sender<Generation>,
+    /// Auto-commits share it and a seek holds it alone, so that an auto-commit of what was
+    /// delivered before a seek never lands after the seek's offsets and undoes them.
+    pub commits: tokio::sync::RwLock<()>,
 }
 
 impl Group {
@@ -50,6 +53,7 @@ impl Group {
                 ..GroupState::default()
             }),
             generation: watch::Sender::new(generation),
+            commits: tokio::sync::RwLock::new(()),
         }
     }
 }

@@ -115,10 +115,11 @@ impl Coordinator {
             .iter()
             .map(|(partition, offset)| (topic.clone(), *partition, *offset))
             .collect();
+        let entry = self.group(group);
+        let _alone = entry.commits.write().await;
         self.offsets.commit_offsets(group, committed(moved)).await?;
         // After the commit: a poll that read the committed offsets before it landed sees
         // the epoch move and reads them again.
-        let entry = self.group(group);
         let mut state = entry.state.lock().await;
         let partitions = offsets
             .iter()

@@ -45,7 +45,7 @@ impl Coordinator {
             self.admit_group(group).await?;
         }
         let entry = self.group(group);
-        let (member, delivered, _polling) = {
+        let (member, delivered, epoch, _polling) = {
             let mut state = entry.state.lock().await;
             let member = match &request.member {
                 Some(id) => {
@@ -67,15 +67,34 @@ impl Coordinator {
                 Vec::new()
             };
             let polling = state.members.get(&member).map(|m| m.polling.clone());
-            (member, delivered, polling)
+            (member, delivered, state.offsets_epoch, polling)
         };
-        if !delivered.is_empty() {
-            self.offsets.commit_offsets(group, delivered).await?;
-        }
-        let (plan, mut changes) = self.plan(&entry, group, &member, request.reset).await?;
-        changes.mark_unchanged();
-
-        let records = self.read(&plan, &request, &mut changes).await?;
+        // The commit of what earlier polls delivered runs beside this poll's read, which
+        // starts from the member's own positions, not from those offsets; the poll answers
+        // once both are done, so an answered poll has committed everything before it. The
+        // commit is lazy: visible at once, durable within a second, as Kafka's consumers
+        // auto-commit every few seconds; a crash before then delivers those records again
+        // (at-least-once). Only a partition whose position fell out of its bounds is
+        // planned from the committed offsets while they are written; it then starts from
+        // either, both at or before what it delivered.
+        let commit = async {
+            if delivered.is_empty() {
+                return Ok(());
+            }
+            let _shared = entry.commits.read().await;
+            // A seek since these were taken moved the offsets past what they say.
+            if entry.state.lock().await.offsets_epoch == epoch {
+                self.offsets.commit_offsets_lazily(group, delivered).await?;
+            }
+            Ok::<(), GroupError>(())
+        };
+        let poll = async {
+            let (plan, mut changes) = self.plan(&entry, group, &member, request.reset).await?;
+            changes.mark_unchanged();
+            let records = self.read(&plan, &request, &mut changes).await?;
+            Ok::<_, GroupError>((plan, records))
+        };
+        let ((), (plan, records)) = tokio::try_join!(commit, poll)?;
 
         let mut state = entry.state.lock().await;
         let generation = state.generation;

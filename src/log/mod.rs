@@ -55,6 +55,18 @@ pub trait OffsetStore: Send + Sync + 'static {
         offsets: Vec<CommittedOffset>,
     ) -> Result<(), LogError>;
 
+    /// Stores `offsets` like `commit_offsets`, but may answer before they are durable:
+    /// they are visible at once and durable within a second. For auto-commits, where a
+    /// crash that loses them only delivers those records again (at-least-once, as Kafka's
+    /// consumers auto-commit every few seconds). Kafka commits them as any other.
+    async fn commit_offsets_lazily(
+        &self,
+        group: &GroupId,
+        offsets: Vec<CommittedOffset>,
+    ) -> Result<(), LogError> {
+        self.commit_offsets(group, offsets).await
+    }
+
     /// Every committed offset of `group`, in (topic, partition) order.
     async fn committed_offsets(&self, group: &GroupId) -> Result<Vec<CommittedOffset>, LogError>;
 

@@ -701,6 +701,62 @@ async fn a_commit_acknowledged_just_before_kill_9_survives() {
     assert_eq!(described["partitions"][0]["lag"], high_watermark - 7);
 }
 
+/// An auto-commit is visible when the poll that makes it answers, and durable within a
+/// second even with nothing else to commit (`--fsync always` syncs it lazily).
+#[tokio::test]
+async fn an_auto_commit_is_visible_at_once_and_survives_kill_9_a_second_later() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let data = dir.path().to_str().expect("utf-8").to_owned();
+    let args = crate::process::open_server_args(&data, &["--fsync", "always"]);
+    let client = reqwest::Client::new();
+    let server = crate::process::Process::spawn(&args, "warn");
+    let post = |path: &str, body: Value| client.post(server.url(path)).json(&body).send();
+    let created = post("/v1/topics", json!({"name": "t", "partitions": 1}));
+    assert_eq!(created.await.unwrap().status(), 201);
+    let records: Vec<Value> = (0..10).map(|n| json!({"value": n})).collect();
+    let published = post("/v1/topics/t/records", json!({"records": records}));
+    assert_eq!(published.await.unwrap().status(), 200);
+    let committed_offset =
+        |described: &Value| described["partitions"][0]["committed_offset"].clone();
+    let mut body =
+        json!({"topics": ["t"], "auto_offset_reset": EARLIEST, "limit": 4, "auto_commit": true});
+    let first: Value = post("/v1/groups/g/poll", body.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        first["records"].as_array().map(Vec::len),
+        Some(4),
+        "{first}"
+    );
+    body["member_id"] = first["member_id"].clone();
+    let second = post("/v1/groups/g/poll", body).await.unwrap();
+    assert_eq!(second.status(), 200);
+    let described: Value = client
+        .get(server.url("/v1/groups/g"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(committed_offset(&described), 4, "{described}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(server); // SIGKILL
+    let server = crate::process::Process::spawn(&args, "warn");
+    let described: Value = client
+        .get(server.url("/v1/groups/g"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(committed_offset(&described), 4, "{described}");
+}
+
 #[tokio::test]
 async fn deleting_a_topic_removes_its_committed_offsets() {
     let app = TestApp::spawn().await;

@@ -13,7 +13,8 @@
 //! - `group:N` — N members of one consumer group polling (`POST /v1/groups/G/poll`, up to
 //!   `--fetch-records` records, `auto_commit`) a topic of `--group-partitions` (4)
 //!   partitions pre-filled with `--fetch-prefill` records. A member that finds nothing left
-//!   seeks the group back to the earliest offsets (unmeasured) and polls on.
+//!   seeks its own partitions back to offset 0 (unmeasured) and polls on; the others read
+//!   on undisturbed, as fetch clients each cycle through their own partition.
 //!
 //! Publish scenarios each get a new topic of `--partitions` (8) partitions.
 //!
@@ -619,8 +620,6 @@ struct ClientStats {
     /// Error kind → (count, first example).
     errors: BTreeMap<String, (u64, String)>,
     last_done: Option<Instant>,
-    /// Records in the last measured answer.
-    last_records: Option<u64>,
 }
 
 impl ClientStats {
@@ -638,6 +637,9 @@ async fn client(plan: Arc<Plan>, index: usize) -> ClientStats {
     let mut page = plan.fetch_pages * index as u64 / plan.clients as u64;
     let mut answers = 0u64;
     let mut member: Option<String> = None;
+    let mut assigned: Vec<u32> = Vec::new();
+    // Whether the last answer had no records, warm-up or not.
+    let mut caught_up = false;
     let mut request_buf = Vec::new();
     loop {
         let now = Instant::now();
@@ -708,14 +710,16 @@ async fn client(plan: Arc<Plan>, index: usize) -> ClientStats {
                             check_publish(response.body, plan.per_request)
                         }
                         Kind::Group => check_group_poll(response.body, plan.per_request).map(
-                            |(id, records)| {
+                            |(id, records, partitions)| {
                                 member = Some(id);
+                                assigned = partitions;
                                 records
                             },
                         ),
                     };
                     checked.map_err(|err| ("invalid answer".to_owned(), err))
                 };
+                caught_up = matches!(checked, Ok(0));
                 if measured {
                     stats
                         .latencies
@@ -725,7 +729,6 @@ async fn client(plan: Arc<Plan>, index: usize) -> ClientStats {
                         Ok(records) => {
                             stats.ok += 1;
                             stats.records += records;
-                            stats.last_records = Some(records);
                         }
                         Err((kind, sample)) => stats.error(kind, sample),
                     }
@@ -753,12 +756,18 @@ async fn client(plan: Arc<Plan>, index: usize) -> ClientStats {
         if !keep {
             conn = None;
         }
-        // A member that caught up rewinds the group, so the load goes on (unmeasured).
+        // A member that caught up rewinds its partitions, so the load goes on (unmeasured).
         if plan.kind == Kind::Group
-            && matches!(stats.last_records, Some(0))
+            && caught_up
+            && !assigned.is_empty()
             && let Some(c) = conn.as_mut()
         {
-            let body = format!(r#"{{"topic":"{}","to":"earliest"}}"#, plan.topic);
+            let offsets: Vec<serde_json::Value> = assigned
+                .iter()
+                .map(|partition| serde_json::json!({"partition": partition, "offset": 0}))
+                .collect();
+            let body =
+                serde_json::json!({"topic": plan.topic, "to": {"offsets": offsets}}).to_string();
             let seek = post_request(
                 plan.addr,
                 &format!("/v1/groups/{}/seek", plan.group),
@@ -858,7 +867,13 @@ struct PageRecord {
 #[derive(Deserialize)]
 struct GroupPoll {
     member_id: String,
+    assignment: Vec<Assigned>,
     records: Vec<GroupRecord>,
+}
+
+#[derive(Deserialize)]
+struct Assigned {
+    partition: u32,
 }
 
 #[derive(Deserialize)]
@@ -867,8 +882,9 @@ struct GroupRecord {
     offset: u64,
 }
 
-/// A poll answer: the member id, at most `limit` records, in offset order per partition.
-fn check_group_poll(body: &[u8], limit: u64) -> Result<(String, u64), String> {
+/// A poll answer: the member id, at most `limit` records, in offset order per partition;
+/// returns the id, the records' count and the member's partitions.
+fn check_group_poll(body: &[u8], limit: u64) -> Result<(String, u64, Vec<u32>), String> {
     let poll: GroupPoll =
         serde_json::from_slice(body).map_err(|err| format!("malformed poll answer: {err}"))?;
     if poll.records.len() as u64 > limit {
@@ -888,7 +904,8 @@ fn check_group_poll(body: &[u8], limit: u64) -> Result<(String, u64), String> {
             ));
         }
     }
-    Ok((poll.member_id, poll.records.len() as u64))
+    let partitions = poll.assignment.iter().map(|a| a.partition).collect();
+    Ok((poll.member_id, poll.records.len() as u64, partitions))
 }
 
 /// A full page: `next_offset` at least `offset + page` (exactly on redb; Kafka's

@@ -288,6 +288,27 @@ impl RedbLog {
         answer.await.map_err(|_| self.writer_gone())?
     }
 
+    /// Stores a group's committed offsets; `lazy` lets the writer answer before they are
+    /// durable.
+    async fn submit_offsets(
+        &self,
+        group: &GroupId,
+        offsets: Vec<CommittedOffset>,
+        lazy: bool,
+    ) -> Result<(), LogError> {
+        let group = group.clone();
+        self.submit(|reply| {
+            Box::new(CommitOffsets {
+                group,
+                offsets,
+                lazy,
+                reply,
+                staged: false,
+            })
+        })
+        .await
+    }
+
     /// Why the writer no longer answers.
     fn writer_gone(&self) -> LogError {
         match self.health.failure() {
@@ -607,16 +628,15 @@ impl OffsetStore for RedbLog {
         group: &GroupId,
         offsets: Vec<CommittedOffset>,
     ) -> Result<(), LogError> {
-        let group = group.clone();
-        self.submit(|reply| {
-            Box::new(CommitOffsets {
-                group,
-                offsets,
-                reply,
-                staged: false,
-            })
-        })
-        .await
+        self.submit_offsets(group, offsets, false).await
+    }
+
+    async fn commit_offsets_lazily(
+        &self,
+        group: &GroupId,
+        offsets: Vec<CommittedOffset>,
+    ) -> Result<(), LogError> {
+        self.submit_offsets(group, offsets, true).await
     }
 
     async fn committed_offsets(&self, group: &GroupId) -> Result<Vec<CommittedOffset>, LogError> {

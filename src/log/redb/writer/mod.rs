@@ -67,7 +67,8 @@ use crate::panics;
 const MAX_COMMANDS_PER_COMMIT: usize = 4096;
 /// Most record payload bytes staged into one transaction.
 const MAX_BYTES_PER_COMMIT: usize = 64 << 20;
-/// With `--fsync never`, how long non-durable commits may pile up before one is synced.
+/// How long non-durable commits (every one under `--fsync never`, those of changes that
+/// may be durable later under `--fsync always`) may pile up before one is synced.
 const NON_DURABLE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// With `--fsync never`, how many record payload bytes may pile up before a commit is
 /// synced. The sync itself runs behind the writer (`file`), but the commit that starts it
@@ -108,6 +109,13 @@ pub(super) trait Change: Send {
     /// Whether it grows the database, and so waits while the disk is short of room
     /// (`--min-free-bytes`); what frees room or barely takes any goes on.
     fn needs_room(&self) -> bool {
+        false
+    }
+
+    /// Whether its requester may be answered before it is durable under `--fsync always`:
+    /// then it is committed like under `--fsync never`, visible at once and durable with
+    /// the next durable commit, within `NON_DURABLE_FLUSH_INTERVAL`.
+    fn durable_later(&self) -> bool {
         false
     }
 
@@ -641,15 +649,13 @@ impl Writer {
     ) -> Result<bool, LogError> {
         let now = now_ms();
         let bytes: usize = queue.iter().map(|change| change.payload_len()).sum();
-        let durable = match self.fsync {
-            Fsync::Always => true,
-            Fsync::Never => {
-                self.unsynced_bytes + bytes >= NON_DURABLE_FLUSH_BYTES
-                    || self
-                        .unsynced_since
-                        .is_some_and(|since| since.elapsed() >= NON_DURABLE_FLUSH_INTERVAL)
-            }
-        };
+        let waited_for =
+            self.fsync == Fsync::Always && queue.iter().any(|change| !change.durable_later());
+        let durable = waited_for
+            || self.unsynced_bytes + bytes >= NON_DURABLE_FLUSH_BYTES
+            || self
+                .unsynced_since
+                .is_some_and(|since| since.elapsed() >= NON_DURABLE_FLUSH_INTERVAL);
         let txn = begin_write(self.database()?, durable)?;
         {
             let mut tables = Tables::open(&txn)?;

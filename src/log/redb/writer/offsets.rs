@@ -8,6 +8,8 @@ use crate::log::{CommittedOffset, GroupId, LogError};
 pub(in crate::log::redb) struct CommitOffsets {
     pub group: GroupId,
     pub offsets: Vec<CommittedOffset>,
+    /// May be answered before it is durable (`OffsetStore::commit_offsets_lazily`).
+    pub lazy: bool,
     pub reply: Reply<()>,
     pub staged: bool,
 }
@@ -46,6 +48,10 @@ impl Change for CommitOffsets {
 
     fn answer(self: Box<Self>, result: Result<(), LogError>) {
         settle(self.reply, self.staged.then_some(()), result);
+    }
+
+    fn durable_later(&self) -> bool {
+        self.lazy
     }
 }
 
