@@ -1,0 +1,26 @@
+// The shapes the client sends and receives: HTTP ones from the server's OpenAPI document
+// (src/generated/openapi.ts, checked against openapi/openapi.json by a test), socket ones
+// from its AsyncAPI document (src/generated/asyncapi.ts, likewise).
+import type { components } from "./generated/openapi.js";
+
+type Schemas = components["schemas"];
+
+/** A record as the server serves it (fetch, subscriptions). */
+export type StoredRecord = Schemas["RecordJson"];
+/** A record of a group poll: a stored record with its topic. */
+export type GroupRecord = Schemas["GroupRecordJson"];
+/** A record to publish. */
+export type NewRecord = Schemas["PublishRecord"];
+export type PublishedOffset = Schemas["PublishedOffset"];
+export type FetchResponse = Schemas["FetchResponse"];
+export type PollResponse = Schemas["PollResponse"];
+export type TopicDetails = Schemas["TopicDetails"];
+export type TopicList = Schemas["TopicList"];
+export type GroupDetails = Schemas["GroupDetails"];
+export type CreateTopic = Schemas["CreateTopic"];
+export type UpdateTopic = Schemas["UpdateTopic"];
+export type SeekTo = Schemas["SeekTo"];
+
+/** Where a subscription starts: the newest end, the oldest, offsets per partition, or a
+ * cursor from an earlier `records` (resume right after it). */
+export type StartFrom = "latest" | "earliest" | { offsets: Record<string, number> } | { cursor: string };
