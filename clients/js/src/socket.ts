@@ -1,7 +1,7 @@
 import { backoffDelay, type BackoffOptions } from "./backoff.js";
-import { asTerminal, fromDetail, TidegateError, type ErrorDetail } from "./errors.js";
+import { asTerminal, fromDetail, TidegateError } from "./errors.js";
 import type { Tokens } from "./tokens.js";
-import type { StartFrom, StoredRecord } from "./types.js";
+import type { ClientMessage, ServerMessage, StartFrom, StoredRecord } from "./types.js";
 
 /** What the client needs of a WebSocket: the browser's, Node 22's global, or the `ws`
  * package's constructor. */
@@ -62,12 +62,8 @@ interface Pending {
   timer: ReturnType<typeof setTimeout>;
 }
 
-interface ServerMessage {
-  type: string;
-  req?: unknown;
-  sub?: string;
-  [field: string]: unknown;
-}
+/** A client message as `call` takes it: `req` is added there. */
+type Call = ClientMessage extends infer M ? (M extends { req?: unknown } ? Omit<M, "req"> : never) : never;
 
 /** One subscription of the shared socket; it outlives reconnects. */
 export class Subscription {
@@ -256,7 +252,7 @@ export class Socket {
       const token = await this.tokens.refresh();
       if (ws !== this.ws || token === undefined) return;
       const reply = await this.call({ op: "auth", token });
-      this.scheduleRefresh(reply.exp as number);
+      if (reply.type === "authenticated") this.scheduleRefresh(reply.exp);
     } catch (error) {
       if (ws !== this.ws) return;
       // The socket keeps its old token until it expires; the close (4001) then decides.
@@ -268,12 +264,14 @@ export class Socket {
   private sendSubscribe(sub: Subscription) {
     const req = `s${this.nextReq++}`;
     this.subscribing.set(req, sub);
-    const message: Record<string, unknown> = { op: "subscribe", req, topic: sub.topic };
-    const from = sub.startFrom();
-    if (from !== undefined) message.from = from;
-    if (sub.options.group !== undefined) message.group = sub.options.group;
-    if (sub.options.partitions !== undefined) message.partitions = sub.options.partitions;
-    this.send(message);
+    this.send({
+      op: "subscribe",
+      req,
+      topic: sub.topic,
+      from: sub.startFrom(),
+      group: sub.options.group,
+      partitions: sub.options.partitions,
+    });
   }
 
   private async onMessage(ws: WebSocketLike, text: string) {
@@ -284,10 +282,10 @@ export class Socket {
     } catch {
       return this.report(new TidegateError("invalid_message", `the server sent what is not JSON: ${text.slice(0, 100)}`));
     }
-    const req = typeof message.req === "string" ? message.req : undefined;
+    const req = "req" in message && typeof message.req === "string" ? message.req : undefined;
     switch (message.type) {
       case "authenticated":
-        if (req === "auth") this.onAuthenticated(message.exp as number);
+        if (req === "auth") this.onAuthenticated(message.exp);
         else this.settle(req, message);
         return;
       case "subscribed":
@@ -295,10 +293,10 @@ export class Socket {
       case "records":
         return this.onRecords(message);
       case "assignment": {
-        const sub = this.bySid.get(message.sub ?? "");
+        const sub = this.bySid.get(message.sub);
         if (!sub) return;
-        sub.generation = message.generation as number;
-        sub.partitions = message.partitions as number[];
+        sub.generation = message.generation;
+        sub.partitions = message.partitions;
         for (const partition of sub.delivered.keys()) {
           if (!sub.partitions.includes(partition)) sub.delivered.delete(partition);
         }
@@ -312,10 +310,10 @@ export class Socket {
     }
   }
 
-  private onSubscribed(req: string | undefined, message: ServerMessage) {
+  private onSubscribed(req: string | undefined, message: Extract<ServerMessage, { type: "subscribed" }>) {
     const sub = req === undefined ? undefined : this.subscribing.get(req);
     if (req !== undefined) this.subscribing.delete(req);
-    const sid = message.sub as string;
+    const sid = message.sub;
     if (!sub || !this.subscriptions.has(sub)) {
       // Closed while the subscribe was on its way.
       this.trySend({ op: "unsubscribe", sub: sid });
@@ -323,20 +321,19 @@ export class Socket {
     }
     sub.sid = sid;
     this.bySid.set(sid, sub);
-    sub.partitions = message.assignment as number[];
+    sub.partitions = message.assignment;
     // From here a resume starts where this subscription stands, even before any records.
-    if (sub.options.group === undefined) sub.cursor = message.cursor as string;
+    if (sub.options.group === undefined) sub.cursor = message.cursor;
     this.failures = 0;
     sub.setState("subscribed");
   }
 
-  private async onRecords(message: ServerMessage) {
-    const sub = this.bySid.get(message.sub ?? "");
+  private async onRecords(message: Extract<ServerMessage, { type: "records" }>) {
+    const sub = this.bySid.get(message.sub);
     if (!sub) return;
-    const records = message.records as StoredRecord[];
-    const cursor = message.cursor as string;
+    const { records, cursor } = message;
     try {
-      await sub.handlers.records?.(records, { cursor, topic: message.topic as string });
+      await sub.handlers.records?.(records, { cursor, topic: message.topic });
     } catch (cause) {
       sub.handlers.error?.(new TidegateError("handler_failed", `the records handler threw: ${String(cause)}`, { cause }));
     }
@@ -344,8 +341,8 @@ export class Socket {
     sub.cursor = cursor;
   }
 
-  private onError(req: string | undefined, message: ServerMessage) {
-    const detail = message.error as ErrorDetail;
+  private onError(req: string | undefined, message: Extract<ServerMessage, { type: "error" }>) {
+    const detail = message.error;
     const error = fromDetail(detail);
     const subscribing = req === undefined ? undefined : this.subscribing.get(req);
     if (subscribing) {
@@ -362,13 +359,12 @@ export class Socket {
       return this.end(subscribing, asTerminal(error));
     }
     if (req !== undefined && this.pending.has(req)) return this.settle(req, message, error);
-    const sub = message.sub === undefined ? undefined : this.bySid.get(message.sub);
+    const sub = message.sub == null ? undefined : this.bySid.get(message.sub);
     if (sub && error.code === "offset_out_of_range") {
-      const partition = detail.partition as number;
       sub.handlers.gap?.({
-        partition,
-        logStartOffset: detail.log_start_offset as number,
-        highWatermark: detail.high_watermark as number,
+        partition: detail.partition ?? 0,
+        logStartOffset: detail.log_start_offset ?? 0,
+        highWatermark: detail.high_watermark ?? 0,
         message: detail.message,
       });
       return;
@@ -429,7 +425,7 @@ export class Socket {
     this.retryTimer = setTimeout(() => void this.connect(), delay);
   }
 
-  private call(message: Record<string, unknown>): Promise<ServerMessage> {
+  private call(message: Call): Promise<ServerMessage> {
     const ws = this.ws;
     if (!ws) return Promise.reject(new TidegateError("not_connected", "the socket is down"));
     const req = `r${this.nextReq++}`;
@@ -439,7 +435,7 @@ export class Socket {
         reject(new TidegateError("timeout", `no answer to ${String(message.op)} within ${this.options.timeoutMs} ms`));
       }, this.options.timeoutMs);
       this.pending.set(req, { resolve, reject, timer });
-      this.send({ ...message, req });
+      this.send({ ...message, req } as ClientMessage);
     });
   }
 
@@ -452,11 +448,11 @@ export class Socket {
     else pending.resolve(message);
   }
 
-  private send(message: Record<string, unknown>) {
+  private send(message: ClientMessage) {
     this.ws?.send(JSON.stringify(message));
   }
 
-  private trySend(message: Record<string, unknown>) {
+  private trySend(message: ClientMessage) {
     try {
       if (this.ws && this.authenticated) this.send(message);
     } catch {

@@ -1,9 +1,11 @@
 // The shapes the client sends and receives: HTTP ones from the server's OpenAPI document
 // (src/generated/openapi.ts, checked against openapi/openapi.json by a test), socket ones
 // from its AsyncAPI document (src/generated/asyncapi.ts, likewise).
+import type { components as socketComponents } from "./generated/asyncapi.js";
 import type { components } from "./generated/openapi.js";
 
 type Schemas = components["schemas"];
+type Socket = socketComponents["schemas"];
 
 /** A record as the server serves it (fetch, subscriptions). */
 export type StoredRecord = Schemas["RecordJson"];
@@ -23,4 +25,10 @@ export type SeekTo = Schemas["SeekTo"];
 
 /** Where a subscription starts: the newest end, the oldest, offsets per partition, or a
  * cursor from an earlier `records` (resume right after it). */
-export type StartFrom = "latest" | "earliest" | { offsets: Record<string, number> } | { cursor: string };
+export type StartFrom = Socket["StartFrom"];
+
+/** What the socket's server side sends; `records` is documented apart from the others
+ * because the server writes it without re-encoding the stored values. */
+export type ServerMessage = Socket["ServerMessage"] | (Socket["RecordsMessage"] & { type: "records" });
+export type ClientMessage = Socket["ClientMessage"];
+export type SocketErrorDetail = Socket["ErrorDetail"];

@@ -1,0 +1,54 @@
+// The package as shipped: types generated from the server's committed API documents, the
+// browser bundle's size and self-containment, and an `npm pack` that installs and imports.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { test } from "node:test";
+import { gzipSync } from "node:zlib";
+import { generated, OUTPUT } from "../scripts/generate.mjs";
+
+const PACKAGE = fileURLToPath(new URL("..", import.meta.url));
+
+test("the generated types are those of openapi/openapi.json and openapi/asyncapi.json", async () => {
+  for (const [name, text] of Object.entries(await generated())) {
+    const committed = readFileSync(new URL(name, OUTPUT), "utf8");
+    assert.ok(committed === text, `src/generated/${name} differs from the API document: run npm run generate`);
+  }
+});
+
+test("the browser bundle is self-contained and at most 10 KB minified and gzipped", () => {
+  const bundle = readFileSync(join(PACKAGE, "dist", "tidegate.min.js"), "utf8");
+  assert.doesNotMatch(bundle, /\bimport\s*[{*"'(]|\brequire\(/, "no module left to load at run time");
+  assert.match(bundle, /export\s*\{/, "an ES module");
+  const gzipped = gzipSync(bundle, { level: 9 }).length;
+  assert.ok(gzipped <= 10 * 1024, `${gzipped} bytes gzipped`);
+});
+
+test("npm pack gives a package that installs and imports with its types", () => {
+  const scratch = mkdtempSync(join(tmpdir(), "tidegate-pack-"));
+  try {
+    const [{ filename, files }] = JSON.parse(
+      execFileSync("npm", ["pack", "--json", "--pack-destination", scratch], { cwd: PACKAGE, encoding: "utf8" }),
+    );
+    const paths = files.map((f) => f.path);
+    for (const path of ["dist/index.js", "dist/index.d.ts", "dist/tidegate.min.js", "README.md", "package.json"]) {
+      assert.ok(paths.includes(path), `${path} is packed (${paths})`);
+    }
+    assert.ok(!paths.some((p) => p.startsWith("src/") || p.startsWith("test/")), "only what users run");
+    const app = join(scratch, "app");
+    execFileSync("mkdir", ["-p", app]);
+    writeFileSync(join(app, "package.json"), JSON.stringify({ name: "app", private: true, type: "module" }));
+    execFileSync("npm", ["install", "--no-audit", "--no-fund", "--offline", join(scratch, filename)], { cwd: app });
+    const out = execFileSync(
+      "node",
+      ["--input-type=module", "-e", 'import { Tidegate, TidegateError } from "tidegate"; console.log(typeof Tidegate, new TidegateError("c", "m").code)'],
+      { cwd: app, encoding: "utf8" },
+    );
+    assert.equal(out.trim(), "function c");
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+});
