@@ -1,12 +1,13 @@
 // The tidegate web console: topics, records, a live tail and consumer groups, through the
 // public HTTP API and WebSocket, with the token the user pastes. No framework and no build
-// step: the binary serves this file as it is, and the page fetches nothing from any other
-// origin.
+// step: the binary serves this file as it is, beside the TypeScript client's browser bundle
+// (clients/js, vendored as examples/browser/tidegate.js), and the page fetches nothing
+// from any other origin.
 //
 // Server data reaches the page only as text: `h` appends strings as text nodes, and
 // nothing here parses HTML.
 
-import { subscribe } from "/console/tidegate.js";
+import { Tidegate } from "/console/tidegate.js";
 
 // ---------------------------------------------------------------------------------------
 // Elements
@@ -807,7 +808,6 @@ const TAIL_CAP = 500; // rows kept, newest first; older ones leave the page (and
 
 const TAIL_STATES = {
   connecting: ["connecting", "accent"],
-  open: ["connecting", "accent"],
   subscribed: ["live", "ok"],
   closed: ["stopped", "danger"],
 };
@@ -852,6 +852,8 @@ async function tailView(main, signal, name) {
     state.className = `badge dot ${tone}`;
     state.textContent = text;
   };
+  // One client, one socket; a new start replaces the subscription on it.
+  const tg = new Tidegate({ url: location.origin, getToken: () => token.get() });
   const start = () => {
     subscription?.close();
     clear();
@@ -859,20 +861,21 @@ async function tailView(main, signal, name) {
     // A restarted subscription's predecessor still reports its close: ignore it.
     const mine = ++generation;
     const ifCurrent = (fn) => (arg) => mine === generation && fn(arg);
-    subscription = subscribe({
-      url: location.origin,
-      token: () => token.get(),
-      topic: name,
-      from: from.value,
-      onRecords: ifCurrent(show),
-      onNotice: ifCurrent((notice) =>
-        notices.replaceChildren(alertBox(notice, notice.code === "offset_out_of_range" ? "info" : "")),
-      ),
-      onState: ifCurrent(setState),
-    });
+    subscription = tg.subscribe(
+      name,
+      { from: from.value },
+      {
+        records: ifCurrent(show),
+        gap: ifCurrent((gap) =>
+          notices.replaceChildren(alertBox({ code: "offset_out_of_range", message: gap.message }, "info")),
+        ),
+        error: ifCurrent((error) => notices.replaceChildren(alertBox(error))),
+        state: ifCurrent(setState),
+      },
+    );
   };
   from.addEventListener("change", start);
-  signal.addEventListener("abort", () => subscription.close());
+  signal.addEventListener("abort", () => tg.close());
   start();
 
   main.append(

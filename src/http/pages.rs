@@ -61,7 +61,7 @@ static CONSOLE_FILES: [Asset; 4] = [
     asset!("index.html", "../console/index.html", HTML),
     asset!("console.js", "../console/console.js", JS),
     asset!("console.css", "../console/console.css", CSS),
-    // The same reconnecting client the browser example uses.
+    // The TypeScript client's browser bundle (clients/js), which the browser example loads too.
     asset!("tidegate.js", "../../examples/browser/tidegate.js", JS),
 ];
 

@@ -1,7 +1,8 @@
 // tidegate in a real browser: headless Chromium (Debian's `chromium`, driven by
 // playwright-core) opens the example page examples/browser/index.html from another
-// origin. The page subscribes over WebSocket (`?access_token=`, examples/browser/tidegate.js)
-// and over EventSource, and publishes with a cross-origin fetch. Midway every connection
+// origin. The page subscribes over WebSocket (the TypeScript client's bundle,
+// examples/browser/tidegate.js) and over EventSource, and publishes through the client
+// with a cross-origin fetch. Midway every connection
 // is cut (the page reaches the server through a TCP proxy the test controls): the
 // WebSocket client resumes from its cursor, EventSource from `Last-Event-ID`, and each
 // list must end up equal to the log, every record exactly once, in offset order per
@@ -9,10 +10,9 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { connect, createServer as createTcpServer } from "node:net";
 import { existsSync, readFileSync } from "node:fs";
 import { extname, join } from "node:path";
-import { ROOT, apiAt, launchChromium, sleep, startTidegate, token, waitFor } from "./harness.mjs";
+import { ROOT, apiAt, launchChromium, listen, sleep, startProxy, startTidegate, token, waitFor } from "./harness.mjs";
 
 const EXAMPLE = join(ROOT, "examples", "browser");
 const TOPIC = "browser";
@@ -41,42 +41,6 @@ function servePage() {
   return listen(server);
 }
 
-/** A TCP proxy to tidegate that remembers each connection's first request line and can
- * cut every open connection at once. */
-function startProxy(target) {
-  const { hostname, port } = new URL(target);
-  const open = new Set();
-  const requests = [];
-  const server = createTcpServer((client) => {
-    const upstream = connect(Number(port), hostname);
-    open.add(client);
-    open.add(upstream);
-    client.once("data", (chunk) => requests.push(chunk.toString("latin1")));
-    client.pipe(upstream).on("error", () => {});
-    upstream.pipe(client).on("error", () => {});
-    for (const socket of [client, upstream]) {
-      socket.on("error", () => {});
-      socket.on("close", () => {
-        open.delete(socket);
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-  });
-  return listen(server).then((url) => ({
-    url,
-    requests,
-    cutAll: () => open.forEach((socket) => socket.destroy()),
-    close: () => server.close(),
-  }));
-}
-
-function listen(server) {
-  return new Promise((resolve) => {
-    server.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${server.address().port}`));
-  });
-}
-
 const pageUrl = (origin, settings) => `${origin}/index.html#${new URLSearchParams(settings)}`;
 
 let pageOrigin;
@@ -92,7 +56,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  proxy?.close();
+  await proxy?.close();
   pageServer?.close();
   await tidegate?.stop();
 });
@@ -152,7 +116,7 @@ test("a page on another origin receives records over WebSocket and EventSource, 
   await waitFor("the page's records on both", () => seen.ws.length >= 32 && seen.sse.length >= 32, describe);
 
   // Cut every connection, publish while the page is away, then more once it is back.
-  proxy.cutAll();
+  proxy.cut();
   await publish(30, 20);
   await waitFor(
     "both to reconnect",

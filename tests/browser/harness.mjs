@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, openSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -109,4 +110,56 @@ export async function waitFor(what, predicate, describe, timeoutMs = 20_000) {
     await sleep(50);
   }
   assert.fail(`timed out waiting for ${what}: ${describe()}`);
+}
+
+/** A TCP proxy on a free loopback port in front of `target` (`http://host:port`), for
+ * tests that cut connections. `cut()` drops every connection open through it;
+ * `connections` counts those accepted and `requests` keeps each one's first bytes (the
+ * request line and headers); `dropResponses(n)` makes the next n connections lose the
+ * server's first answer (the request reaches the server, which acts on it; the client sees
+ * the connection die). */
+export async function startProxy(target) {
+  const { hostname, port } = new URL(target);
+  const open = new Set();
+  let toDrop = 0;
+  const server = net.createServer((client) => {
+    proxy.connections += 1;
+    const dropping = toDrop > 0;
+    if (dropping) toDrop -= 1;
+    const upstream = net.connect(Number(port), hostname);
+    open.add(client);
+    open.add(upstream);
+    const forget = () => {
+      open.delete(client);
+      open.delete(upstream);
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const socket of [client, upstream]) socket.on("error", forget).on("close", forget);
+    client.once("data", (chunk) => proxy.requests.push(chunk.toString("latin1")));
+    client.pipe(upstream);
+    if (dropping) upstream.once("data", forget);
+    else upstream.pipe(client);
+  });
+  const proxy = {
+    url: await listen(server),
+    connections: 0,
+    requests: [],
+    cut: () => open.forEach((socket) => socket.destroy()),
+    dropResponses: (n) => {
+      toDrop = n;
+    },
+    close: async () => {
+      proxy.cut();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+  return proxy;
+}
+
+/** Listens on a free loopback port; answers the server's `http://` origin. */
+export function listen(server) {
+  return new Promise((resolve) => {
+    server.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${server.address().port}`));
+  });
 }

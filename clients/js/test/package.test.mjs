@@ -27,6 +27,12 @@ test("the browser bundle is self-contained and at most 10 KB minified and gzippe
   assert.ok(gzipped <= 10 * 1024, `${gzipped} bytes gzipped`);
 });
 
+test("the bundle the example page and the console load is this build (npm run vendor)", () => {
+  const built = readFileSync(join(PACKAGE, "dist", "tidegate.min.js"), "utf8");
+  const vendored = readFileSync(join(PACKAGE, "..", "..", "examples", "browser", "tidegate.js"), "utf8");
+  assert.ok(vendored === built, "examples/browser/tidegate.js is stale: run npm run build && npm run vendor");
+});
+
 test("npm pack gives a package that installs and imports with its types", () => {
   const scratch = mkdtempSync(join(tmpdir(), "tidegate-pack-"));
   try {
