@@ -179,3 +179,56 @@ test("a page whose origin is not allowed cannot open a WebSocket", async () => {
     stranger.close();
   }
 });
+
+test("the client's bundle in a page on another origin refreshes its token over the open socket and resumes across cuts", async () => {
+  const admin = token("admin");
+  await api("POST", "/v1/topics", { name: "refreshing", partitions: 2 }, admin);
+  const context = await browser.newContext();
+  let minted = 0;
+  try {
+    const page = await context.newPage();
+    const pageErrors = [];
+    page.on("pageerror", (error) => pageErrors.push(String(error)));
+    // Tokens that live 3 s: the socket stays open only if each is replaced in time.
+    await page.exposeFunction("mintToken", () => {
+      minted += 1;
+      return token("publish:refreshing subscribe:refreshing", { sub: "page", ttl: "3s" });
+    });
+    await page.goto(`${pageOrigin}/tidegate.js`);
+    const sockets = () => proxy.requests.filter((r) => r.startsWith("GET /v1/ws")).length;
+    const before = sockets();
+    await page.evaluate(async ([origin, url]) => {
+      const { Tidegate } = await import(`${origin}/tidegate.js`);
+      window.received = [];
+      window.tg = new Tidegate({ url, getToken: () => window.mintToken() });
+      window.tg.subscribe("refreshing", { from: "earliest" }, { records: (r) => window.received.push(...r) });
+      // Published by the page, through the client (CORS preflight with Idempotency-Key).
+      await window.tg.publish("refreshing", [{ partition: 0, value: "from the page" }]);
+    }, [pageOrigin, proxy.url]);
+    const received = () => page.evaluate(() => window.received.length);
+    for (let n = 0; n < 6; n++) {
+      await api("POST", "/v1/topics/refreshing/records", { records: [{ partition: n % 2, value: n }] }, admin);
+      await sleep(800);
+    }
+    const describe = async () => `${await received()} received, ${minted} tokens, ${sockets() - before} sockets`;
+    let count = 0;
+    const deadline = Date.now() + 10_000;
+    while ((count = await received()) < 7 && Date.now() < deadline) await sleep(50);
+    assert.equal(count, 7, await describe());
+    assert.equal(sockets() - before, 1, `one socket for 4.8 s of 3 s tokens: ${await describe()}`);
+    assert.ok(minted >= 3, await describe());
+
+    // Cut, publish while away: the resumed subscription gets exactly the missing ones.
+    proxy.cut();
+    await api("POST", "/v1/topics/refreshing/records", { records: [{ partition: 0, value: "away" }, { partition: 1, value: "away" }] }, admin);
+    while ((count = await received()) < 9 && Date.now() < deadline + 10_000) await sleep(50);
+    await sleep(300);
+    const records = await page.evaluate(() => window.received.map((r) => `${r.partition}:${r.offset}`));
+    assert.equal(records.length, 9, await describe());
+    assert.equal(new Set(records).size, 9, "each record once");
+    assert.ok(sockets() - before >= 2, "the cut socket was replaced");
+    assert.deepEqual(pageErrors, []);
+  } finally {
+    await context.close();
+  }
+});
