@@ -163,7 +163,7 @@ export class Socket {
       this.trySend({ op: "unsubscribe", sub: sub.sid });
     }
     sub.setState("closed");
-    if (this.subscriptions.size === 0) this.idle();
+    if (this.subscriptions.size === 0) this.shutDown("idle");
   }
 
   /** Ends every subscription and the socket for good. */
@@ -472,10 +472,6 @@ export class Socket {
   private fail(error: TidegateError) {
     for (const sub of [...this.subscriptions]) this.end(sub, error);
     this.shutDown("failed");
-  }
-
-  private idle() {
-    this.shutDown("idle");
   }
 
   private shutDown(state: ConnectionState) {
