@@ -540,6 +540,11 @@ pub struct Limits {
     #[arg(long, env = "TIDEGATE_MAX_FETCH_BYTES", default_value_t = 8 << 20)]
     pub max_fetch_bytes: usize,
 
+    /// Most records one fetch with `key` or `contains` reads past its `offset`; its
+    /// `next_offset` then says where the scan stopped, for the next call to go on from.
+    #[arg(long, env = "TIDEGATE_MAX_SCAN_RECORDS", default_value_t = 100_000)]
+    pub max_scan_records: usize,
+
     /// Longest `wait_ms` a long poll may ask for (400 above).
     #[arg(long, env = "TIDEGATE_MAX_WAIT_MS", default_value_t = 60_000)]
     pub max_wait_ms: u64,
@@ -589,6 +594,7 @@ impl Config {
             ("--max-records-per-request", limits.max_records_per_request),
             ("--max-fetch-records", limits.max_fetch_records),
             ("--max-fetch-bytes", limits.max_fetch_bytes),
+            ("--max-scan-records", limits.max_scan_records),
             (
                 "--max-idempotency-key-bytes",
                 limits.max_idempotency_key_bytes,

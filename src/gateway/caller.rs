@@ -205,7 +205,7 @@ pub struct Publisher<'a> {
 /// Reads one topic.
 pub struct Subscriber<'a> {
     pub(super) gateway: &'a Gateway,
-    topic: &'a TopicName,
+    pub(super) topic: &'a TopicName,
 }
 
 impl Subscriber<'_> {

@@ -23,6 +23,7 @@ mod error;
 mod partition;
 mod publish;
 mod quota;
+mod search;
 mod subscribe;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 pub use caller::{Caller, Scraper, Subscriber, expired};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, GatewayError};
 pub use quota::Quotas;
+pub use search::RecordFilter;
 pub use subscribe::{Membership, SubscribeRequest};
 
 use crate::auth::Verifier;

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::body::{self, BodyFormat};
 use super::topic_name;
 use crate::config::Limits;
-use crate::gateway::{Caller, ErrorBody, ErrorCode, Gateway, GatewayError};
+use crate::gateway::{Caller, ErrorBody, ErrorCode, Gateway, GatewayError, RecordFilter};
 use crate::json::Object;
 use crate::log::{FetchRequest, Offset, PartitionId, RecordPosition};
 use crate::records::{NewRecord, PublishRecord};
@@ -161,9 +161,20 @@ pub struct FetchParams {
     limit: Option<usize>,
     /// Soft cap on payload bytes (default 1 MiB); at least one record is returned.
     max_bytes: Option<usize>,
-    /// Wait up to this long for a record at `offset` (long poll); default 0.
+    /// Wait up to this long for a record at `offset` (long poll); default 0. Not with
+    /// `key` or `contains`.
     wait_ms: Option<u64>,
+    /// Keep only records with this key (as the API shows it). The search reads at most
+    /// `--max-scan-records` records past `offset`; `next_offset` says where it stopped.
+    #[param(max_length = 4096)]
+    key: Option<String>,
+    /// Keep only records whose value's JSON text contains this text; scanned as `key` is.
+    #[param(min_length = 1, max_length = 4096)]
+    contains: Option<String>,
 }
+
+/// The longest `key` or `contains` a search takes.
+const MAX_SEARCH_TEXT: usize = 4096;
 
 /// The JSON body of a fetch. `wire::fetch_response` writes it without re-encoding the
 /// stored values; this type only describes it (for the OpenAPI document), and a test
@@ -215,20 +226,40 @@ pub async fn fetch(
         ErrorCode::InvalidQuery,
     )?;
     let offset = params.offset.map(Offset::parse).transpose()?;
-    let result = subscriber
-        .fetch(
-            partition,
-            FetchRequest {
-                offset,
-                max_records: read.max_records,
-                max_bytes: read.max_bytes,
-            },
-            read.wait,
-        )
-        .await?;
+    let request = FetchRequest {
+        offset,
+        max_records: read.max_records,
+        max_bytes: read.max_bytes,
+    };
+    let filter = search_filter(&params)?;
+    let result = if filter.is_active() {
+        if !read.wait.is_zero() {
+            return Err(GatewayError::new(
+                ErrorCode::InvalidQuery,
+                "wait_ms cannot be combined with key or contains",
+            ));
+        }
+        subscriber.search(partition, request, &filter).await?
+    } else {
+        subscriber.fetch(partition, request, read.wait).await?
+    };
     Ok(HttpResponse::Ok()
         .insert_header(ContentType::json())
         .body(wire::fetch_response(&result)))
+}
+
+fn search_filter(params: &FetchParams) -> Result<RecordFilter, GatewayError> {
+    let checked = |name: &str, value: &Option<String>, min: usize| match value {
+        Some(text) if text.len() < min || text.len() > MAX_SEARCH_TEXT => Err(GatewayError::new(
+            ErrorCode::InvalidQuery,
+            format!("{name} must be {min} to {MAX_SEARCH_TEXT} bytes long"),
+        )),
+        _ => Ok(value.clone()),
+    };
+    Ok(RecordFilter {
+        key: checked("key", &params.key, 0)?,
+        contains: checked("contains", &params.contains, 1)?,
+    })
 }
 
 /// `limit`, `max_bytes` and `wait_ms` of a read (a fetch or a group poll), with their

@@ -20,5 +20,6 @@ mod publish_fetch;
 mod push;
 mod restart;
 mod retention;
+mod search;
 mod storage;
 mod topics;

@@ -2146,8 +2146,18 @@ export interface operations {
                 limit?: number;
                 /** @description Soft cap on payload bytes (default 1 MiB); at least one record is returned. */
                 max_bytes?: number;
-                /** @description Wait up to this long for a record at `offset` (long poll); default 0. */
+                /**
+                 * @description Wait up to this long for a record at `offset` (long poll); default 0. Not with
+                 *     `key` or `contains`.
+                 */
                 wait_ms?: number;
+                /**
+                 * @description Keep only records with this key (as the API shows it). The search reads at most
+                 *     `--max-scan-records` records past `offset`; `next_offset` says where it stopped.
+                 */
+                key?: string;
+                /** @description Keep only records whose value's JSON text contains this text; scanned as `key` is. */
+                contains?: string;
             };
             header?: never;
             path: {
