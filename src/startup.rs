@@ -133,6 +133,7 @@ impl Application {
             metrics_public: config.metrics_public,
             shutdown: shutdown.clone(),
             quotas,
+            local_address: local_addr.to_string(),
         }));
         let settings = http::ServerSettings {
             workers: config.workers,

@@ -14,9 +14,9 @@ use super::wire::{Call, Reply};
 use crate::groups::GroupError;
 use crate::log::kafka::KafkaLog;
 use crate::log::{
-    AppendOutcome, AppendRequest, EventLog, FetchRequest, FetchResult, LogError, Offset,
-    PartitionBounds, PartitionId, RecordRun, TimestampOffset, TopicConfig, TopicDescription,
-    TopicListing, TopicMeta, TopicName, TopicUpdate,
+    AppendOutcome, AppendRequest, ClusterView, EventLog, FetchRequest, FetchResult, LogError,
+    Offset, PartitionBounds, PartitionId, RecordRun, TimestampOffset, TopicConfig,
+    TopicDescription, TopicListing, TopicMeta, TopicName, TopicUpdate,
 };
 
 pub struct ClusterLog {
@@ -136,6 +136,10 @@ impl EventLog for ClusterLog {
 
     fn readiness(&self) -> Result<(), LogError> {
         self.kafka.readiness()
+    }
+
+    async fn cluster(&self) -> Result<ClusterView, LogError> {
+        self.kafka.cluster().await
     }
 
     async fn shutdown(&self) {

@@ -31,7 +31,7 @@ use crate::groups::{
     OffsetReset, PollRequest, Polled, SeekTarget,
 };
 use crate::log::{
-    FetchRequest, FetchResult, GroupId, LogError, Offset, PartitionId, StoredRecord,
+    ClusterView, FetchRequest, FetchResult, GroupId, LogError, Offset, PartitionId, StoredRecord,
     TimestampOffset, TopicConfig, TopicDescription, TopicListing, TopicName, TopicUpdate,
 };
 use crate::metrics::GroupSample;
@@ -163,6 +163,18 @@ impl Caller {
         let mut topics = self.gateway.log.list_topics().await?;
         topics.retain(|topic| self.sees_topic(topic.name.as_str()));
         Ok(topics)
+    }
+
+    /// The cluster holding the log, with only the partitions of topics the caller sees.
+    pub async fn cluster(&self) -> Result<ClusterView, LogError> {
+        let mut view = self.gateway.log.cluster().await?;
+        view.partitions
+            .retain(|(topic, _, _)| self.sees_topic(topic.as_str()));
+        for node in &mut view.nodes {
+            node.address
+                .get_or_insert_with(|| self.gateway.local_address.clone());
+        }
+        Ok(view)
     }
 
     /// Groups the caller may see: those a `group:` scope matches.

@@ -62,6 +62,8 @@ pub struct Gateway {
     /// Cancelled at shutdown: long-lived connections end on it.
     pub shutdown: CancellationToken,
     quotas: Arc<Quotas>,
+    /// Where this server listens: the address of the embedded log's one node.
+    local_address: String,
 }
 
 /// What [`Gateway::new`] takes.
@@ -76,6 +78,7 @@ pub struct GatewayParts {
     pub metrics_public: bool,
     pub shutdown: CancellationToken,
     pub quotas: Arc<Quotas>,
+    pub local_address: String,
 }
 
 impl Gateway {
@@ -93,6 +96,7 @@ impl Gateway {
             metrics_public: parts.metrics_public,
             shutdown: parts.shutdown,
             quotas: parts.quotas,
+            local_address: parts.local_address,
         }
     }
 

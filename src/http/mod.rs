@@ -4,6 +4,7 @@
 //! takes a [`Caller`](crate::gateway::Caller) (`extract`).
 
 mod body;
+mod cluster;
 mod connection;
 mod error;
 mod extract;
@@ -83,6 +84,7 @@ pub fn app(
         .service(health::healthz)
         .service(health::readyz)
         .service(metrics::metrics)
+        .service(cluster::cluster)
         .service(topics::create_topic)
         .service(topics::list_topics)
         .service(topics::describe_topic)

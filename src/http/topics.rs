@@ -78,6 +78,15 @@ pub struct PartitionBounds {
     /// Null where the backend cannot tell (Kafka through librdkafka).
     #[schema(required = true)]
     size_bytes: Option<u64>,
+    /// Node id of the partition's leader; null while it has none. On the embedded log,
+    /// the one node, 0.
+    #[schema(required = true)]
+    leader: Option<i32>,
+    /// Node ids of the assigned replicas (Kafka's AR).
+    replicas: Vec<i32>,
+    /// Node ids of the replicas in sync with the leader; those of `replicas` missing here
+    /// are out of sync.
+    isr: Vec<i32>,
 }
 
 impl From<PartitionOffsets> for PartitionBounds {
@@ -87,6 +96,9 @@ impl From<PartitionOffsets> for PartitionBounds {
             log_start_offset: p.bounds.log_start_offset.get(),
             high_watermark: p.bounds.high_watermark.get(),
             size_bytes: p.size_bytes,
+            leader: p.replicas.leader,
+            replicas: p.replicas.replicas,
+            isr: p.replicas.isr,
         }
     }
 }

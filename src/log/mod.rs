@@ -35,11 +35,11 @@ pub use error::{Fault, FaultKind, LogError};
 pub use types::Encoding;
 pub(crate) use types::payload_len;
 pub use types::{
-    AppendOutcome, AppendRecord, AppendRequest, CommittedOffset, DEFAULT_RETENTION_MS,
-    FetchRequest, FetchResult, GroupId, IdempotencyKey, MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, Offset,
-    PartitionBounds, PartitionId, PartitionOffsets, RecordPosition, RecordRun, StoredRecord,
-    TimestampOffset, TopicConfig, TopicDescription, TopicId, TopicListing, TopicMeta, TopicName,
-    TopicUpdate,
+    AppendOutcome, AppendRecord, AppendRequest, ClusterNode, ClusterView, CommittedOffset,
+    DEFAULT_RETENTION_MS, EMBEDDED_NODE, FetchRequest, FetchResult, GroupId, IdempotencyKey,
+    MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, Offset, PartitionBounds, PartitionId, PartitionOffsets,
+    PartitionReplicas, RecordPosition, RecordRun, StoredRecord, TimestampOffset, TopicConfig,
+    TopicDescription, TopicId, TopicListing, TopicMeta, TopicName, TopicUpdate,
 };
 
 /// Consumer groups' committed offsets, kept beside the records: redb in its own table,
@@ -160,6 +160,10 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// `Ok` while the log takes requests; otherwise why not, for the readiness probe.
     fn readiness(&self) -> Result<(), LogError>;
+
+    /// The nodes holding the log and where each partition's replicas are, from the
+    /// backend's metadata (cached briefly where that costs a round trip).
+    async fn cluster(&self) -> Result<ClusterView, LogError>;
 
     /// Commits everything already accepted, refuses the rest, stops the backend's own
     /// background tasks and releases its storage or connections.

@@ -262,13 +262,60 @@ impl PartitionBounds {
 }
 
 /// The bounds of one partition's log, with its size where the backend knows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionOffsets {
     pub partition: PartitionId,
     pub bounds: PartitionBounds,
     /// Bytes the partition's stored records take (what `retention_bytes` bounds); `None`
     /// where the backend cannot tell (librdkafka cannot describe Kafka's log dirs).
     pub size_bytes: Option<u64>,
+    pub replicas: PartitionReplicas,
+}
+
+/// The node every partition of the embedded log lives on: the one there is.
+pub const EMBEDDED_NODE: i32 = 0;
+
+/// Where a partition's copies are, by node id: its leader (`None` while it has none), the
+/// assigned replicas (Kafka's AR) and those in sync with the leader (ISR).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionReplicas {
+    pub leader: Option<i32>,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+impl PartitionReplicas {
+    /// A partition of the embedded log: this node leads it and is its only replica.
+    pub fn embedded() -> PartitionReplicas {
+        PartitionReplicas {
+            leader: Some(EMBEDDED_NODE),
+            replicas: vec![EMBEDDED_NODE],
+            isr: vec![EMBEDDED_NODE],
+        }
+    }
+
+    /// Fewer replicas in sync than assigned (Kafka's under-replicated partitions).
+    pub fn is_under_replicated(&self) -> bool {
+        self.isr.len() < self.replicas.len()
+    }
+}
+
+/// One node of the cluster holding the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterNode {
+    pub id: i32,
+    /// `host:port`; `None` for the embedded log's node, which is this server itself.
+    pub address: Option<String>,
+}
+
+/// The cluster as its metadata shows it now.
+#[derive(Clone, Debug)]
+pub struct ClusterView {
+    pub nodes: Vec<ClusterNode>,
+    /// The node that runs the cluster's metadata (Kafka's active controller), if known.
+    pub controller: Option<i32>,
+    /// Every partition of every topic of this deployment, sorted by topic and partition.
+    pub partitions: Vec<(TopicName, PartitionId, PartitionReplicas)>,
 }
 
 /// A topic's configuration and the bounds of each partition.

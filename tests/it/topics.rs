@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, bounds, expect_error, json_body, records};
+use crate::harness::{TestApp, bounds, dense_offsets, expect_error, json_body, records, token};
 
 const SEVEN_DAYS_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
@@ -578,4 +578,77 @@ async fn unknown_routes_are_404_with_an_error_body() {
         .await
         .unwrap();
     expect_error(response, 404, "not_found").await;
+}
+
+/// Every partition of a description names its leader, replicas and ISR, all nodes of
+/// `/v1/cluster`; on redb that is the one node 0, this server, which is also the
+/// controller, and nothing is under-replicated.
+#[tokio::test]
+async fn partitions_show_their_leader_replicas_and_isr_from_the_cluster_view() {
+    let app = TestApp::spawn().await;
+    app.create_topic("placed", 3).await;
+    let cluster = json_body(app.get("/v1/cluster").send().await.unwrap()).await;
+    let nodes: Vec<i64> = cluster["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|node| {
+            assert!(
+                node["address"].as_str().is_some_and(|a| a.contains(':')),
+                "{node}"
+            );
+            node["id"].as_i64().unwrap()
+        })
+        .collect();
+    assert!(!nodes.is_empty());
+    assert!(nodes.contains(&cluster["controller"].as_i64().expect("controller")));
+    assert_eq!(
+        cluster["under_replicated"],
+        json!([]),
+        "a healthy cluster: {cluster}"
+    );
+    let described = app.describe("placed").await;
+    let partitions = described["partition_offsets"].as_array().unwrap();
+    assert_eq!(partitions.len(), 3);
+    for p in partitions {
+        let leader = p["leader"].as_i64().expect("a leader");
+        let ids = |field: &str| -> Vec<i64> {
+            p[field]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id.as_i64().unwrap())
+                .collect()
+        };
+        let (replicas, isr) = (ids("replicas"), ids("isr"));
+        assert!(replicas.contains(&leader) && isr.contains(&leader), "{p}");
+        assert!(
+            isr.iter()
+                .all(|id| replicas.contains(id) && nodes.contains(id)),
+            "{p}"
+        );
+    }
+    if dense_offsets() {
+        let base = app.base_url.trim_start_matches("http://");
+        assert_eq!(cluster["nodes"], json!([{"id": 0, "address": base}]));
+        assert_eq!(cluster["controller"], 0);
+        assert_eq!(partitions[2]["leader"], 0);
+        assert_eq!(partitions[2]["replicas"], json!([0]));
+        assert_eq!(partitions[2]["isr"], json!([0]));
+    }
+    // The route needs a token, but no particular scope.
+    let response = app
+        .anonymous(Method::GET, "/v1/cluster")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let reader = token("reader", "subscribe:placed");
+    let response = app
+        .anonymous(Method::GET, "/v1/cluster")
+        .bearer_auth(reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }

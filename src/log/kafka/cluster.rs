@@ -9,12 +9,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::metadata::Metadata;
+use rdkafka::metadata::{Metadata, MetadataTopic};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
 use super::names::Names;
-use crate::log::{LogError, Offset, PartitionId, TopicId, TopicMeta, TopicName};
+use crate::log::{
+    ClusterNode, ClusterView, LogError, Offset, PartitionId, PartitionReplicas, TopicId, TopicMeta,
+    TopicName,
+};
 
 /// ListOffsets' stand-ins for "the end" (for a read_committed client, the last stable
 /// offset) and "the start".
@@ -25,6 +28,9 @@ pub(super) const EARLIEST: i64 = -2;
 /// 5 s) on an idle broker, twice that on a busy one.
 const PARTITION_SETUP: Duration = Duration::from_millis(10);
 
+/// How long a [`Cluster::view`] is served from memory.
+const VIEW_TTL: Duration = Duration::from_secs(1);
+
 /// The topics of this deployment the cluster has, and whether it answers.
 pub(super) struct Cluster {
     client: Arc<BaseConsumer>,
@@ -32,6 +38,8 @@ pub(super) struct Cluster {
     timeout: Duration,
     topics: RwLock<HashMap<TopicName, TopicMeta>>,
     next_id: AtomicU64,
+    /// The last [`Cluster::view`] and when it was read.
+    view: Mutex<Option<(Instant, ClusterView)>>,
     /// Why the last metadata request failed; `None` while the cluster answers.
     unreachable: Mutex<Option<String>>,
 }
@@ -49,6 +57,7 @@ impl Cluster {
             timeout,
             topics: RwLock::default(),
             next_id: AtomicU64::new(1),
+            view: Mutex::default(),
             unreachable: Mutex::new(Some("the cluster has not answered yet".into())),
         }
     }
@@ -154,11 +163,14 @@ impl Cluster {
 
     /// Reads one topic from the cluster into memory.
     pub async fn fetch_topic(&self, topic: &TopicName) -> Result<TopicMeta, LogError> {
-        self.fetch_topic_leaders(topic).await.map(|(meta, _)| meta)
+        self.fetch_topic_replicas(topic).await.map(|(meta, _)| meta)
     }
 
-    /// [`Cluster::fetch_topic`], and whether every partition has a leader.
-    async fn fetch_topic_leaders(&self, topic: &TopicName) -> Result<(TopicMeta, bool), LogError> {
+    /// [`Cluster::fetch_topic`], with each partition's leader, replicas and ISR.
+    pub async fn fetch_topic_replicas(
+        &self,
+        topic: &TopicName,
+    ) -> Result<(TopicMeta, Vec<PartitionReplicas>), LogError> {
         let metadata = self.fetch_metadata(Some(self.names.topic(topic))).await?;
         let found = metadata
             .topics()
@@ -169,10 +181,7 @@ impl Cluster {
             return Err(LogError::TopicNotFound(topic.clone()));
         };
         let partitions = found.partitions().len() as u32;
-        let led = found
-            .partitions()
-            .iter()
-            .all(|p| p.error().is_none() && p.leader() >= 0);
+        let replicas = replicas_of(found);
         let mut topics = write(&self.topics);
         let id = topics.get(topic).map(|meta| meta.id);
         let meta = TopicMeta {
@@ -180,7 +189,50 @@ impl Cluster {
             partitions,
         };
         topics.insert(topic.clone(), meta);
-        Ok((meta, led))
+        Ok((meta, replicas))
+    }
+
+    /// The last [`Cluster::read_view`] while younger than `VIEW_TTL`: a console page
+    /// refreshing every few seconds costs the cluster no more than one view a second.
+    pub fn cached_view(&self) -> Option<ClusterView> {
+        match &*lock(&self.view) {
+            Some((at, view)) if at.elapsed() < VIEW_TTL => Some(view.clone()),
+            _ => None,
+        }
+    }
+
+    /// The brokers and every partition of this deployment's topics, from one metadata
+    /// request, with the `controller` DescribeCluster named.
+    pub async fn read_view(&self, controller: Option<i32>) -> Result<ClusterView, LogError> {
+        let metadata = self.fetch_metadata(None).await?;
+        let mut nodes: Vec<ClusterNode> = metadata
+            .brokers()
+            .iter()
+            .map(|broker| ClusterNode {
+                id: broker.id(),
+                address: Some(format!("{}:{}", broker.host(), broker.port())),
+            })
+            .collect();
+        nodes.sort_by_key(|node| node.id);
+        let mut partitions = Vec::new();
+        for topic in metadata.topics() {
+            if topic.error().is_some() {
+                continue;
+            }
+            if let Some(name) = self.names.api_topic(topic.name()) {
+                for (p, replicas) in (0u32..).zip(replicas_of(topic)) {
+                    partitions.push((name.clone(), PartitionId::new(p), replicas));
+                }
+            }
+        }
+        partitions.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let view = ClusterView {
+            nodes,
+            controller,
+            partitions,
+        };
+        *lock(&self.view) = Some((Instant::now(), view.clone()));
+        Ok(view)
     }
 
     /// Waits until the cluster's metadata shows the topic with at least `partitions`
@@ -191,20 +243,25 @@ impl Cluster {
         &self,
         topic: &TopicName,
         partitions: u32,
-    ) -> Result<TopicMeta, LogError> {
+    ) -> Result<(TopicMeta, Vec<PartitionReplicas>), LogError> {
         let deadline = Instant::now() + self.timeout + PARTITION_SETUP * partitions;
         loop {
-            let seen = match self.fetch_topic_leaders(topic).await {
-                Ok((meta, true)) if meta.partitions >= partitions => return Ok(meta),
-                Ok((meta, led)) => format!(
-                    "{} partitions, {}",
-                    meta.partitions,
-                    if led {
-                        "all led"
-                    } else {
-                        "some without a leader"
+            let seen = match self.fetch_topic_replicas(topic).await {
+                Ok((meta, replicas)) => {
+                    let led = replicas.iter().all(|p| p.leader.is_some());
+                    if led && meta.partitions >= partitions {
+                        return Ok((meta, replicas));
                     }
-                ),
+                    format!(
+                        "{} partitions, {}",
+                        meta.partitions,
+                        if led {
+                            "all led"
+                        } else {
+                            "some without a leader"
+                        }
+                    )
+                }
                 Err(LogError::TopicNotFound(_)) => "no such topic".to_owned(),
                 Err(err) => return Err(err),
             };
@@ -309,6 +366,21 @@ impl Cluster {
 
 /// Errors that say a partition's leader is being elected or moved: they pass by
 /// themselves.
+/// Each partition's leader, replicas and ISR, in partition order (a partition the
+/// metadata reports an error for has no leader).
+fn replicas_of(topic: &MetadataTopic) -> Vec<PartitionReplicas> {
+    let mut partitions: Vec<_> = topic.partitions().iter().collect();
+    partitions.sort_by_key(|p| p.id());
+    partitions
+        .into_iter()
+        .map(|p| PartitionReplicas {
+            leader: (p.error().is_none() && p.leader() >= 0).then_some(p.leader()),
+            replicas: p.replicas().to_vec(),
+            isr: p.isr().to_vec(),
+        })
+        .collect()
+}
+
 fn is_leader_moving(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,

@@ -2,7 +2,8 @@
 //! a group's offsets by group name from one client (ListConsumerGroupOffsets,
 //! AlterConsumerGroupOffsets; fede1024/rust-rdkafka#785), incremental config changes
 //! (IncrementalAlterConfigs: the legacy AlterConfigs resets what it does not name), and a
-//! transaction commit without rust-rdkafka's flush loop (which polls every 100 ms).
+//! transaction commit without rust-rdkafka's flush loop (which polls every 100 ms), and
+//! the cluster's controller (DescribeCluster).
 //!
 //! Every call here blocks its thread until librdkafka answers or the timeout passes: run
 //! them on a blocking thread.
@@ -310,6 +311,28 @@ pub(super) fn alter_group_offsets(
     let groups =
         unsafe { rd::rd_kafka_AlterConsumerGroupOffsets_result_groups(result, &mut count) };
     unsafe { group_partitions(groups, count, "committing a group's offsets") }
+}
+
+/// The id of the cluster's active controller (DescribeCluster), `None` if it names none.
+pub(super) fn describe_cluster_controller(
+    rk: *mut rd::rd_kafka_t,
+    timeout: Duration,
+) -> Result<Option<i32>, NativeError> {
+    let call = AdminCall::new(
+        rk,
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECLUSTER,
+        timeout,
+    )?;
+    unsafe { rd::rd_kafka_DescribeCluster(rk, call.options, call.queue) };
+    let event = call.result("describing the cluster")?;
+    let result = unsafe { rd::rd_kafka_event_DescribeCluster_result(event.0) };
+    if result.is_null() {
+        return Err(NativeError::local(
+            "describing the cluster: unexpected answer",
+        ));
+    }
+    let controller = unsafe { rd::rd_kafka_DescribeCluster_result_controller(result) };
+    Ok((!controller.is_null()).then(|| unsafe { rd::rd_kafka_Node_id(controller) }))
 }
 
 /// Sets some configs of a topic, leaving the others as they are.

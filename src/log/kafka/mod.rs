@@ -61,10 +61,10 @@ pub use replicas::{Directory, OwnershipChange, Replicas, join as join_replicas};
 use crate::metrics::LogMetrics;
 
 use super::{
-    AppendOutcome, AppendRequest, CommittedOffset, EventLog, FetchRequest, FetchResult, GroupId,
-    LogError, Offset, OffsetStore, PartitionBounds, PartitionId, PartitionOffsets, RecordRun,
-    TimestampOffset, TopicConfig, TopicDescription, TopicListing, TopicMeta, TopicName,
-    TopicUpdate,
+    AppendOutcome, AppendRequest, ClusterView, CommittedOffset, EventLog, FetchRequest,
+    FetchResult, GroupId, LogError, Offset, OffsetStore, PartitionBounds, PartitionId,
+    PartitionOffsets, RecordRun, TimestampOffset, TopicConfig, TopicDescription, TopicListing,
+    TopicMeta, TopicName, TopicUpdate,
 };
 
 /// Readers for older records: concurrent fetches beyond them wait.
@@ -528,18 +528,20 @@ impl EventLog for KafkaLog {
                 Err((_, code)) => return Err(unavailable("creating a topic", code)),
             }
         }
-        let meta = self.cluster.wait_for(&name, config.partitions).await?;
+        let (_, replicas) = self.cluster.wait_for(&name, config.partitions).await?;
         Ok(TopicDescription {
             name,
             config,
-            partitions: (0..meta.partitions)
-                .map(|p| PartitionOffsets {
+            partitions: (0u32..)
+                .zip(replicas)
+                .map(|(p, replicas)| PartitionOffsets {
                     partition: PartitionId::new(p),
                     bounds: PartitionBounds {
                         log_start_offset: Offset::ZERO,
                         high_watermark: Offset::ZERO,
                     },
                     size_bytes: None,
+                    replicas,
                 })
                 .collect(),
         })
@@ -556,7 +558,7 @@ impl EventLog for KafkaLog {
     }
 
     async fn describe_topic(&self, name: &TopicName) -> Result<TopicDescription, LogError> {
-        let meta = self.cluster.fetch_topic(name).await?;
+        let (meta, replicas) = self.cluster.fetch_topic_replicas(name).await?;
         let config = self.configs(&[(name.clone(), meta)]).await?.remove(0);
         let partitions: Vec<PartitionId> = (0..meta.partitions).map(PartitionId::new).collect();
         let bounds = self.fresh_bounds(name, &partitions).await?;
@@ -566,10 +568,12 @@ impl EventLog for KafkaLog {
             partitions: partitions
                 .into_iter()
                 .zip(bounds)
-                .map(|(partition, bounds)| PartitionOffsets {
+                .zip(replicas)
+                .map(|((partition, bounds), replicas)| PartitionOffsets {
                     partition,
                     bounds,
                     size_bytes: None,
+                    replicas,
                 })
                 .collect(),
         })
@@ -813,6 +817,18 @@ impl EventLog for KafkaLog {
         Ok(self
             .tails
             .watch(topic, self.names.topic(topic), partition, end))
+    }
+
+    async fn cluster(&self) -> Result<ClusterView, LogError> {
+        if let Some(view) = self.cluster.cached_view() {
+            return Ok(view);
+        }
+        let timeout = self.options.timeout;
+        let controller = self
+            .native(move |rk| ffi::describe_cluster_controller(rk, timeout))
+            .await?
+            .map_err(|err| unavailable("describing the cluster", err))?;
+        self.cluster.read_view(controller).await
     }
 
     fn readiness(&self) -> Result<(), LogError> {

@@ -52,10 +52,10 @@ use writer::{
 };
 
 use super::{
-    AppendOutcome, AppendRequest, CommittedOffset, EventLog, FetchRequest, FetchResult, GroupId,
-    LogError, Offset, OffsetStore, PartitionBounds, PartitionId, PartitionOffsets, RecordRun,
-    TimestampOffset, TopicConfig, TopicDescription, TopicId, TopicListing, TopicMeta, TopicName,
-    TopicUpdate,
+    AppendOutcome, AppendRequest, ClusterNode, ClusterView, CommittedOffset, EMBEDDED_NODE,
+    EventLog, FetchRequest, FetchResult, GroupId, LogError, Offset, OffsetStore, PartitionBounds,
+    PartitionId, PartitionOffsets, PartitionReplicas, RecordRun, TimestampOffset, TopicConfig,
+    TopicDescription, TopicId, TopicListing, TopicMeta, TopicName, TopicUpdate,
 };
 use crate::metrics::LogMetrics;
 use crate::{panics, private_fs};
@@ -400,6 +400,7 @@ fn describe(name: &TopicName, entry: &TopicEntry) -> TopicDescription {
                 partition: PartitionId::new(p),
                 bounds: partition.bounds(),
                 size_bytes: Some(partition.size_bytes()),
+                replicas: PartitionReplicas::embedded(),
             })
             .collect(),
     }
@@ -583,6 +584,31 @@ impl EventLog for RedbLog {
                 None => Ok(()),
             },
         }
+    }
+
+    async fn cluster(&self) -> Result<ClusterView, LogError> {
+        let partitions = self
+            .catalog
+            .all()
+            .into_iter()
+            .flat_map(|(name, entry)| {
+                (0..entry.partitions.len() as u32).map(move |p| {
+                    (
+                        name.clone(),
+                        PartitionId::new(p),
+                        PartitionReplicas::embedded(),
+                    )
+                })
+            })
+            .collect();
+        Ok(ClusterView {
+            nodes: vec![ClusterNode {
+                id: EMBEDDED_NODE,
+                address: None,
+            }],
+            controller: Some(EMBEDDED_NODE),
+            partitions,
+        })
     }
 
     async fn shutdown(&self) {

@@ -56,6 +56,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/cluster": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The cluster: its nodes, the controller, and under-replicated partitions (from the
+         *     backend's metadata, cached for a second). Any valid token; partitions of topics the
+         *     token has no scope on are left out.
+         */
+        get: operations["cluster"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/groups": {
         parameters: {
             query?: never;
@@ -309,6 +330,29 @@ export interface components {
          * @enum {string}
          */
         AutoOffsetReset: "latest" | "earliest";
+        ClusterDetails: {
+            /**
+             * Format: int32
+             * @description Node id of the active controller; null if the cluster names none.
+             */
+            controller: number | null;
+            /** @description Sorted by id. On the embedded log, one node with id 0. */
+            nodes: components["schemas"]["ClusterNode"][];
+            /**
+             * @description Partitions of the topics the token sees whose ISR is short of their replicas,
+             *     by topic and partition.
+             */
+            under_replicated: components["schemas"]["UnderReplicatedPartition"][];
+        };
+        ClusterNode: {
+            /**
+             * @description `host:port`: a Kafka broker's advertised listener; on the embedded log, this
+             *     server's own listening address.
+             */
+            address: string;
+            /** Format: int32 */
+            id: number;
+        };
         /**
          * @description Offsets to commit. A member names itself and its generation and commits only its own
          *     partitions; without `member_id` (a client assigning partitions itself) a commit is
@@ -444,12 +488,25 @@ export interface components {
              */
             high_watermark: number;
             /**
+             * @description Node ids of the replicas in sync with the leader; those of `replicas` missing here
+             *     are out of sync.
+             */
+            isr: number[];
+            /**
+             * Format: int32
+             * @description Node id of the partition's leader; null while it has none. On the embedded log,
+             *     the one node, 0.
+             */
+            leader: number | null;
+            /**
              * Format: int64
              * @description First offset still stored.
              */
             log_start_offset: number;
             /** Format: int32 */
             partition: number;
+            /** @description Node ids of the assigned replicas (Kafka's AR). */
+            replicas: number[];
             /**
              * Format: int64
              * @description Bytes of the partition's stored records as encoded (on redb: records and batch
@@ -687,6 +744,15 @@ export interface components {
             /** Format: int64 */
             retention_ms: number;
         };
+        UnderReplicatedPartition: {
+            isr: number[];
+            /** Format: int32 */
+            leader: number | null;
+            /** Format: int32 */
+            partition: number;
+            replicas: number[];
+            topic: string;
+        };
         /** @description Changes to a topic; fields left out stay as they are. */
         UpdateTopic: {
             /**
@@ -816,6 +882,66 @@ export interface operations {
                 };
             };
             /** @description Shutting down, the log cannot take writes, the data directory's disk is short of room (`storage_full`, below --min-free-bytes or full), or (on Kafka) the cluster cannot be reached (`kafka_unavailable`); the message says why; or past --max-connections: `too_many_connections`, retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description Whole seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    cluster: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The cluster as its metadata shows it */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ClusterDetails"];
+                };
+            };
+            /** @description Missing, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over --quota-requests-per-sec (on publishes also --quota-publish-bytes-per-sec) for the token's subject: `rate_limited`, retry after `Retry-After` seconds (`retry_after_ms` in the error); nothing was applied */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Past --max-connections: `too_many_connections`, retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description Whole seconds to wait before retrying */
