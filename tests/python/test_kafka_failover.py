@@ -136,6 +136,36 @@ def watch_election(cluster: Cluster, kafka_topic: str, victim: int, found: dict)
         time.sleep(0.1)
 
 
+def gateway_placement(server) -> dict[int, tuple[int, list[int]]]:
+    """Each partition's leader and ISR as the gateway's topic description shows them."""
+    described = server.request("GET", f"/v1/topics/{TOPIC}")
+    assert described.status_code == 200, described.text
+    return {p["partition"]: (-1 if p["leader"] is None else p["leader"], sorted(p["isr"]))
+            for p in described.json()["partition_offsets"]}
+
+
+def assert_gateway_agrees(server, cluster: Cluster, kafka_topic: str, within: float) -> dict:
+    """Waits until the gateway's topic description and `/v1/cluster` show what Kafka's own
+    admin API shows (the gateway caches its view for a second): leaders, ISR, and the
+    partitions whose ISR is short of their replicas. Returns `/v1/cluster`."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            kafka = leaders(cluster, kafka_topic)
+        except Exception:  # a metadata request meeting a dead broker; ask again
+            kafka = None
+        ours = gateway_placement(server)
+        view = server.request("GET", "/v1/cluster").json()
+        short = sorted(p for p, (_, isr) in (kafka or {}).items() if len(isr) < NODES)
+        ours_short = sorted(u["partition"] for u in view["under_replicated"]
+                            if u["topic"] == TOPIC)
+        if kafka is not None and ours == kafka and ours_short == short:
+            return view
+        assert time.monotonic() < deadline, \
+            f"the gateway shows {ours} and {view}; Kafka's admin API {kafka}"
+        time.sleep(0.3)
+
+
 def active_controller(cluster: Cluster) -> int | None:
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     try:
@@ -334,6 +364,14 @@ def test_broker_failover_loses_no_acknowledged_record_and_two_down_refuses_write
         time.sleep(0.2)
     victim = placement[0][0]
     controller = active_controller(cluster)
+    view = assert_gateway_agrees(server, cluster, kafka_topic, within=10)
+    assert sorted(n["id"] for n in view["nodes"]) == list(range(1, NODES + 1)), view
+    assert all(n["address"].startswith("127.0.0.1:") for n in view["nodes"]), view
+    # Under KRaft a broker answers DescribeCluster with a random live broker as the
+    # controller (the quorum's leader is not a broker-side fact), so Kafka's admin API
+    # itself names a different node from one call to the next: only membership holds.
+    assert view["controller"] in [n["id"] for n in view["nodes"]], view
+    assert view["under_replicated"] == [], view
     victim_partitions = sorted(p for p, (leader, _) in placement.items() if leader == victim)
 
     with Traffic(server) as traffic:
@@ -367,6 +405,17 @@ def test_broker_failover_loses_no_acknowledged_record_and_two_down_refuses_write
         aborts_after_first_kill = transaction_aborts(server)
         watcher.join(timeout=RECOVERY_LIMIT_S)
         after_election = leaders(cluster, kafka_topic)
+        # The gateway shows the new leaders and the short ISR too, the killed broker
+        # gone from the nodes and from every ISR.
+        view = assert_gateway_agrees(server, cluster, kafka_topic, within=15)
+        assert victim not in [n["id"] for n in view["nodes"]], view
+        shown = gateway_placement(server)
+        assert all(victim not in isr for _, isr in shown.values()), shown
+        assert shown[0][0] not in (victim, -1), shown
+        short_after_kill = [(u["partition"], u["leader"], u["isr"])
+                            for u in view["under_replicated"]]
+        # Every partition had a replica on the killed broker: every one is short now.
+        assert sorted(p for p, _, _ in short_after_kill) == list(range(PARTITIONS)), view
 
         phase_one = [a for a in traffic.snapshot() if a.ended <= phase_one_end]
         ready_phase_one = [p for p in list(traffic.ready_probes) if p[0] <= phase_one_end]
@@ -403,6 +452,7 @@ def test_broker_failover_loses_no_acknowledged_record_and_two_down_refuses_write
         "killed_leader": victim,
         "killed_leader_was_active_controller": controller == victim,
         "killed_leader_led_partitions": victim_partitions,
+        "under_replicated_shown_after_kill": short_after_kill,
         "leaders_before": {p: l for p, (l, _) in placement.items()},
         "leaders_after_election": {p: l for p, (l, _) in after_election.items()},
         "first_success_after_kill_s": {p: round(t, 3) for p, t in first_success.items()},
