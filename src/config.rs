@@ -307,6 +307,16 @@ pub struct Config {
     #[arg(long, env = "TIDEGATE_METRICS_PUBLIC")]
     pub metrics_public: bool,
 
+    /// Seconds between two samples of each topic's traffic history (the console's charts,
+    /// `GET /v1/topics/{topic}/stats`).
+    #[arg(long, env = "TIDEGATE_STATS_INTERVAL_SECS", default_value_t = 10)]
+    pub stats_interval_secs: u64,
+
+    /// Seconds of traffic history kept in memory: the longest `window_s` of the stats
+    /// routes.
+    #[arg(long, env = "TIDEGATE_STATS_WINDOW_SECS", default_value_t = 3600)]
+    pub stats_window_secs: u64,
+
     /// Distinct topics that get their own label in metrics; the rest count as `_other`.
     #[arg(long, env = "TIDEGATE_METRICS_MAX_TOPICS", default_value_t = 1000)]
     pub metrics_max_topics: usize,
@@ -568,6 +578,9 @@ pub struct Limits {
     pub body_timeout_ms: u64,
 }
 
+/// Most points the traffic history keeps per topic (a week at 10 s).
+const MAX_STATS_POINTS: u64 = 60_480;
+
 impl Config {
     /// Parses a `serve` configuration from arguments (after the program name) and the
     /// environment, as the binary does. Tests use it to get the same defaults.
@@ -613,6 +626,15 @@ impl Config {
             return Err(format!(
                 "--max-record-bytes ({}) cannot exceed --max-body-bytes ({})",
                 limits.max_record_bytes, limits.max_body_bytes
+            ));
+        }
+        if self.stats_interval_secs == 0
+            || self.stats_window_secs < self.stats_interval_secs
+            || self.stats_window_secs / self.stats_interval_secs > MAX_STATS_POINTS
+        {
+            return Err(format!(
+                "--stats-interval-secs ({}) must be positive and --stats-window-secs ({}) from one to {MAX_STATS_POINTS} intervals",
+                self.stats_interval_secs, self.stats_window_secs
             ));
         }
         let groups = &self.groups;

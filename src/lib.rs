@@ -34,6 +34,7 @@ mod export;
 pub mod fuzz;
 mod gateway;
 mod groups;
+mod history;
 mod http;
 mod json;
 mod log;

@@ -418,6 +418,20 @@ impl TrafficMetrics {
         });
     }
 
+    /// Every tracked topic's counters since the server started: records in, bytes in,
+    /// records out, bytes out. Topics past the cap (counted under `_other`) are not listed.
+    pub fn totals(&self) -> Vec<(String, [u64; 4])> {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics
+            .iter()
+            .map(|(topic, c)| {
+                let totals = [&c.records_in, &c.bytes_in, &c.records_out, &c.bytes_out]
+                    .map(|counter| counter.get());
+                (topic.clone(), totals)
+            })
+            .collect()
+    }
+
     /// Runs `count` on the topic's series: its own while fewer topics than the cap were
     /// seen, else the shared [`OTHER`] ones.
     fn with_topic(&self, topic: &str, count: impl FnOnce(&TopicCounters)) {

@@ -16,6 +16,7 @@ use crate::config::Backend;
 use crate::config::Config;
 use crate::gateway::{Gateway, GatewayParts, Quotas};
 use crate::groups::{Coordinator, GroupCoordinator};
+use crate::history::History;
 use crate::http;
 use crate::log::kafka::{KafkaLog, KafkaOptions, join_replicas};
 use crate::log::redb::RedbLog;
@@ -122,6 +123,11 @@ impl Application {
             metrics.overload.clone(),
         ));
         quotas.start_housekeeping(shutdown.clone());
+        let history = Arc::new(History::new(
+            Duration::from_secs(config.stats_interval_secs),
+            Duration::from_secs(config.stats_window_secs),
+        ));
+
         let gateway = web::Data::new(Gateway::new(GatewayParts {
             log: log.clone(),
             groups: groups.clone(),
@@ -134,7 +140,9 @@ impl Application {
             shutdown: shutdown.clone(),
             quotas,
             local_address: local_addr.to_string(),
+            history,
         }));
+        gateway.clone().into_inner().start_history();
         let settings = http::ServerSettings {
             workers: config.workers,
             shutdown_timeout_secs: config.shutdown_timeout_secs,

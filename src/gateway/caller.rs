@@ -30,11 +30,11 @@ use crate::groups::{
     Assignment, CommitRequest, Generation, GroupDescription, GroupError, GroupSummary, MemberId,
     OffsetReset, PollRequest, Polled, SeekTarget,
 };
+use crate::history::{LagHistory, TrafficPoint, now_ms};
 use crate::log::{
     ClusterView, FetchRequest, FetchResult, GroupId, LogError, Offset, PartitionId, StoredRecord,
     TimestampOffset, TopicConfig, TopicDescription, TopicListing, TopicName, TopicUpdate,
 };
-use crate::metrics::GroupSample;
 use crate::push::{self, Delivery, FrameLimits, Positions, Start};
 
 /// An authenticated caller: verified claims, or anyone when auth is off.
@@ -325,6 +325,13 @@ impl Viewer<'_> {
     pub async fn describe(&self) -> Result<TopicDescription, LogError> {
         self.gateway.log.describe_topic(self.topic).await
     }
+
+    /// The topic's traffic history over the last `window` (at most the one kept).
+    pub async fn traffic(&self, window: Duration) -> Result<Vec<TrafficPoint>, LogError> {
+        self.gateway.log.topic_meta(self.topic).await?;
+        let since = now_ms() - window.as_millis() as i64;
+        Ok(self.gateway.history.topic(self.topic.as_str(), since))
+    }
 }
 
 /// Topic administration and metrics.
@@ -412,6 +419,17 @@ impl GroupAccess<'_> {
         self.coordinator().describe(self.group).await
     }
 
+    /// The group's lag over the last `window` (at most the history kept); empty until the
+    /// history's first sample after the group formed.
+    pub async fn lag_history(&self, window: Duration) -> Result<LagHistory, GroupError> {
+        self.describe().await?;
+        let since = now_ms() - window.as_millis() as i64;
+        let history = &self.caller.gateway.history;
+        Ok(history
+            .group(self.group.as_str(), since)
+            .unwrap_or_default())
+    }
+
     pub async fn leave(&self, member: &MemberId) -> Result<(), GroupError> {
         self.coordinator().leave(self.group, member).await
     }
@@ -472,33 +490,7 @@ impl Scraper<'_> {
     }
 
     pub async fn render(&self) -> Result<String, GroupError> {
-        let metrics = &self.gateway.metrics;
-        let groups = &self.gateway.groups;
-        let mut samples = Vec::new();
-        // Listed by name: the cap keeps the first, and only those are described.
-        let listed = groups.list().await?;
-        for summary in listed.into_iter().take(metrics.group_cap()) {
-            let description = match groups.describe(&summary.group).await {
-                Ok(description) => description,
-                // Deleted between the list and now.
-                Err(GroupError::GroupNotFound(_)) => continue,
-                // The rest of the metrics matter most when storage is in trouble.
-                Err(err) => {
-                    tracing::warn!(group = %summary.group, %err, "a group left out of /metrics");
-                    continue;
-                }
-            };
-            samples.push(GroupSample {
-                group: summary.group.to_string(),
-                members: description.members.len(),
-                rebalances: description.generation.rebalances(),
-                lag: description
-                    .partitions
-                    .iter()
-                    .filter_map(|p| Some((p.topic.to_string(), p.partition.get(), p.lag?)))
-                    .collect(),
-            });
-        }
-        Ok(metrics.render(samples))
+        let samples = self.gateway.group_samples().await?;
+        Ok(self.gateway.metrics.render(samples))
     }
 }

@@ -38,9 +38,10 @@ pub use subscribe::{Membership, SubscribeRequest};
 
 use crate::auth::Verifier;
 use crate::config::{Limits, PushLimits};
-use crate::groups::{GroupCoordinator, GroupSettings};
+use crate::groups::{GroupCoordinator, GroupError, GroupSettings};
+use crate::history::{History, now_ms};
 use crate::log::{EventLog, LogError};
-use crate::metrics::Metrics;
+use crate::metrics::{GroupSample, Metrics};
 use crate::push::PushReader;
 use partition::Partitioner;
 
@@ -64,6 +65,7 @@ pub struct Gateway {
     quotas: Arc<Quotas>,
     /// Where this server listens: the address of the embedded log's one node.
     local_address: String,
+    pub history: Arc<History>,
 }
 
 /// What [`Gateway::new`] takes.
@@ -79,9 +81,64 @@ pub struct GatewayParts {
     pub shutdown: CancellationToken,
     pub quotas: Arc<Quotas>,
     pub local_address: String,
+    pub history: Arc<History>,
 }
 
 impl Gateway {
+    /// Every consumer group's members, rebalances and lag as the coordinator knows them
+    /// now: the first groups by name, up to the metrics' group cap.
+    pub async fn group_samples(&self) -> Result<Vec<GroupSample>, GroupError> {
+        let mut samples = Vec::new();
+        // Listed by name: the cap keeps the first, and only those are described.
+        let listed = self.groups.list().await?;
+        for summary in listed.into_iter().take(self.metrics.group_cap()) {
+            let description = match self.groups.describe(&summary.group).await {
+                Ok(description) => description,
+                // Deleted between the list and now.
+                Err(GroupError::GroupNotFound(_)) => continue,
+                // The rest of the metrics matter most when storage is in trouble.
+                Err(err) => {
+                    tracing::warn!(group = %summary.group, %err, "a group left out of a sample");
+                    continue;
+                }
+            };
+            samples.push(GroupSample {
+                group: summary.group.to_string(),
+                members: description.members.len(),
+                rebalances: description.generation.rebalances(),
+                lag: description
+                    .partitions
+                    .iter()
+                    .filter_map(|p| Some((p.topic.to_string(), p.partition.get(), p.lag?)))
+                    .collect(),
+            });
+        }
+        Ok(samples)
+    }
+
+    /// Samples the history every interval until shutdown: traffic from the counters, then
+    /// each group's lag.
+    pub fn start_history(self: Arc<Self>) {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(self.history.interval());
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = self.shutdown.cancelled() => return,
+                }
+                self.history.sample(now_ms(), self.metrics.traffic.totals());
+                match self.group_samples().await {
+                    Ok(groups) => self
+                        .history
+                        .sample_groups(groups.into_iter().map(|g| (g.group, g.lag)).collect()),
+                    Err(err) => tracing::debug!(%err, "no group lag in this history sample"),
+                }
+            }
+        });
+    }
+
     pub fn new(parts: GatewayParts) -> Gateway {
         Gateway {
             push: PushReader::new(parts.log.clone(), parts.push_limits.push_cache_bytes),
@@ -97,6 +154,7 @@ impl Gateway {
             shutdown: parts.shutdown,
             quotas: parts.quotas,
             local_address: parts.local_address,
+            history: parts.history,
         }
     }
 

@@ -541,6 +541,77 @@ pub async fn describe_group(
     Ok(HttpResponse::Ok().json(GroupDetails::from(description)))
 }
 
+/// A group's total lag at one sample.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct LagPoint {
+    /// When the sample was taken, in milliseconds since the epoch.
+    time: i64,
+    /// Records between the committed offsets and the high watermarks, summed over the
+    /// partitions with a committed offset; null before the group was seen.
+    #[schema(required = true)]
+    lag: Option<u64>,
+}
+
+/// One partition's lag at each of the points.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PartitionLagHistory {
+    topic: String,
+    partition: u32,
+    /// One per point; null where the group had no committed offset on it.
+    lag: Vec<Option<u64>>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct GroupStats {
+    /// Seconds between two samples (`--stats-interval-secs`).
+    interval_s: u64,
+    /// Oldest first.
+    points: Vec<LagPoint>,
+    partitions: Vec<PartitionLagHistory>,
+}
+
+/// A group's lag over the last hour (or `window_s`), in total and per partition, from
+/// this server's memory (sampled as `/metrics` reports lag: the first
+/// `--metrics-max-groups` groups by name).
+#[utoipa::path(
+    tag = "groups",
+    params(("group" = String, Path, description = "Consumer group name"), super::topics::StatsParams),
+    responses(
+        (status = 200, description = "The group's lag history", body = GroupStats),
+        (status = 400, description = "Invalid group name or window", body = ErrorBody),
+        (status = 404, description = "No such group", body = ErrorBody),
+    )
+)]
+#[get("/v1/groups/{group}/stats")]
+pub async fn group_stats(
+    caller: Caller,
+    gateway: web::Data<Gateway>,
+    path: web::Path<String>,
+    params: web::Query<super::topics::StatsParams>,
+) -> Result<HttpResponse, GatewayError> {
+    let group = group_id(&path)?;
+    let window = params.window(&gateway.history)?;
+    let history = caller.group(&group)?.lag_history(window).await?;
+    Ok(HttpResponse::Ok().json(GroupStats {
+        interval_s: gateway.history.interval().as_secs(),
+        points: history
+            .times
+            .into_iter()
+            .zip(history.total)
+            .map(|(time, lag)| LagPoint { time, lag })
+            .collect(),
+        partitions: history
+            .partitions
+            .into_iter()
+            .map(|(topic, partition, lag)| PartitionLagHistory {
+                topic,
+                partition,
+                lag,
+            })
+            .collect(),
+    }))
+}
+
 /// Leave a consumer group now: its partitions move to the other members at once.
 #[utoipa::path(
     tag = "groups",

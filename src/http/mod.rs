@@ -74,6 +74,7 @@ pub fn app(
     let constraints = Constraints {
         limits: gateway.limits,
         groups: gateway.group_settings(),
+        stats_window_secs: gateway.history.window().as_secs(),
     };
     App::new()
         .into_utoipa_app()
@@ -88,6 +89,7 @@ pub fn app(
         .service(topics::create_topic)
         .service(topics::list_topics)
         .service(topics::describe_topic)
+        .service(topics::topic_stats)
         .service(topics::update_topic)
         .service(topics::delete_topic)
         .service(records::publish)
@@ -98,6 +100,7 @@ pub fn app(
         .service(groups::seek)
         .service(groups::list_groups)
         .service(groups::describe_group)
+        .service(groups::group_stats)
         .service(groups::leave_group)
         .service(groups::delete_group)
         .service(push::websocket)

@@ -237,6 +237,8 @@ fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
 pub struct Constraints {
     pub limits: Limits,
     pub groups: GroupSettings,
+    /// The traffic history kept (`--stats-window-secs`): the longest `window_s`.
+    pub stats_window_secs: u64,
 }
 
 impl Modify for Constraints {
@@ -266,6 +268,7 @@ impl Modify for Constraints {
                         "limit" => range(schema, 1, limits.max_fetch_records as u64),
                         "max_bytes" => range(schema, 1, limits.max_fetch_bytes as u64),
                         "wait_ms" => range(schema, 0, limits.max_wait_ms),
+                        "window_s" => range(schema, 1, self.stats_window_secs),
                         "member" => {
                             schema.min_length = Some(1);
                             schema.max_length = Some(MemberId::MAX_LEN);

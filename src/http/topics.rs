@@ -2,11 +2,14 @@
 
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use std::time::Duration;
+
+use utoipa::{IntoParams, ToSchema};
 
 use super::body;
 use super::topic_name;
-use crate::gateway::{Caller, ErrorBody, Gateway, GatewayError};
+use crate::gateway::{Caller, ErrorBody, ErrorCode, Gateway, GatewayError};
+use crate::history::History;
 use crate::log::{
     DEFAULT_RETENTION_MS, PartitionOffsets, TopicConfig, TopicDescription, TopicUpdate,
 };
@@ -189,6 +192,90 @@ pub async fn describe_topic(
     let name = topic_name(&path)?;
     let topic = caller.viewer(&name)?.describe().await?;
     Ok(HttpResponse::Ok().json(TopicDetails::from(topic)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsParams {
+    /// Seconds of history wanted, up to what the server keeps (`--stats-window-secs`,
+    /// default 3600); defaults to all of it.
+    window_s: Option<u64>,
+}
+
+impl StatsParams {
+    /// The window asked for, checked against the history kept.
+    pub(super) fn window(&self, history: &History) -> Result<Duration, GatewayError> {
+        let kept = history.window().as_secs();
+        match self.window_s.unwrap_or(kept) {
+            window @ 1.. if window <= kept => Ok(Duration::from_secs(window)),
+            _ => Err(GatewayError::new(
+                ErrorCode::InvalidQuery,
+                format!("window_s must be between 1 and {kept}"),
+            )),
+        }
+    }
+}
+
+/// One interval of a topic's traffic through this server.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TrafficPointJson {
+    /// When the interval ended, in milliseconds since the epoch.
+    time: i64,
+    /// Records published in the interval (replays excluded).
+    records_in: u64,
+    /// Bytes of those records: keys, values and headers.
+    bytes_in: u64,
+    /// Records delivered to consumers (fetches, group polls, pushed frames).
+    records_out: u64,
+    bytes_out: u64,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TopicStats {
+    /// Seconds each point covers (`--stats-interval-secs`).
+    interval_s: u64,
+    /// Oldest first, one per interval of the window; zeros where nothing moved. Empty for
+    /// a topic past `--metrics-max-topics`, whose traffic is not tracked on its own.
+    points: Vec<TrafficPointJson>,
+}
+
+/// A topic's traffic over the last hour (or `window_s`): records and bytes in and out per
+/// interval, from this server's memory (each replica reports what went through it).
+#[utoipa::path(
+    tag = "topics",
+    params(("topic" = String, Path, description = "Topic name"), StatsParams),
+    responses(
+        (status = 200, description = "The topic's traffic history", body = TopicStats),
+        (status = 400, description = "Invalid topic name or window", body = ErrorBody),
+        (status = 404, description = "No such topic", body = ErrorBody),
+    )
+)]
+#[get("/v1/topics/{topic}/stats")]
+pub async fn topic_stats(
+    caller: Caller,
+    gateway: web::Data<Gateway>,
+    path: web::Path<String>,
+    params: web::Query<StatsParams>,
+) -> Result<HttpResponse, GatewayError> {
+    let name = topic_name(&path)?;
+    let window = params.window(&gateway.history)?;
+    let points = caller.viewer(&name)?.traffic(window).await?;
+    Ok(HttpResponse::Ok().json(TopicStats {
+        interval_s: gateway.history.interval().as_secs(),
+        points: points
+            .into_iter()
+            .map(|point| {
+                let [records_in, bytes_in, records_out, bytes_out] = point.traffic;
+                TrafficPointJson {
+                    time: point.time_ms,
+                    records_in,
+                    bytes_in,
+                    records_out,
+                    bytes_out,
+                }
+            })
+            .collect(),
+    }))
 }
 
 /// Raise the partition count or change retention.

@@ -21,5 +21,6 @@ mod push;
 mod restart;
 mod retention;
 mod search;
+mod stats;
 mod storage;
 mod topics;

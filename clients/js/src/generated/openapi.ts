@@ -183,6 +183,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/groups/{group}/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A group's lag over the last hour (or `window_s`), in total and per partition, from
+         *     this server's memory (sampled as `/metrics` reports lag: the first
+         *     `--metrics-max-groups` groups by name).
+         */
+        get: operations["group_stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/topics": {
         parameters: {
             query?: never;
@@ -282,6 +303,26 @@ export interface paths {
         put?: never;
         /** Publish records; answered after they are durably committed. */
         post: operations["publish"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/topics/{topic}/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A topic's traffic over the last hour (or `window_s`): records and bytes in and out per
+         *     interval, from this server's memory (each replica reports what went through it).
+         */
+        get: operations["topic_stats"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -460,12 +501,36 @@ export interface components {
          * @enum {string}
          */
         GroupStateJson: "stable" | "empty";
+        GroupStats: {
+            /**
+             * Format: int64
+             * @description Seconds between two samples (`--stats-interval-secs`).
+             */
+            interval_s: number;
+            partitions: components["schemas"]["PartitionLagHistory"][];
+            /** @description Oldest first. */
+            points: components["schemas"]["LagPoint"][];
+        };
         GroupSummaryJson: {
             /** Format: int64 */
             generation: number;
             group: string;
             members: number;
             state: components["schemas"]["GroupStateJson"];
+        };
+        /** @description A group's total lag at one sample. */
+        LagPoint: {
+            /**
+             * Format: int64
+             * @description Records between the committed offsets and the high watermarks, summed over the
+             *     partitions with a committed offset; null before the group was seen.
+             */
+            lag: number | null;
+            /**
+             * Format: int64
+             * @description When the sample was taken, in milliseconds since the epoch.
+             */
+            time: number;
         };
         MemberJson: {
             assignment: components["schemas"]["TopicPartitionJson"][];
@@ -514,6 +579,14 @@ export interface components {
              *     Null where the backend cannot tell (Kafka through librdkafka).
              */
             size_bytes: number | null;
+        };
+        /** @description One partition's lag at each of the points. */
+        PartitionLagHistory: {
+            /** @description One per point; null where the group had no committed offset on it. */
+            lag: (number | null)[];
+            /** Format: int32 */
+            partition: number;
+            topic: string;
         };
         PartitionOffsetJson: {
             /** Format: int64 */
@@ -735,6 +808,18 @@ export interface components {
             partition: number;
             topic: string;
         };
+        TopicStats: {
+            /**
+             * Format: int64
+             * @description Seconds each point covers (`--stats-interval-secs`).
+             */
+            interval_s: number;
+            /**
+             * @description Oldest first, one per interval of the window; zeros where nothing moved. Empty for
+             *     a topic past `--metrics-max-topics`, whose traffic is not tracked on its own.
+             */
+            points: components["schemas"]["TrafficPointJson"][];
+        };
         TopicSummary: {
             name: string;
             /** Format: int32 */
@@ -743,6 +828,31 @@ export interface components {
             retention_bytes: number;
             /** Format: int64 */
             retention_ms: number;
+        };
+        /** @description One interval of a topic's traffic through this server. */
+        TrafficPointJson: {
+            /**
+             * Format: int64
+             * @description Bytes of those records: keys, values and headers.
+             */
+            bytes_in: number;
+            /** Format: int64 */
+            bytes_out: number;
+            /**
+             * Format: int64
+             * @description Records published in the interval (replays excluded).
+             */
+            records_in: number;
+            /**
+             * Format: int64
+             * @description Records delivered to consumers (fetches, group polls, pushed frames).
+             */
+            records_out: number;
+            /**
+             * Format: int64
+             * @description When the interval ended, in milliseconds since the epoch.
+             */
+            time: number;
         };
         UnderReplicatedPartition: {
             isr: number[];
@@ -1634,6 +1744,93 @@ export interface operations {
             };
         };
     };
+    group_stats: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Seconds of history wanted, up to what the server keeps (`--stats-window-secs`,
+                 *     default 3600); defaults to all of it.
+                 */
+                window_s?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Consumer group name */
+                group: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The group's lag history */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GroupStats"];
+                };
+            };
+            /** @description Invalid group name or window */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such group */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over --quota-requests-per-sec (on publishes also --quota-publish-bytes-per-sec) for the token's subject: `rate_limited`, retry after `Retry-After` seconds (`retry_after_ms` in the error); nothing was applied */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Past --max-connections: `too_many_connections`, retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description Whole seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_topics: {
         parameters: {
             query?: never;
@@ -2500,6 +2697,93 @@ export interface operations {
             /** @description No room to store the records (the data directory's disk is below --min-free-bytes or full; a broker out of room on Kafka): `insufficient_storage`; nothing was appended */
             507: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    topic_stats: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Seconds of history wanted, up to what the server keeps (`--stats-window-secs`,
+                 *     default 3600); defaults to all of it.
+                 */
+                window_s?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Topic name */
+                topic: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The topic's traffic history */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TopicStats"];
+                };
+            };
+            /** @description Invalid topic name or window */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such topic */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over --quota-requests-per-sec (on publishes also --quota-publish-bytes-per-sec) for the token's subject: `rate_limited`, retry after `Retry-After` seconds (`retry_after_ms` in the error); nothing was applied */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Past --max-connections: `too_many_connections`, retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description Whole seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
