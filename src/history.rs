@@ -176,7 +176,10 @@ impl History {
     pub fn topic(&self, topic: &str, since_ms: i64) -> Vec<TrafficPoint> {
         let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         let points = samples.topics.get(topic).map(|ring| &ring.points);
-        let missing = samples.times.len() - points.map_or(0, VecDeque::len);
+        let missing = samples
+            .times
+            .len()
+            .saturating_sub(points.map_or(0, VecDeque::len));
         samples
             .times
             .iter()

@@ -234,8 +234,8 @@ pub struct TrafficPointJson {
 pub struct TopicStats {
     /// Seconds each point covers (`--stats-interval-secs`).
     interval_s: u64,
-    /// Oldest first, one per interval of the window; zeros where nothing moved. Empty for
-    /// a topic past `--metrics-max-topics`, whose traffic is not tracked on its own.
+    /// Oldest first, one per interval of the window; zeros where nothing moved, and for a
+    /// topic past `--metrics-max-topics`, whose traffic is not tracked on its own.
     points: Vec<TrafficPointJson>,
 }
 

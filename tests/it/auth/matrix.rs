@@ -68,6 +68,8 @@ enum Route {
     CreateTopic,
     ListTopics,
     DescribeTopic,
+    TopicStats,
+    Cluster,
     PatchTopic,
     DeleteTopic,
     Publish,
@@ -78,13 +80,14 @@ enum Route {
     GroupSeek,
     ListGroups,
     DescribeGroup,
+    GroupStats,
     LeaveGroup,
     DeleteGroup,
     Events,
     WebSocket,
 }
 
-const ROUTES: [Route; 21] = [
+const ROUTES: [Route; 24] = [
     Route::Healthz,
     Route::Readyz,
     Route::Metrics,
@@ -92,6 +95,8 @@ const ROUTES: [Route; 21] = [
     Route::CreateTopic,
     Route::ListTopics,
     Route::DescribeTopic,
+    Route::TopicStats,
+    Route::Cluster,
     Route::PatchTopic,
     Route::DeleteTopic,
     Route::Publish,
@@ -103,6 +108,7 @@ const ROUTES: [Route; 21] = [
     Route::GroupSeek,
     Route::ListGroups,
     Route::DescribeGroup,
+    Route::GroupStats,
     Route::LeaveGroup,
     Route::DeleteGroup,
     Route::Events,
@@ -136,6 +142,9 @@ impl Route {
             Route::CreateTopic | Route::ListTopics => "/v1/topics".into(),
             Route::DescribeTopic | Route::PatchTopic => format!("/v1/topics/{TOPIC}"),
             Route::DeleteTopic => format!("/v1/topics/{}", throwaway(n)),
+            Route::TopicStats => format!("/v1/topics/{TOPIC}/stats"),
+            Route::Cluster => "/v1/cluster".into(),
+            Route::GroupStats => "/v1/groups/m-group/stats".into(),
             Route::Publish => format!("/v1/topics/{TOPIC}/records"),
             Route::Fetch => format!("/v1/topics/{TOPIC}/partitions/0/records?offset=0"),
             Route::Offsets => format!("/v1/topics/{TOPIC}/partitions/0/offsets?timestamp=0"),
@@ -161,6 +170,9 @@ impl Route {
             Route::CreateTopic | Route::ListTopics => "/v1/topics",
             Route::DescribeTopic | Route::PatchTopic | Route::DeleteTopic => "/v1/topics/{topic}",
             Route::Publish => "/v1/topics/{topic}/records",
+            Route::TopicStats => "/v1/topics/{topic}/stats",
+            Route::Cluster => "/v1/cluster",
+            Route::GroupStats => "/v1/groups/{group}/stats",
             Route::Fetch => "/v1/topics/{topic}/partitions/{partition}/records",
             Route::Offsets => "/v1/topics/{topic}/partitions/{partition}/offsets",
             Route::GroupPoll => "/v1/groups/{group}/poll",
@@ -191,8 +203,8 @@ impl Route {
     fn access(self) -> Access {
         match self {
             Route::Healthz | Route::Readyz | Route::OpenApi => Access::Open,
-            Route::ListTopics => Access::AnyToken,
-            Route::DescribeTopic => Access::Viewer,
+            Route::ListTopics | Route::Cluster => Access::AnyToken,
+            Route::DescribeTopic | Route::TopicStats => Access::Viewer,
             Route::Publish => Access::Publish,
             Route::Fetch | Route::Offsets => Access::Subscribe,
             Route::CreateTopic | Route::PatchTopic | Route::DeleteTopic | Route::Metrics => {
@@ -200,7 +212,9 @@ impl Route {
             }
             Route::GroupPoll | Route::GroupCommit | Route::GroupSeek => Access::GroupAndTopic,
             Route::ListGroups => Access::AnyToken,
-            Route::DescribeGroup | Route::LeaveGroup | Route::DeleteGroup => Access::Group,
+            Route::DescribeGroup | Route::GroupStats | Route::LeaveGroup | Route::DeleteGroup => {
+                Access::Group
+            }
             Route::Events => Access::Subscribe,
             Route::WebSocket => Access::Upgrade,
         }

@@ -815,8 +815,8 @@ export interface components {
              */
             interval_s: number;
             /**
-             * @description Oldest first, one per interval of the window; zeros where nothing moved. Empty for
-             *     a topic past `--metrics-max-topics`, whose traffic is not tracked on its own.
+             * @description Oldest first, one per interval of the window; zeros where nothing moved, and for a
+             *     topic past `--metrics-max-topics`, whose traffic is not tracked on its own.
              */
             points: components["schemas"]["TrafficPointJson"][];
         };
