@@ -295,12 +295,17 @@ impl Subscriber<'_> {
                 request.offset = Some(next);
             }
         };
-        let bytes = fetched.records.iter().map(StoredRecord::payload_len).sum();
+        self.count_delivered(&fetched.records);
+        Ok(fetched)
+    }
+
+    /// Counts records handed to the caller in the topic's traffic (metrics and history).
+    pub(super) fn count_delivered(&self, records: &[StoredRecord]) {
+        let bytes = records.iter().map(StoredRecord::payload_len).sum();
         self.gateway
             .metrics
             .traffic
-            .delivered(self.topic.as_str(), fetched.records.len(), bytes);
-        Ok(fetched)
+            .delivered(self.topic.as_str(), records.len(), bytes);
     }
 
     pub async fn offset_for_timestamp(

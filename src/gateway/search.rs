@@ -97,11 +97,7 @@ impl Subscriber<'_> {
         next_offset: Offset,
         bounds: PartitionBounds,
     ) -> FetchResult {
-        let bytes = records.iter().map(StoredRecord::payload_len).sum();
-        self.gateway
-            .metrics
-            .traffic
-            .delivered(self.topic.as_str(), records.len(), bytes);
+        self.count_delivered(&records);
         FetchResult {
             records,
             next_offset,
