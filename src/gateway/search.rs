@@ -3,6 +3,8 @@
 //! "Finding records"). The scan is bounded so that a search over a long log costs every
 //! call the same; `next_offset` says where it stopped and the client goes on from there.
 
+use std::time::Duration;
+
 use super::caller::Subscriber;
 use crate::log::{
     FetchRequest, FetchResult, LogError, Offset, PartitionBounds, PartitionId, StoredRecord,
@@ -41,13 +43,18 @@ impl RecordFilter {
 impl Subscriber<'_> {
     /// Up to `request.max_records` records from `request.offset` on that `filter` keeps,
     /// within `request.max_bytes` (at least one) and `--max-scan-records` records read.
-    /// `next_offset` is the first offset not looked at: a client continues from it.
+    /// `next_offset` is the first offset not looked at: a client continues from it. With
+    /// `wait`, a scan that reaches the end of the log with nothing found waits (as a long
+    /// poll does) for more records and scans those, until one matches or time is up.
     pub async fn search(
         &self,
         partition: PartitionId,
         request: FetchRequest,
         filter: &RecordFilter,
+        wait: Duration,
     ) -> Result<FetchResult, LogError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut high_watermark: Option<tokio::sync::watch::Receiver<Offset>> = None;
         let log = &self.gateway.log;
         let limits = &self.gateway.limits;
         let mut budget = limits.max_scan_records;
@@ -83,11 +90,32 @@ impl Subscriber<'_> {
             }
             // A page that moved nothing (nothing readable there yet) ends the call too.
             let stalled = offset == Some(page.next_offset);
-            let done = budget == 0 || stalled || page.next_offset >= page.bounds.high_watermark;
-            if done {
-                return Ok(self.found(kept, page.next_offset, page.bounds));
+            let at_end = page.next_offset >= page.bounds.high_watermark;
+            let next = page.next_offset;
+            if at_end && kept.is_empty() && budget > 0 && !wait.is_zero() {
+                // `wait_for` looks at the current value first: a commit since the read
+                // is not missed.
+                let watch = match &mut high_watermark {
+                    Some(watch) => watch,
+                    None => high_watermark
+                        .insert(log.watch_high_watermark(self.topic, partition).await?),
+                };
+                let woken = tokio::select! {
+                    woken = tokio::time::timeout_at(deadline, watch.wait_for(|hwm| *hwm > next)) => {
+                        matches!(woken, Ok(Ok(_)))
+                    }
+                    _ = self.gateway.shutdown.cancelled() => false,
+                };
+                if woken {
+                    offset = Some(next);
+                    continue;
+                }
+                return Ok(self.found(kept, next, page.bounds));
             }
-            offset = Some(page.next_offset);
+            if budget == 0 || stalled || at_end {
+                return Ok(self.found(kept, next, page.bounds));
+            }
+            offset = Some(next);
         }
     }
 

@@ -161,8 +161,8 @@ pub struct FetchParams {
     limit: Option<usize>,
     /// Soft cap on payload bytes (default 1 MiB); at least one record is returned.
     max_bytes: Option<usize>,
-    /// Wait up to this long for a record at `offset` (long poll); default 0. Not with
-    /// `key` or `contains`.
+    /// Wait up to this long for a record at `offset` (long poll); default 0. With `key` or
+    /// `contains`, a scan that reaches the end with nothing found waits for a match.
     wait_ms: Option<u64>,
     /// Keep only records with this key (as the API shows it). The search reads at most
     /// `--max-scan-records` records past `offset`; `next_offset` says where it stopped.
@@ -233,13 +233,9 @@ pub async fn fetch(
     };
     let filter = search_filter(&params)?;
     let result = if filter.is_active() {
-        if !read.wait.is_zero() {
-            return Err(GatewayError::new(
-                ErrorCode::InvalidQuery,
-                "wait_ms cannot be combined with key or contains",
-            ));
-        }
-        subscriber.search(partition, request, &filter).await?
+        subscriber
+            .search(partition, request, &filter, read.wait)
+            .await?
     } else {
         subscriber.fetch(partition, request, read.wait).await?
     };

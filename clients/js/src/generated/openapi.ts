@@ -2470,8 +2470,8 @@ export interface operations {
                 /** @description Soft cap on payload bytes (default 1 MiB); at least one record is returned. */
                 max_bytes?: number;
                 /**
-                 * @description Wait up to this long for a record at `offset` (long poll); default 0. Not with
-                 *     `key` or `contains`.
+                 * @description Wait up to this long for a record at `offset` (long poll); default 0. With `key` or
+                 *     `contains`, a scan that reaches the end with nothing found waits for a match.
                  */
                 wait_ms?: number;
                 /**
