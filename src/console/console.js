@@ -1,13 +1,15 @@
-// The tidegate web console: topics, records, a live tail and consumer groups, through the
-// public HTTP API and WebSocket, with the token the user pastes. No framework and no build
-// step: the binary serves this file as it is, beside the TypeScript client's browser bundle
-// (clients/js, vendored as examples/browser/tidegate.js), and the page fetches nothing
-// from any other origin.
+// The tidegate web console: topics, records, a live tail, consumer groups and the cluster,
+// with charts of traffic and lag, through the public HTTP API and WebSocket, with the token
+// the user pastes. No framework and no build step: the binary serves this file as it is,
+// beside the TypeScript client's browser bundle (clients/js, vendored as
+// examples/browser/tidegate.js), which makes every call, and uPlot for the charts (vendored
+// by scripts/vendor-pages); the page fetches nothing from any other origin.
 //
 // Server data reaches the page only as text: `h` appends strings as text nodes, and
 // nothing here parses HTML.
 
-import { Tidegate } from "/console/tidegate.js";
+import { Tidegate, TidegateError } from "/console/tidegate.js";
+import uPlot from "/console/uPlot.esm.js";
 
 // ---------------------------------------------------------------------------------------
 // Elements
@@ -83,9 +85,12 @@ function table(columns, rows, footer) {
   );
 }
 
+/** Cells of a row; `flagged(cells)` marks a row that needs attention (a short ISR). */
 function row(columns, cells) {
-  return h("tr", {}, cells.map((cell, i) => h("td", { class: columns[i][1] }, cell)));
+  return h("tr", { class: cells.flagged && "flagged" }, cells.map((cell, i) => h("td", { class: columns[i][1] }, cell)));
 }
+
+const flagged = (cells) => Object.assign(cells, { flagged: true });
 
 function chips(items) {
   if (items.length === 0) return muted("—");
@@ -233,47 +238,13 @@ function signOut() {
 // ---------------------------------------------------------------------------------------
 // API
 
-/** A URL path with every interpolated value encoded as one path segment or query value. */
-function path(strings, ...values) {
-  return String.raw({ raw: strings }, ...values.map(encodeURIComponent));
-}
+// A new client for every view: a changed token takes effect at once, and whatever the
+// view left open (a socket, a long poll) closes with it. Two tries at most: a person
+// looking at a page would rather see "Cannot reach tidegate" soon than wait out retries.
+let tg = newClient();
 
-class ApiError extends Error {
-  constructor(status, code, message) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
-}
-
-/** Calls the API with the token; answers the parsed body, or throws an `ApiError` made
- * from the server's `{"error": {"code", "message"}}`. A string `body` is sent as it is. */
-async function api(method, url, { body, signal } = {}) {
-  const headers = {};
-  const bearer = token.get();
-  if (bearer) headers.Authorization = `Bearer ${bearer}`;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  let response;
-  try {
-    const payload = typeof body === "object" ? JSON.stringify(body) : body;
-    response = await fetch(url, { method, headers, signal, body: payload });
-  } catch (error) {
-    if (signal?.aborted) throw error;
-    throw new ApiError(0, "unreachable", `no answer from the server (${error.message})`);
-  }
-  const text = await response.text();
-  if (response.ok) return text ? JSON.parse(text) : null;
-  let detail;
-  try {
-    detail = JSON.parse(text).error;
-  } catch {
-    // Not tidegate's error body (a proxy's page, say): show what came back.
-  }
-  throw new ApiError(
-    response.status,
-    detail?.code ?? `http_${response.status}`,
-    detail?.message ?? (text.slice(0, 300) || response.statusText),
-  );
+function newClient() {
+  return new Tidegate({ url: location.origin, getToken: () => token.get(), retry: { attempts: 2 } });
 }
 
 const STATUS_TITLES = {
@@ -294,12 +265,13 @@ const CODE_TITLES = {
   invalid_token: "Token missing, invalid or expired",
   forbidden: "This token lacks the scope for this",
   offset_out_of_range: "Offset out of range",
-  unreachable: "Cannot reach tidegate",
+  network_error: "Cannot reach tidegate",
+  timeout: "tidegate did not answer in time",
 };
 
 const TOKEN_CODES = new Set(["missing_token", "invalid_token", "forbidden"]);
 
-/** Any error (an `ApiError`, a WebSocket error `{code, message}`, a bug) as an alert. */
+/** Any error (a `TidegateError`, a WebSocket error `{code, message}`, a bug) as an alert. */
 function alertBox(error, tone = "") {
   const title = CODE_TITLES[error.code] ?? STATUS_TITLES[error.status] ?? "Request failed";
   return h(
@@ -370,6 +342,183 @@ async function mapLimit(items, limit, fn) {
   return results;
 }
 
+/** Each topic's description, null where it failed (a row then shows dashes). */
+const describeAll = (topics, signal) =>
+  mapLimit(topics, 6, (topic) => tg.describeTopic(topic.name, { signal }).catch(() => null));
+
+// ---------------------------------------------------------------------------------------
+// Charts
+
+const CHART_HEIGHT = 180;
+// Line colours, as CSS variables so that they follow the light or dark theme.
+const PALETTE = ["--chart-1", "--chart-2", "--chart-3", "--chart-4", "--chart-5", "--chart-6"];
+
+/** A CSS variable's value, for the canvas, which cannot read variables itself. */
+const themeColor = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
+/** A line chart over time (uPlot) with `unit` on its y axis and in its legend. `draw(times,
+ * lines, summary)` shows new data: `times` in ms, `lines` as `[{label, values}]` (null
+ * values leave a gap), `summary` as the caption, which says in words what the lines show. */
+function lineChart(title, unit, signal) {
+  const plotArea = h("div", { class: "chart-plot" });
+  const caption = h("figcaption", { class: "muted" });
+  const figure = h("figure", { class: "chart", "aria-label": title }, h("h3", {}, title), plotArea, caption);
+  let plot;
+  let labels;
+  const width = () => Math.max(160, plotArea.clientWidth);
+  const resized = new ResizeObserver(() => plot?.setSize({ width: width(), height: CHART_HEIGHT }));
+  resized.observe(plotArea);
+  signal.addEventListener("abort", () => {
+    resized.disconnect();
+    plot?.destroy();
+  });
+  const draw = (times, lines, summary) => {
+    caption.textContent = summary;
+    const data = [times.map((ms) => ms / 1000), ...lines.map((line) => line.values)];
+    const key = lines.map((line) => line.label).join("\n");
+    if (plot && key === labels) return plot.setData(data);
+    // New lines (a partition appeared): a new chart, as uPlot's series are fixed.
+    plot?.destroy();
+    labels = key;
+    plot = new uPlot(chartOptions(width(), lines, unit), data, plotArea);
+  };
+  return { figure, draw };
+}
+
+function chartOptions(width, lines, unit) {
+  const axis = {
+    stroke: themeColor("--muted"),
+    grid: { stroke: themeColor("--border"), width: 1 },
+    ticks: { stroke: themeColor("--border"), width: 1 },
+    font: "11px system-ui, sans-serif",
+  };
+  return {
+    width,
+    height: CHART_HEIGHT,
+    cursor: { drag: { x: false, y: false } },
+    scales: { y: { range: (_plot, _min, max) => [0, niceMax(max)] } },
+    axes: [
+      { ...axis, values: (_plot, ticks) => timeTicks(ticks) },
+      { ...axis, size: 64, values: (_plot, ticks) => ticks.map(unit) },
+    ],
+    series: [
+      { label: "Time", value: (_plot, seconds) => (seconds == null ? "—" : clockTime(seconds * 1000)) },
+      ...lines.map((line, i) => ({
+        label: line.label,
+        stroke: themeColor(PALETTE[i % PALETTE.length]),
+        width: 2,
+        points: { show: false },
+        value: (_plot, value) => (value == null ? "—" : unit(value)),
+      })),
+    ],
+  };
+}
+
+/** A y range that leaves room above the highest point, and 1 for a flat zero line. */
+function niceMax(max) {
+  if (!(max > 0)) return 1;
+  const step = 10 ** Math.floor(Math.log10(max));
+  return Math.ceil((max * 1.1) / step) * step;
+}
+
+const clockTime = (ms, seconds = true) =>
+  new Date(ms).toLocaleTimeString([], {
+    hourCycle: "h23",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: seconds ? "2-digit" : undefined,
+  });
+/** Local 24-hour times for the x axis's ticks (in seconds): minutes, unless a tick falls
+ * between two. */
+function timeTicks(ticks) {
+  const seconds = ticks.some((tick) => tick % 60 !== 0);
+  return ticks.map((tick) => clockTime(tick * 1000, seconds));
+}
+const perSecond = (n) => `${n >= 100 ? count(Math.round(n)) : Number(n.toPrecision(2))}/s`;
+const bytesPerSecond = (n) => `${bytes(n)}/s`;
+const recordsUnit = (n) => count(n);
+
+/** Two charts of a topic's traffic through this server (records and bytes, in and out per
+ * second), from its stats route, redrawn every sampling interval. */
+async function trafficCard(name, signal) {
+  const records = lineChart("Records per second", perSecond, signal);
+  const volume = lineChart("Bytes per second", bytesPerSecond, signal);
+  const status = h("div");
+  const draw = async () => {
+    const stats = await tg.topicStats(name, { signal });
+    const seconds = Math.max(1, stats.interval_s);
+    const times = stats.points.map((point) => point.time);
+    const rate = (pick) => stats.points.map((point) => pick(point) / seconds);
+    const sum = (pick) => stats.points.reduce((total, point) => total + pick(point), 0);
+    const over = `Over the last ${duration(stats.points.length * seconds * 1000)}`;
+    records.draw(
+      times,
+      [
+        { label: "in", values: rate((p) => p.records_in) },
+        { label: "out", values: rate((p) => p.records_out) },
+      ],
+      `${over}: ${count(sum((p) => p.records_in))} records in, ${count(sum((p) => p.records_out))} out.`,
+    );
+    volume.draw(
+      times,
+      [
+        { label: "in", values: rate((p) => p.bytes_in) },
+        { label: "out", values: rate((p) => p.bytes_out) },
+      ],
+      `${over}: ${bytes(sum((p) => p.bytes_in))} in, ${bytes(sum((p) => p.bytes_out))} out.`,
+    );
+    status.replaceChildren();
+    return seconds;
+  };
+  const seconds = await draw();
+  keepFresh(status, signal, seconds * 1000, draw);
+  return card(
+    "Traffic",
+    h("span", { class: "hint" }, `through this server, every ${duration(seconds * 1000)}`),
+    status,
+    h("div", { class: "charts" }, records.figure, volume.figure),
+  );
+}
+
+/** A group's total lag and each partition's (the first few), from its stats route. */
+async function lagCard(name, signal) {
+  const total = lineChart("Total lag", recordsUnit, signal);
+  const each = lineChart("Lag per partition", recordsUnit, signal);
+  const status = h("div");
+  const draw = async () => {
+    const stats = await tg.groupStats(name, { signal });
+    const times = stats.points.map((point) => point.time);
+    const lags = stats.points.map((point) => point.lag).filter((lag) => lag != null);
+    const over = `over the last ${duration(stats.points.length * Math.max(1, stats.interval_s) * 1000)}`;
+    total.draw(
+      times,
+      [{ label: "lag", values: stats.points.map((point) => point.lag) }],
+      lags.length
+        ? `Now ${count(lags.at(-1))} records behind; at most ${count(Math.max(...lags))} ${over}.`
+        : `Nothing committed ${over}.`,
+    );
+    const shown = stats.partitions.slice(0, PALETTE.length);
+    const hidden = stats.partitions.length - shown.length;
+    each.draw(
+      times,
+      shown.map((p) => ({ label: `${p.topic}/${p.partition}`, values: p.lag })),
+      hidden > 0
+        ? `The first ${shown.length} of ${stats.partitions.length} partitions; the table below has them all.`
+        : `${count(stats.partitions.length)} partitions with a committed offset ${over}.`,
+    );
+    status.replaceChildren();
+    return Math.max(1, stats.interval_s);
+  };
+  const seconds = await draw();
+  keepFresh(status, signal, seconds * 1000, draw);
+  return card(
+    "Lag",
+    h("span", { class: "hint" }, `records behind, every ${duration(seconds * 1000)}`),
+    status,
+    h("div", { class: "charts" }, total.figure, each.figure),
+  );
+}
+
 // ---------------------------------------------------------------------------------------
 // Forms
 
@@ -405,7 +554,7 @@ function onSubmit(form, status, action) {
     try {
       await action(form.elements);
     } catch (error) {
-      if (error.name !== "AbortError") status.replaceChildren(alertBox(error));
+      if (error.code !== "closed") status.replaceChildren(alertBox(error));
     } finally {
       buttons.forEach((button) => (button.disabled = false));
     }
@@ -511,9 +660,29 @@ function retentionChanges(elements, topic) {
 const TOPIC_COLUMNS = [
   ["Topic", "name"], ["Partitions", "num"], ["Records", "num"], ["Size", "num"], ["Retention"], [""],
 ];
+const REPLICA_COLUMNS = [["Leader", "num"], ["Replicas"], ["In sync (ISR)"]];
 const PARTITION_COLUMNS = [
   ["Partition", "num"], ["Log start", "num"], ["High watermark", "num"], ["Records", "num"], ["Size", "num"],
+  ...REPLICA_COLUMNS,
 ];
+
+/** A partition's leader, replicas (AR) and in-sync replicas (ISR), with the out-of-sync
+ * ones (OSR = AR − ISR) and a missing leader called out. */
+function replicaCells(partition) {
+  const outOfSync = partition.replicas.filter((id) => !partition.isr.includes(id));
+  return [
+    partition.leader == null ? badge("none", "danger") : String(partition.leader),
+    nodeList(partition.replicas),
+    [nodeList(partition.isr), outOfSync.length > 0 && badge(`out of sync: ${outOfSync.join(", ")}`, "danger")],
+  ];
+}
+
+const nodeList = (ids) => (ids.length ? ids.join(", ") : muted("none"));
+const underReplicated = (partition) => partition.leader == null || partition.isr.length < partition.replicas.length;
+const withReplicas = (cells, partition) => {
+  const all = [...cells, ...replicaCells(partition)];
+  return underReplicated(partition) ? flagged(all) : all;
+};
 
 async function topicsView(main, signal) {
   const header = pageHeader(
@@ -521,14 +690,12 @@ async function topicsView(main, signal) {
     h("button", { type: "button", class: "button primary", onclick: createTopicDialog }, "New topic"),
   );
   await refreshingPage(main, signal, header, 10_000, async () => {
-    const { topics } = await api("GET", "/v1/topics", { signal });
+    const { topics } = await tg.listTopics({ signal });
     if (topics.length === 0) {
       return [emptyCard("No topics yet", "Create one with “New topic”, or POST /v1/topics.")];
     }
     // The list has no offsets; each topic's own page does (a row shows dashes without it).
-    const details = await mapLimit(topics, 6, (topic) =>
-      api("GET", path`/v1/topics/${topic.name}`, { signal }).catch(() => null),
-    );
+    const details = await describeAll(topics, signal);
     const rows = topics.map((topic, i) => {
       const sums = details[i] && totals(details[i].partition_offsets);
       return [
@@ -561,8 +728,7 @@ function createTopicDialog() {
     submitLabel: "Create topic",
     action: async (elements) => {
       const name = elements.topic.value;
-      const body = { name, partitions: Number(elements.partitions.value), ...retentionChanges(elements) };
-      await api("POST", "/v1/topics", { body });
+      await tg.createTopic(name, { partitions: Number(elements.partitions.value), ...retentionChanges(elements) });
       toast(`Topic ${name} created`);
       location.hash = topicHref(name);
     },
@@ -586,7 +752,7 @@ function editTopicDialog(topic) {
       const partitions = Number(elements.partitions.value);
       if (partitions !== topic.partitions) body.partitions = partitions;
       if (Object.keys(body).length > 0) {
-        await api("PATCH", path`/v1/topics/${topic.name}`, { body });
+        await tg.updateTopic(topic.name, body);
         toast(`Topic ${topic.name} changed`);
       }
       render();
@@ -606,7 +772,7 @@ function deleteTopicDialog(name) {
     submitLabel: "Delete topic",
     danger: true,
     action: async () => {
-      await api("DELETE", path`/v1/topics/${name}`);
+      await tg.deleteTopic(name);
       toast(`Topic ${name} deleted`);
       location.hash = "#/topics";
     },
@@ -618,7 +784,7 @@ async function topicView(main, signal, name) {
   const actions = h("div", { class: "actions" });
   const header = pageHeader({ title: name, crumb: ["Topics", "#/topics"] }, actions);
   const redraw = await refreshingPage(main, signal, header, 5000, async () => {
-    topic = await api("GET", path`/v1/topics/${name}`, { signal });
+    topic = await tg.describeTopic(name, { signal });
     return topicSummary(topic);
   });
   actions.append(
@@ -626,19 +792,28 @@ async function topicView(main, signal, name) {
     h("button", { type: "button", class: "button", onclick: () => editTopicDialog(topic) }, "Edit"),
     h("button", { type: "button", class: "button danger", onclick: () => deleteTopicDialog(name) }, "Delete"),
   );
-  main.append(browseCard(name, topic.partitions, signal), publishCard(name, topic.partitions, redraw));
+  main.append(
+    await trafficCard(name, signal),
+    browseCard(name, topic.partitions, signal),
+    publishCard(name, topic.partitions, redraw),
+  );
 }
 
 function topicSummary(topic) {
   const partitions = topic.partition_offsets;
   const sums = totals(partitions);
-  const rows = partitions.map((p) => [
-    p.partition,
-    count(p.log_start_offset),
-    count(p.high_watermark),
-    count(p.high_watermark - p.log_start_offset),
-    bytes(p.size_bytes),
-  ]);
+  const rows = partitions.map((p) =>
+    withReplicas(
+      [
+        p.partition,
+        count(p.log_start_offset),
+        count(p.high_watermark),
+        count(p.high_watermark - p.log_start_offset),
+        bytes(p.size_bytes),
+      ],
+      p,
+    ),
+  );
   return [
     h(
       "div",
@@ -648,19 +823,32 @@ function topicSummary(topic) {
       stat("Partitions", count(topic.partitions)),
       stat("Retention", retentionTime(topic.retention_ms), retentionSize(topic.retention_bytes)),
     ),
-    card("Partitions", [], table(PARTITION_COLUMNS, rows, ["Total", "", "", count(sums.records), bytes(sums.size)])),
+    card(
+      "Partitions",
+      [],
+      table(PARTITION_COLUMNS, rows, ["Total", "", "", count(sums.records), bytes(sums.size), "", "", ""]),
+    ),
   ];
 }
 
-/** The request body, with the value exactly as typed: a JSON.parse round trip would round
- * long numbers, and the server keeps values as sent. */
-function publishBody(elements) {
-  const rest = JSON.stringify({
+/** The record the form describes, its value exact: see `exactJson`. */
+function publishRecord(elements) {
+  return {
+    value: exactJson(elements.json.value),
     key: elements.key.value || undefined,
     partition: elements.partition.value === "" ? undefined : Number(elements.partition.value),
     headers: elements.headers.value.trim() ? parseHeaders(elements.headers.value) : undefined,
-  }).slice(1, -1);
-  return `{"records":[{"value":${elements.json.value.trim()}${rest ? `,${rest}` : ""}}]}`;
+  };
+}
+
+/** JSON as typed, numbers digit for digit: a plain JSON.parse would round long ones, and
+ * the server keeps values as sent. Each number stays raw JSON text, which JSON.stringify
+ * writes back unchanged; a browser without JSON.rawJSON gets the parsed value. */
+function exactJson(text) {
+  if (typeof JSON.rawJSON !== "function") return JSON.parse(text);
+  return JSON.parse(text, (_key, value, context) =>
+    typeof value === "number" ? JSON.rawJSON(context.source) : value,
+  );
 }
 
 function publishCard(topic, partitions, onPublished) {
@@ -688,8 +876,7 @@ function publishCard(topic, partitions, onPublished) {
   );
   onSubmit(form, status, async (elements) => {
     result.replaceChildren();
-    const { offsets } = await api("POST", path`/v1/topics/${topic}/records`, { body: publishBody(elements) });
-    const [{ partition, offset }] = offsets;
+    const [{ partition, offset }] = await tg.publish(topic, [publishRecord(elements)]);
     result.append("Published: ", badge(`partition ${partition}`, "ok"), badge(`offset ${offset}`, "ok"));
     await onPublished?.();
   });
@@ -719,7 +906,8 @@ function recordCells(record) {
 }
 
 /** Reads a partition a page at a time, from an offset or from the first record at or
- * after a time; "Next page" submits the form again from where the page ended. */
+ * after a time, or searches it by key or by text in the value; "Next page" and "Search on"
+ * submit the form again from where the server stopped. */
 function browseCard(topic, partitions, signal) {
   const status = h("div");
   const results = h("div");
@@ -752,11 +940,19 @@ function browseCard(topic, partitions, signal) {
       timeField,
       field("Limit", h("select", { name: "limit" }, [20, 50, 100].map((n) => h("option", { value: n }, n)))),
     ),
+    h(
+      "div",
+      { class: "form-row" },
+      field("Key is", textInput("key", { maxlength: 4096 }), { hint: "Blank: any key." }),
+      field("Value contains", textInput("contains", { maxlength: 4096 }), {
+        hint: "Text of the value's JSON, e.g. \"kettle\" or \"qty\": 2.",
+      }),
+    ),
     status,
     h("div", { class: "form-actions" }, h("button", { type: "submit", class: "button primary" }, "Read")),
   );
 
-  const nextPage = (next) => {
+  const goOn = (next) => {
     mode.value = "offset";
     showMode();
     offset.value = next;
@@ -765,40 +961,55 @@ function browseCard(topic, partitions, signal) {
 
   onSubmit(form, status, async (elements) => {
     results.replaceChildren(); // an error must not sit under the previous page's records
-    const partition = elements.partition.value;
-    const partitionPath = path`/v1/topics/${topic}/partitions/${partition}`;
-    let from = offset.value;
+    const partition = Number(elements.partition.value);
+    let from = offset.value === "" ? undefined : Number(offset.value);
     if (mode.value === "time") {
-      const at = await api("GET", `${partitionPath}/offsets?timestamp=${new Date(time.value).getTime()}`, { signal });
-      from = at.offset;
+      from = (await tg.offsetForTimestamp(topic, partition, new Date(time.value).getTime(), { signal })).offset;
     }
-    const query = new URLSearchParams({ limit: elements.limit.value });
-    if (from !== "") query.set("offset", from);
-    const page = await api("GET", `${partitionPath}/records?${query}`, { signal });
-    results.replaceChildren(...browseResult(page, partition, nextPage));
+    const search = { key: elements.key.value || undefined, contains: elements.contains.value || undefined };
+    const searching = search.key !== undefined || search.contains !== undefined;
+    const page = await tg.fetch(topic, partition, { offset: from, limit: Number(elements.limit.value), ...search, signal });
+    const shown = searching ? searchResult(page, from ?? page.log_start_offset, goOn) : browseResult(page, goOn);
+    results.replaceChildren(...shown);
   });
   return card("Browse records", [], h("div", { class: "card-body" }, form), results);
 }
 
-function browseResult(page, partition, nextPage) {
-  const stored =
-    `Partition ${partition} holds offsets ${count(page.log_start_offset)} ` +
-    `to ${count(page.high_watermark)} (exclusive).`;
+const storedRange = (page) =>
+  `The partition holds offsets ${count(page.log_start_offset)} to ${count(page.high_watermark)} (exclusive).`;
+
+function browseResult(page, goOn) {
   if (page.records.length === 0) {
-    return [h("p", { class: "empty" }, `No records from offset ${count(page.next_offset)} yet. ${stored}`)];
+    return [h("p", { class: "empty" }, `No records from offset ${count(page.next_offset)} yet. ${storedRange(page)}`)];
   }
   const first = page.records[0].offset;
-  const more = page.next_offset < page.high_watermark;
   return [
     table(RECORD_COLUMNS, page.records.map(recordCells)),
     h(
       "div",
       { class: "card-foot" },
-      h("span", { class: "muted" }, `Offsets ${count(first)}–${count(page.next_offset - 1)}. ${stored}`),
-      more &&
-        h("button", { type: "button", class: "button small", onclick: () => nextPage(page.next_offset) }, "Next page"),
+      h("span", { class: "muted" }, `Offsets ${count(first)}–${count(page.next_offset - 1)}. ${storedRange(page)}`),
+      page.next_offset < page.high_watermark &&
+        h("button", { type: "button", class: "button small", onclick: () => goOn(page.next_offset) }, "Next page"),
     ),
   ];
+}
+
+/** The matches of one bounded scan (`--max-scan-records`), and how far it looked. */
+function searchResult(page, from, goOn) {
+  const looked =
+    page.next_offset > from
+      ? `Searched offsets ${count(from)}–${count(page.next_offset - 1)}: `
+      : `Nothing to search from offset ${count(from)}: `;
+  const found = `${count(page.records.length)} found. `;
+  const more = page.next_offset < page.high_watermark;
+  const foot = h(
+    "div",
+    { class: "card-foot" },
+    h("span", { class: "muted" }, looked, found, more ? storedRange(page) : "That is the end of the partition."),
+    more && h("button", { type: "button", class: "button small", onclick: () => goOn(page.next_offset) }, "Search on"),
+  );
+  return page.records.length ? [table(RECORD_COLUMNS, page.records.map(recordCells)), foot] : [foot];
 }
 
 // ---------------------------------------------------------------------------------------
@@ -816,7 +1027,7 @@ async function tailView(main, signal, name) {
   main.append(pageHeader({ title: name, crumb: [name, topicHref(name)], subtitle: "Live tail over WebSocket" }));
   // The topic's page answers 401, 403 or 404 plainly, where a refused socket would only
   // close and retry.
-  const topic = await api("GET", path`/v1/topics/${name}`, { signal });
+  const topic = await tg.describeTopic(name, { signal });
 
   const state = badge("connecting", "dot accent");
   const received = badge("0 received");
@@ -852,8 +1063,7 @@ async function tailView(main, signal, name) {
     state.className = `badge dot ${tone}`;
     state.textContent = text;
   };
-  // One client, one socket; a new start replaces the subscription on it.
-  const tg = new Tidegate({ url: location.origin, getToken: () => token.get() });
+  // One socket (the view's client's); a new start replaces the subscription on it.
   const start = () => {
     subscription?.close();
     clear();
@@ -875,7 +1085,6 @@ async function tailView(main, signal, name) {
     );
   };
   from.addEventListener("change", start);
-  signal.addEventListener("abort", () => tg.close());
   start();
 
   main.append(
@@ -919,16 +1128,14 @@ function lagBadge(lag) {
 async function groupsView(main, signal) {
   const header = pageHeader({ title: "Consumer groups", subtitle: "Refreshed every 5 seconds." });
   await refreshingPage(main, signal, header, 5000, async () => {
-    const { groups } = await api("GET", "/v1/groups", { signal });
+    const { groups } = await tg.listGroups({ signal });
     if (groups.length === 0) {
       return [
         emptyCard("No consumer groups yet", "One appears when a member first polls or subscribes with a group name."),
       ];
     }
     // The list has no lag; each group's own answer does (a row shows a dash without it).
-    const details = await mapLimit(groups, 6, (group) =>
-      api("GET", path`/v1/groups/${group.group}`, { signal }).catch(() => null),
-    );
+    const details = await mapLimit(groups, 6, (group) => tg.describeGroup(group.group, { signal }).catch(() => null));
     const rows = groups.map((group, i) => [
       h("a", { href: groupHref(group.group) }, group.group),
       stateBadge(group.state),
@@ -941,14 +1148,77 @@ async function groupsView(main, signal) {
 }
 
 async function groupView(main, signal, name) {
-  const header = pageHeader({
-    title: name,
-    crumb: ["Consumer groups", "#/groups"],
-    subtitle: "Refreshed every 3 seconds.",
-  });
-  await refreshingPage(main, signal, header, 3000, async () =>
-    groupDetail(await api("GET", path`/v1/groups/${name}`, { signal })),
+  let group;
+  const reset = h("button", { type: "button", class: "button danger" }, "Reset offsets");
+  const header = pageHeader(
+    { title: name, crumb: ["Consumer groups", "#/groups"], subtitle: "Refreshed every 3 seconds." },
+    reset,
   );
+  const redraw = await refreshingPage(main, signal, header, 3000, async () => {
+    group = await tg.describeGroup(name, { signal });
+    // As Kafka's --reset-offsets: only while no member could commit over the new offsets.
+    reset.disabled = group.members.length > 0 || group.partitions.length === 0;
+    reset.title = group.members.length > 0 ? "Only for a group with no live members" : "";
+    return groupDetail(group);
+  });
+  reset.addEventListener("click", () => resetOffsetsDialog(group, redraw));
+  main.append(await lagCard(name, signal));
+}
+
+const RESET_TARGETS = [
+  ["earliest", "The earliest offset"],
+  ["latest", "The latest offset (skip everything stored)"],
+  ["time", "The first record at or after a time"],
+  ["offset", "An offset"],
+];
+
+/** Moves a memberless group's committed offsets on one of its topics (the seek route),
+ * once the person has ticked that they mean it. */
+function resetOffsetsDialog(group, redraw) {
+  const topics = [...new Set(group.partitions.map((p) => p.topic))].sort();
+  const target = h("select", { name: "to" }, RESET_TARGETS.map(([value, label]) => h("option", { value }, label)));
+  const time = h("input", { name: "time", type: "datetime-local", step: 1 });
+  const offset = numberInput("offset", { min: 0 });
+  const timeField = field("Time", time, { hint: "Your local time." });
+  const offsetField = field("Offset", offset, { hint: "For every partition of the topic." });
+  const showTarget = () => {
+    timeField.hidden = target.value !== "time";
+    offsetField.hidden = target.value !== "offset";
+    time.required = target.value === "time";
+    offset.required = target.value === "offset";
+  };
+  target.addEventListener("change", showTarget);
+  showTarget();
+  formDialog({
+    title: `Reset offsets of ${group.group}`,
+    intro: "The group's committed offsets on the topic move; its next member starts there.",
+    fields: [
+      field("Topic", h("select", { name: "topic" }, topics.map((topic) => h("option", { value: topic }, topic)))),
+      field("To", target),
+      timeField,
+      offsetField,
+      field("I mean it", h("input", { name: "confirm", type: "checkbox", required: true }), {
+        hint: "Records before the new offsets are not read again; those after are read again.",
+      }),
+    ],
+    submitLabel: "Reset offsets",
+    danger: true,
+    action: async (elements) => {
+      const topic = elements.topic.value;
+      const to = await seekTarget(topic, target.value, elements);
+      const moved = await tg.seek(group.group, topic, to);
+      toast(`${group.group} on ${topic}: ${moved.offsets.map((o) => `${o.partition} → ${o.offset}`).join(", ")}`);
+      await redraw();
+    },
+  });
+}
+
+async function seekTarget(topic, target, elements) {
+  if (target === "earliest" || target === "latest") return target;
+  if (target === "time") return { timestamp: new Date(elements.time.value).getTime() };
+  const { partitions } = await tg.describeTopic(topic);
+  const offset = Number(elements.offset.value);
+  return { offsets: Array.from({ length: partitions }, (_, partition) => ({ partition, offset })) };
 }
 
 function groupDetail(group) {
@@ -1000,6 +1270,77 @@ function groupDetail(group) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Cluster
+
+const NODE_COLUMNS = [["Node", "num"], ["Address", "name"], ["Role"], ["Leads", "num"], ["Replicas", "num"]];
+const CLUSTER_PARTITION_COLUMNS = [["Topic", "name"], ["Partition", "num"], ...REPLICA_COLUMNS];
+
+async function clusterView(main, signal) {
+  const header = pageHeader({
+    title: "Cluster",
+    subtitle: "Nodes, the controller, and each partition's leader, replicas and in-sync replicas. Refreshed every 5 seconds.",
+  });
+  await refreshingPage(main, signal, header, 5000, async () => {
+    const [cluster, { topics }] = await Promise.all([tg.cluster({ signal }), tg.listTopics({ signal })]);
+    showUnderReplicated(cluster.under_replicated.length);
+    const partitions = (await describeAll(topics, signal))
+      .filter(Boolean)
+      .flatMap((topic) => topic.partition_offsets.map((p) => ({ topic: topic.name, ...p })));
+    const nodes = cluster.nodes.map((node) => [
+      String(node.id),
+      h("code", {}, node.address),
+      node.id === cluster.controller ? badge("controller", "accent") : muted("broker"),
+      count(partitions.filter((p) => p.leader === node.id).length),
+      count(partitions.filter((p) => p.replicas.includes(node.id)).length),
+    ]);
+    const partitionRows = (list) =>
+      list.map((p) => withReplicas([h("a", { href: topicHref(p.topic) }, p.topic), p.partition], p));
+    const short = cluster.under_replicated;
+    return [
+      h(
+        "div",
+        { class: "stats" },
+        stat("Nodes", count(cluster.nodes.length)),
+        stat("Controller", cluster.controller == null ? "none" : String(cluster.controller)),
+        stat("Partitions", count(partitions.length)),
+        stat("Under-replicated", count(short.length), "ISR short of the replicas"),
+      ),
+      card("Nodes", badge(count(cluster.nodes.length)), table(NODE_COLUMNS, nodes)),
+      card(
+        "Under-replicated partitions",
+        badge(count(short.length), short.length ? "danger" : "ok"),
+        short.length
+          ? table(CLUSTER_PARTITION_COLUMNS, partitionRows(short))
+          : h("p", { class: "empty" }, "None: every partition's in-sync replicas are all its replicas."),
+      ),
+      card(
+        "All partitions",
+        badge(count(partitions.length)),
+        partitions.length
+          ? table(CLUSTER_PARTITION_COLUMNS, partitionRows(partitions))
+          : h("p", { class: "empty" }, "No topics yet."),
+      ),
+    ];
+  });
+}
+
+/** The count beside "Cluster" in the navigation: shown only when partitions are short. */
+function showUnderReplicated(n) {
+  const note = document.getElementById("under-replicated");
+  note.hidden = n === 0;
+  note.textContent = count(n);
+  note.title = `${count(n)} under-replicated partitions`;
+}
+
+/** Updates the navigation's count; on each page change and every 15 s. */
+function refreshClusterCount() {
+  tg.cluster()
+    .then((cluster) => showUnderReplicated(cluster.under_replicated.length))
+    // No token yet, or one without access: the pages say so; the count just waits.
+    .catch(() => {});
+}
+
+// ---------------------------------------------------------------------------------------
 // Navigation
 
 const ROUTES = [
@@ -1008,6 +1349,7 @@ const ROUTES = [
   [/^#\/tail\/([^/]+)$/, "topics", tailView],
   [/^#\/groups$/, "groups", groupsView],
   [/^#\/groups\/([^/]+)$/, "groups", groupView],
+  [/^#\/cluster$/, "cluster", clusterView],
 ];
 
 // Aborted when the view changes: its requests, refresh loops and socket stop with it.
@@ -1022,6 +1364,9 @@ function render() {
   const [pattern, section, view] = route;
   viewing.abort();
   viewing = new AbortController();
+  tg.close();
+  tg = newClient();
+  refreshClusterCount();
   const { signal } = viewing;
   document.querySelectorAll("dialog").forEach((dialog) => dialog.close());
   for (const link of document.querySelectorAll(".nav a")) {
@@ -1035,7 +1380,7 @@ function render() {
   try {
     params = pattern.exec(location.hash).slice(1).map(decodeURIComponent);
   } catch {
-    main.append(alertBox(new ApiError(404, "invalid_path", "this address is not encoded properly")));
+    main.append(alertBox(new TidegateError("invalid_path", "this address is not encoded properly", { status: 404 })));
     return;
   }
   view(main, signal, ...params).catch((error) => {
@@ -1045,3 +1390,4 @@ function render() {
 
 addEventListener("hashchange", render);
 render();
+setInterval(() => document.hidden || refreshClusterCount(), 15_000);

@@ -57,12 +57,16 @@ struct Site {
     policy: &'static str,
 }
 
-static CONSOLE_FILES: [Asset; 4] = [
+static CONSOLE_FILES: [Asset; 7] = [
     asset!("index.html", "../console/index.html", HTML),
     asset!("console.js", "../console/console.js", JS),
     asset!("console.css", "../console/console.css", CSS),
     // The TypeScript client's browser bundle (clients/js), which the browser example loads too.
     asset!("tidegate.js", "../../examples/browser/tidegate.js", JS),
+    // The charts: uPlot, vendored from npm by scripts/vendor-pages.
+    asset!("uPlot.esm.js", "../console/uPlot.esm.js", JS),
+    asset!("uPlot.min.css", "../console/uPlot.min.css", CSS),
+    asset!("uPlot.LICENSE.txt", "../console/uPlot.LICENSE.txt", TEXT),
 ];
 
 static DOCS_FILES: [Asset; 12] = [

@@ -2,7 +2,10 @@
 // browser: headless Chromium against `tidegate serve`, used as a person would. Paste a
 // token, create a topic, publish from the console and see the record arrive in the live
 // tail (WebSocket); a consumer group made over HTTP shows its members and lag, and keeps
-// it current; 401 and 403 are explained; a phone-width screen never scrolls sideways.
+// it current; charts draw a topic's traffic and a group's lag; the cluster page shows the
+// node and every partition's replicas; a search by key or text goes on across bounded
+// scans; a memberless group's offsets reset, and its next poll starts there; 401 and 403
+// are explained; a phone-width screen never scrolls sideways.
 // The console must work offline: any request to another origin is blocked and fails the
 // test, and its files name no http(s) URL at all. The screenshots in docs/ come from here.
 import { test, before, after } from "node:test";
@@ -19,7 +22,14 @@ const FILES = {
   "/console/console.css": "text/css",
   "/console/console.js": "text/javascript",
   "/console/tidegate.js": "text/javascript",
+  "/console/uPlot.esm.js": "text/javascript",
+  "/console/uPlot.min.css": "text/css",
 };
+// Third-party files (scripts/vendor-pages): their comments cite URLs, which the page never
+// fetches (every request to another origin fails the last test).
+const VENDORED = new Set(["/console/uPlot.esm.js", "/console/uPlot.min.css"]);
+// Each search call scans this many records at most, so that a search takes several calls.
+const SCAN = 10;
 
 let tidegate;
 let api;
@@ -33,7 +43,8 @@ const pageErrors = [];
 const blockedByPolicy = [];
 
 before(async () => {
-  tidegate = await startTidegate();
+  // Sampled every second, so that the charts have points within the test's time.
+  tidegate = await startTidegate(["--stats-interval-secs", "1", "--max-scan-records", String(SCAN)]);
   api = apiAt(tidegate.url);
   admin = token("admin");
   browser = await launchChromium();
@@ -88,14 +99,14 @@ async function setToken(jwt) {
 /** A screenshot for docs/, stable from run to run: times and member ids (which differ on
  * every run) are masked; the top of the page, no toasts, nothing focused or hovered. (The
  * screenshot `style` option would be refused by a Content-Security-Policy.) */
-async function screenshot(name) {
+async function screenshot(name, of = page) {
   await page.evaluate(() => {
     document.activeElement?.blur();
     document.getElementById("toasts").replaceChildren();
     scrollTo(0, 0);
   });
   await page.mouse.move(0, 0);
-  await page.screenshot({
+  await of.screenshot({
     path: join(ROOT, "docs", name),
     animations: "disabled",
     mask: [page.locator("time"), page.locator("code.member")],
@@ -111,7 +122,7 @@ test("the console's files come from the binary and name no other origin", async 
     const contentType = response.headers.get("content-type");
     assert.ok(contentType?.startsWith(type), `${path}: ${contentType}`);
     const text = await response.text();
-    assert.doesNotMatch(text, /https?:\/\//i, `${path} names a URL`);
+    if (!VENDORED.has(path)) assert.doesNotMatch(text, /https?:\/\//i, `${path} names a URL`);
     for (const [file] of text.matchAll(/\/console\/[\w.-]+/g)) referenced.add(file);
   }
   // Every file the console loads is one of those checked here.
@@ -312,6 +323,175 @@ test("a topic's partitions and retention change, and a topic goes once its name 
   assert.deepEqual(topics.map((topic) => topic.name).sort(), [TOPIC, "payments"]);
 });
 
+/** Pixels of a chart's canvas drawn in the colour of one of its lines: lines, not just
+ * axes (where two lines coincide, the later one covers the first). */
+async function linePixels(chart) {
+  return chart.evaluate((figure) => {
+    const canvas = figure.querySelector("canvas");
+    const colours = ["--chart-1", "--chart-2"].map((name) =>
+      getComputedStyle(document.documentElement)
+        .getPropertyValue(name)
+        .trim()
+        .match(/[0-9a-f]{2}/gi)
+        .map((hex) => parseInt(hex, 16)),
+    );
+    const { data } = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+    let hits = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      const near = ([r, g, b]) => Math.abs(data[i] - r) + Math.abs(data[i + 1] - g) + Math.abs(data[i + 2] - b) < 30;
+      if (data[i + 3] > 200 && colours.some(near)) hits += 1;
+    }
+    return hits;
+  });
+}
+
+const chartTitled = (title) => page.locator("figure.chart", { has: page.getByRole("heading", { name: title }) });
+
+test("a topic's charts draw its records and bytes in and out; its partitions show leader, replicas and ISR", async () => {
+  await api("POST", "/v1/topics", { name: "clicks", partitions: 1 }, admin);
+  // 7 records of 5 bytes each (the value's JSON text), then all 7 read back.
+  await api("POST", "/v1/topics/clicks/records", {
+    records: Array.from({ length: 7 }, (_, i) => ({ value: 10_000 + i })),
+  }, admin);
+  const read = await api("GET", "/v1/topics/clicks/partitions/0/records?offset=0", undefined, admin);
+  assert.equal(read.records.length, 7);
+
+  await show("#/topics/clicks");
+  const records = chartTitled("Records per second");
+  const volume = chartTitled("Bytes per second");
+  await records.getByText(/: 7 records in, 7 out\.$/).waitFor();
+  await volume.getByText(/: 35 B in, 35 B out\.$/).waitFor();
+  for (const chart of [records, volume]) {
+    await chart.locator("canvas").waitFor();
+    assert.ok((await linePixels(chart)) > 20, "the lines are drawn");
+    // The axes are drawn on the canvas; the legend shows the same units and times as text
+    // for the point under the pointer.
+    const plot = await chart.locator(".u-over").boundingBox();
+    await page.mouse.move(plot.x + plot.width - 2, plot.y + plot.height / 2);
+    const legend = await chart.locator(".u-legend").textContent();
+    assert.match(legend, /^Time\d\d:\d\d:\d\din[\d.]+( B)?\/sout[\d.]+( B)?\/s$/, legend);
+  }
+  // The charts keep up: more traffic shows without a reload.
+  await api("POST", "/v1/topics/clicks/records", { records: [{ value: 10_007 }] }, admin);
+  await records.getByText(/: 8 records in, 7 out\.$/).waitFor();
+
+  const partition = cardTitled("Partitions").locator("tbody tr").first();
+  const cells = await partition.evaluate((tr) => [...tr.cells].map((td) => td.textContent));
+  assert.deepEqual(cells.slice(-3), ["0", "0", "0"], "leader, replicas and ISR: the one node");
+  assert.equal(await page.locator("tr.flagged").count(), 0);
+  await screenshot("console-charts.png", cardTitled("Traffic"));
+});
+
+test("the cluster page shows the node, the controller and every partition's replicas", async () => {
+  await show("#/cluster");
+  await heading("Cluster").waitFor();
+  await statValue("Nodes").getByText("1", { exact: true }).waitFor();
+  assert.equal(await statValue("Controller").textContent(), "0");
+  assert.equal(await statValue("Under-replicated").textContent(), "0");
+  const node = await cardTitled("Nodes").locator("tbody tr").evaluate((tr) => [...tr.cells].map((td) => td.textContent));
+  const { topics } = await api("GET", "/v1/topics", undefined, admin);
+  const partitions = topics.reduce((total, topic) => total + topic.partitions, 0);
+  assert.deepEqual(node, ["0", new URL(tidegate.url).host, "controller", String(partitions), String(partitions)]);
+  await cardTitled("Under-replicated partitions").getByText("None").waitFor();
+  const all = cardTitled("All partitions").locator("tbody tr");
+  assert.equal(await all.count(), partitions);
+  assert.equal(await page.locator("tr.flagged").count(), 0);
+  assert.ok(await page.locator("#under-replicated").isHidden(), "no count in the navigation");
+  await screenshot("console-cluster.png");
+});
+
+test("a search by key or by text in the value goes on from where each bounded scan stopped", async () => {
+  const { records } = await api("GET", `/v1/topics/${TOPIC}/partitions/0/records?offset=0&limit=100`, undefined, admin);
+  const keyed = (key) => records.filter((record) => record.key === key).map((record) => record.offset);
+  await show(`#/topics/${TOPIC}`);
+  const browse = cardTitled("Browse records");
+  await browse.getByLabel("Partition", { exact: true }).selectOption("0");
+  await browse.getByLabel("Key is", { exact: true }).fill("sku-17");
+
+  /** Reads, then goes on until the end; answers the offsets of what was found, and how
+   * many calls it took. */
+  const searchAll = async () => {
+    const found = [];
+    let calls = 0;
+    await browse.getByLabel("Offset", { exact: true }).fill("");
+    await button("Read").click();
+    for (;;) {
+      calls += 1;
+      const foot = browse.locator(".card-foot");
+      await foot.getByText(/found\./).waitFor();
+      const text = await foot.textContent();
+      const [, from, to] = text.match(/Searched offsets ([\d,]+)–([\d,]+)/).map((n) => n.replace(/,/g, ""));
+      assert.ok(Number(to) - Number(from) < SCAN, `one call scans at most ${SCAN}: ${text}`);
+      const shown = await browse.locator("tbody tr").evaluateAll((trs) => trs.map((tr) => Number(tr.cells[1].textContent)));
+      found.push(...shown);
+      if (/end of the partition/.test(text)) return { found, calls };
+      await button("Search on").click();
+      await foot.getByText(`Searched offsets ${Number(to) + 1}`, { exact: false }).waitFor();
+    }
+  };
+  const byKey = await searchAll();
+  assert.deepEqual(byKey.found, keyed("sku-17"));
+  assert.ok(byKey.calls >= 3, `${byKey.calls} calls`);
+
+  await browse.getByLabel("Key is", { exact: true }).fill("");
+  await browse.getByLabel("Value contains", { exact: true }).fill('"restock":2');
+  const byText = await searchAll();
+  const expected = records.filter((record) => JSON.stringify(record.value).includes('"restock":2'));
+  assert.deepEqual(byText.found, expected.map((record) => record.offset));
+  assert.equal(expected.length, 6, "restock 2 and 20 to 24");
+});
+
+test("a group's lag is charted, and a memberless group's offsets reset to where its next poll starts", async () => {
+  const group = "reports";
+  const joined = await api("POST", `/v1/groups/${group}/poll`, {
+    topics: ["payments"], auto_offset_reset: "latest", limit: 1,
+  }, admin);
+  const { partition_offsets: bounds } = await api("GET", "/v1/topics/payments", undefined, admin);
+  await api("POST", `/v1/groups/${group}/commit`, {
+    member_id: joined.member_id,
+    generation: joined.generation,
+    offsets: bounds.map(({ partition, high_watermark }) => ({ topic: "payments", partition, offset: high_watermark })),
+  }, admin);
+
+  await show(`#/groups/${group}`);
+  await statValue("Members").getByText("1", { exact: true }).waitFor();
+  assert.ok(await button("Reset offsets").isDisabled(), "not while a member is live");
+  await api("DELETE", `/v1/groups/${group}/members/${joined.member_id}`, undefined, admin);
+  await statValue("Members").getByText("0", { exact: true }).waitFor();
+  await chartTitled("Total lag").getByText(/^Now 0 records behind/).waitFor();
+
+  await button("Reset offsets").click();
+  const dialog = page.getByRole("dialog");
+  await dialog.getByLabel("To", { exact: true }).selectOption("earliest");
+  await dialog.getByRole("button", { name: "Reset offsets" }).click(); // refused: not ticked
+  assert.ok(await dialog.isVisible());
+  await dialog.getByLabel("I mean it", { exact: true }).check();
+  await dialog.getByRole("button", { name: "Reset offsets" }).click();
+  await dialog.waitFor({ state: "detached" });
+  const stored = bounds.reduce((total, p) => total + p.high_watermark - p.log_start_offset, 0);
+  await statValue("Total lag").getByText(String(stored), { exact: true }).waitFor();
+  const lag = chartTitled("Total lag");
+  await lag.getByText(new RegExp(`^Now ${stored} records behind`)).waitFor();
+  assert.ok((await linePixels(lag)) > 20, "the lag line is drawn");
+  await screenshot("console-lag.png", cardTitled("Lag"));
+
+  // The next member starts from the earliest offsets: every stored record, once.
+  const seen = [];
+  let member;
+  for (let round = 0; round < 20 && seen.length < stored; round++) {
+    const batch = await api("POST", `/v1/groups/${group}/poll`, {
+      topics: ["payments"], member_id: member?.member_id, limit: 100,
+    }, admin);
+    member = batch;
+    seen.push(...batch.records.map((record) => `${record.partition}/${record.offset}`));
+  }
+  const expected = bounds.flatMap(({ partition, log_start_offset, high_watermark }) =>
+    Array.from({ length: high_watermark - log_start_offset }, (_, i) => `${partition}/${log_start_offset + i}`),
+  );
+  assert.deepEqual(seen.sort(), expected.sort());
+  await api("DELETE", `/v1/groups/${group}/members/${member.member_id}`, undefined, admin);
+});
+
 test("a token without the scope and a bad token are explained", async () => {
   await setToken(token("subscribe:other-*"));
   await show(`#/topics/${TOPIC}`);
@@ -336,7 +516,9 @@ test("at phone width no page scrolls sideways", async () => {
     [`#/topics/${TOPIC}`, page.locator(".stat").first()],
     [`#/tail/${TOPIC}`, page.locator(".badge", { hasText: "live" })],
     ["#/groups", page.locator("tbody tr").first()],
-    [`#/groups/${GROUP}`, page.locator(".stat").first()],
+    [`#/groups/${GROUP}`, page.locator("figure.chart canvas").first()],
+    ["#/cluster", page.locator("tbody tr").first()],
+    ["#/topics/clicks", page.locator("figure.chart canvas").first()],
   ]) {
     await show(hash);
     await ready.waitFor();

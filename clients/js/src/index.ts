@@ -1,7 +1,7 @@
 import type { BackoffOptions } from "./backoff.js";
 import { Consumer, type ConsumerOptions } from "./consumer.js";
 import { TidegateError } from "./errors.js";
-import { Http, type RetryOptions } from "./http.js";
+import { Http, type HttpRequest, type RetryOptions } from "./http.js";
 import {
   Socket,
   type ConnectionState,
@@ -12,14 +12,20 @@ import {
 } from "./socket.js";
 import { Tokens } from "./tokens.js";
 import type {
+  ClusterDetails,
   CreateTopic,
   FetchResponse,
   GroupDetails,
+  GroupList,
+  GroupStats,
   NewRecord,
   PublishedOffset,
+  SeekResponse,
   SeekTo,
+  TimestampOffset,
   TopicDetails,
   TopicList,
+  TopicStats,
   UpdateTopic,
 } from "./types.js";
 
@@ -68,14 +74,23 @@ export interface TidegateOptions {
   onConnectionState?: (state: ConnectionState) => void;
 }
 
-export interface PublishOptions {
-  /** Makes a retry of this publish (by the client, or by you with the same key) append
-   * nothing; generated when absent. */
-  idempotencyKey?: string;
+/** What every call takes: a signal that cancels it (it then fails with `closed`). */
+export interface CallOptions {
   signal?: AbortSignal;
 }
 
-export interface FetchOptions {
+export interface PublishOptions extends CallOptions {
+  /** Makes a retry of this publish (by the client, or by you with the same key) append
+   * nothing; generated when absent. */
+  idempotencyKey?: string;
+}
+
+export interface StatsOptions extends CallOptions {
+  /** How far back, in seconds (default: all the server keeps, `--stats-window-secs`). */
+  windowS?: number;
+}
+
+export interface FetchOptions extends CallOptions {
   offset?: number;
   limit?: number;
   maxBytes?: number;
@@ -85,7 +100,6 @@ export interface FetchOptions {
   key?: string;
   /** Only records whose value's JSON text contains this. */
   contains?: string;
-  signal?: AbortSignal;
 }
 
 /** A tidegate client: HTTP calls with retries, one WebSocket for every subscription. */
@@ -115,52 +129,57 @@ export class Tidegate {
     return this.socket.connectionState;
   }
 
-  async createTopic(name: string, config: Omit<CreateTopic, "name"> = {}): Promise<TopicDetails> {
-    const { body } = await this.http.request<TopicDetails>({
-      method: "POST",
-      path: "v1/topics",
-      body: { name, ...config },
-      repeatable: false,
-    });
-    return body;
+  async createTopic(name: string, config: Omit<CreateTopic, "name"> = {}, options: CallOptions = {}): Promise<TopicDetails> {
+    return this.call("POST", "v1/topics", { body: { name, ...config }, repeatable: false, ...options });
   }
 
-  async listTopics(): Promise<TopicList> {
-    return (await this.http.request<TopicList>({ method: "GET", path: "v1/topics", repeatable: true })).body;
+  async listTopics(options: CallOptions = {}): Promise<TopicList> {
+    return this.call("GET", "v1/topics", options);
   }
 
-  async describeTopic(topic: string): Promise<TopicDetails> {
-    return (await this.http.request<TopicDetails>({ method: "GET", path: topicPath(topic), repeatable: true })).body;
+  async describeTopic(topic: string, options: CallOptions = {}): Promise<TopicDetails> {
+    return this.call("GET", topicPath(topic), options);
   }
 
-  async updateTopic(topic: string, change: UpdateTopic): Promise<TopicDetails> {
-    return (await this.http.request<TopicDetails>({ method: "PATCH", path: topicPath(topic), body: change, repeatable: true }))
-      .body;
+  async updateTopic(topic: string, change: UpdateTopic, options: CallOptions = {}): Promise<TopicDetails> {
+    return this.call("PATCH", topicPath(topic), { body: change, ...options });
   }
 
-  async deleteTopic(topic: string): Promise<void> {
-    await this.http.request({ method: "DELETE", path: topicPath(topic), repeatable: false });
+  async deleteTopic(topic: string, options: CallOptions = {}): Promise<void> {
+    await this.call("DELETE", topicPath(topic), { repeatable: false, ...options });
+  }
+
+  /** Records and bytes in and out per sampling interval, oldest first. */
+  async topicStats(topic: string, options: StatsOptions = {}): Promise<TopicStats> {
+    return this.call("GET", `${topicPath(topic)}/stats`, { query: { window_s: options.windowS }, signal: options.signal });
+  }
+
+  /** The offset of the first record of a partition at or after `timestamp` (epoch ms). */
+  async offsetForTimestamp(
+    topic: string,
+    partition: number,
+    timestamp: number,
+    options: CallOptions = {},
+  ): Promise<TimestampOffset> {
+    return this.call("GET", `${topicPath(topic)}/partitions/${partition}/offsets`, { query: { timestamp }, ...options });
   }
 
   /** Publishes records together (all or none); answers their offsets in order. Retries on
    * network errors, 429 and 503 reuse one `Idempotency-Key`, so nothing is appended twice. */
   async publish(topic: string, records: NewRecord[], options: PublishOptions = {}): Promise<PublishedOffset[]> {
     const key = options.idempotencyKey ?? randomKey();
-    const { body } = await this.http.request<{ offsets: PublishedOffset[] }>({
-      method: "POST",
-      path: `${topicPath(topic)}/records`,
+    const body = await this.call<{ offsets: PublishedOffset[] }>("POST", `${topicPath(topic)}/records`, {
       body: { records },
       headers: { "Idempotency-Key": key },
-      repeatable: true,
       signal: options.signal,
     });
     return body.offsets;
   }
 
+  /** A page of a partition from `offset`; with `key` or `contains`, the matches among the
+   * records one call may scan (go on from `next_offset`). */
   async fetch(topic: string, partition: number, options: FetchOptions = {}): Promise<FetchResponse> {
-    const { body } = await this.http.request<FetchResponse>({
-      method: "GET",
-      path: `${topicPath(topic)}/partitions/${partition}/records`,
+    return this.call("GET", `${topicPath(topic)}/partitions/${partition}/records`, {
       query: {
         offset: options.offset,
         limit: options.limit,
@@ -169,11 +188,9 @@ export class Tidegate {
         key: options.key,
         contains: options.contains,
       },
-      repeatable: true,
       waitMs: options.waitMs,
       signal: options.signal,
     });
-    return body;
   }
 
   /** Records over the shared WebSocket, resumed from the cursor across reconnects. */
@@ -186,19 +203,43 @@ export class Tidegate {
     return new Consumer(this.http, group, options);
   }
 
-  async describeGroup(group: string): Promise<GroupDetails> {
-    return (await this.http.request<GroupDetails>({ method: "GET", path: groupPath(group), repeatable: true })).body;
+  async listGroups(options: CallOptions = {}): Promise<GroupList> {
+    return this.call("GET", "v1/groups", options);
+  }
+
+  async describeGroup(group: string, options: CallOptions = {}): Promise<GroupDetails> {
+    return this.call("GET", groupPath(group), options);
+  }
+
+  /** A group's total lag and each partition's, per sampling interval, oldest first. */
+  async groupStats(group: string, options: StatsOptions = {}): Promise<GroupStats> {
+    return this.call("GET", `${groupPath(group)}/stats`, { query: { window_s: options.windowS }, signal: options.signal });
   }
 
   /** Moves a group's committed offsets (for a group without live members, or they move on
    * at their next poll). */
-  async seek(group: string, topic: string, to: SeekTo): Promise<void> {
-    await this.http.request({ method: "POST", path: `${groupPath(group)}/seek`, body: { topic, to }, repeatable: true });
+  async seek(group: string, topic: string, to: SeekTo, options: CallOptions = {}): Promise<SeekResponse> {
+    return this.call("POST", `${groupPath(group)}/seek`, { body: { topic, to }, ...options });
+  }
+
+  /** The nodes, the controller, and the partitions whose ISR is short of their replicas. */
+  async cluster(options: CallOptions = {}): Promise<ClusterDetails> {
+    return this.call("GET", "v1/cluster", options);
   }
 
   /** Ends every subscription and the socket. */
   close(): void {
     this.socket.close();
+  }
+
+  /** One HTTP call answering its body; repeatable unless told otherwise (every GET, PATCH
+   * and seek may be sent again with the same effect). */
+  private async call<T>(
+    method: HttpRequest["method"],
+    path: string,
+    request: Partial<Omit<HttpRequest, "method" | "path">> = {},
+  ): Promise<T> {
+    return (await this.http.request<T>({ method, path, repeatable: true, ...request })).body;
   }
 }
 

@@ -22,6 +22,12 @@ export type GroupDetails = Schemas["GroupDetails"];
 export type CreateTopic = Schemas["CreateTopic"];
 export type UpdateTopic = Schemas["UpdateTopic"];
 export type SeekTo = Schemas["SeekTo"];
+export type SeekResponse = Schemas["SeekResponse"];
+export type GroupList = Schemas["GroupList"];
+export type TimestampOffset = Schemas["TimestampOffsetResponse"];
+export type TopicStats = Schemas["TopicStats"];
+export type GroupStats = Schemas["GroupStats"];
+export type ClusterDetails = Schemas["ClusterDetails"];
 
 /** Where a subscription starts: the newest end, the oldest, offsets per partition, or a
  * cursor from an earlier `records` (resume right after it). */
