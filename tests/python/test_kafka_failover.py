@@ -166,6 +166,17 @@ def assert_gateway_agrees(server, cluster: Cluster, kafka_topic: str, within: fl
         time.sleep(0.3)
 
 
+def console_cluster_page(server, expect_short: int) -> dict:
+    """What the console's cluster page shows in headless Chromium (tests/browser's
+    cluster-page.mjs); it also saves the page as docs/console-cluster-kafka.png."""
+    shown = subprocess.run(
+        ["node", "cluster-page.mjs", server.url, server.admin_token, str(expect_short),
+         str(ROOT / "docs" / "console-cluster-kafka.png")],
+        cwd=ROOT / "tests" / "browser", capture_output=True, text=True, timeout=90)
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout.strip().splitlines()[-1])
+
+
 def active_controller(cluster: Cluster) -> int | None:
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     try:
@@ -416,6 +427,17 @@ def test_broker_failover_loses_no_acknowledged_record_and_two_down_refuses_write
                             for u in view["under_replicated"]]
         # Every partition had a replica on the killed broker: every one is short now.
         assert sorted(p for p, _, _ in short_after_kill) == list(range(PARTITIONS)), view
+        # And the console's cluster page shows it: the killed node gone, every short
+        # partition highlighted, their count in the navigation.
+        page = console_cluster_page(server, expect_short=len(view["under_replicated"]))
+        assert sorted(int(n["id"]) for n in page["nodes"]) == sorted(n["id"] for n in view["nodes"]), page
+        assert str(victim) not in [n["id"] for n in page["nodes"]], page
+        shown_short = sorted((u["topic"], str(u["partition"]), str(u["leader"]))
+                             for u in view["under_replicated"])
+        assert sorted(tuple(row[:3]) for row in page["flagged"]) == shown_short, page
+        assert sorted(tuple(row[:3]) for row in page["under_replicated"]) == shown_short, page
+        assert all(f"out of sync: {victim}" in row[4] for row in page["flagged"]), page
+        assert page["nav_count"] == str(len(view["under_replicated"])), page
 
         phase_one = [a for a in traffic.snapshot() if a.ended <= phase_one_end]
         ready_phase_one = [p for p in list(traffic.ready_probes) if p[0] <= phase_one_end]
