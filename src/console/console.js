@@ -87,7 +87,8 @@ function table(columns, rows, footer) {
 
 /** Cells of a row; `flagged(cells)` marks a row that needs attention (a short ISR). */
 function row(columns, cells) {
-  return h("tr", { class: cells.flagged && "flagged" }, cells.map((cell, i) => h("td", { class: columns[i][1] }, cell)));
+  const tds = cells.map((cell, i) => h("td", { class: columns[i][1] }, cell));
+  return h("tr", { class: cells.flagged && "flagged" }, tds);
 }
 
 const flagged = (cells) => Object.assign(cells, { flagged: true });
@@ -438,85 +439,75 @@ const perSecond = (n) => `${n >= 100 ? count(Math.round(n)) : Number(n.toPrecisi
 const bytesPerSecond = (n) => `${bytes(n)}/s`;
 const recordsUnit = (n) => count(n);
 
-/** Two charts of a topic's traffic through this server (records and bytes, in and out per
- * second), from its stats route, redrawn every sampling interval. */
-async function trafficCard(name, signal) {
-  const records = lineChart("Records per second", perSecond, signal);
-  const volume = lineChart("Bytes per second", bytesPerSecond, signal);
+/** A card of charts that `draw(stats, span)` fills from `load()` (a stats route; `span`
+ * is how long its points cover, in words), now and at every sampling interval after. */
+async function chartsCard(title, hint, charts, signal, load, draw) {
   const status = h("div");
-  const draw = async () => {
-    const stats = await tg.topicStats(name, { signal });
-    const seconds = Math.max(1, stats.interval_s);
-    const times = stats.points.map((point) => point.time);
-    const rate = (pick) => stats.points.map((point) => pick(point) / seconds);
-    const sum = (pick) => stats.points.reduce((total, point) => total + pick(point), 0);
-    const over = `Over the last ${duration(stats.points.length * seconds * 1000)}`;
-    records.draw(
-      times,
-      [
-        { label: "in", values: rate((p) => p.records_in) },
-        { label: "out", values: rate((p) => p.records_out) },
-      ],
-      `${over}: ${count(sum((p) => p.records_in))} records in, ${count(sum((p) => p.records_out))} out.`,
-    );
-    volume.draw(
-      times,
-      [
-        { label: "in", values: rate((p) => p.bytes_in) },
-        { label: "out", values: rate((p) => p.bytes_out) },
-      ],
-      `${over}: ${bytes(sum((p) => p.bytes_in))} in, ${bytes(sum((p) => p.bytes_out))} out.`,
-    );
+  let seconds;
+  const refresh = async () => {
+    const stats = await load();
+    seconds = intervalOf(stats);
+    draw(stats, duration(stats.points.length * seconds * 1000));
     status.replaceChildren();
-    return seconds;
   };
-  const seconds = await draw();
-  keepFresh(status, signal, seconds * 1000, draw);
+  await refresh();
+  keepFresh(status, signal, seconds * 1000, refresh);
   return card(
-    "Traffic",
-    h("span", { class: "hint" }, `through this server, every ${duration(seconds * 1000)}`),
+    title,
+    h("span", { class: "hint" }, `${hint}, every ${duration(seconds * 1000)}`),
     status,
-    h("div", { class: "charts" }, records.figure, volume.figure),
+    h("div", { class: "charts" }, charts.map((chart) => chart.figure)),
   );
 }
 
-/** A group's total lag and each partition's (the first few), from its stats route. */
-async function lagCard(name, signal) {
+const intervalOf = (stats) => Math.max(1, stats.interval_s);
+
+/** Two charts of a topic's traffic through this server: records and bytes, in and out per
+ * second. */
+function trafficCard(name, signal) {
+  const records = lineChart("Records per second", perSecond, signal);
+  const volume = lineChart("Bytes per second", bytesPerSecond, signal);
+  const load = () => tg.topicStats(name, { signal });
+  return chartsCard("Traffic", "through this server", [records, volume], signal, load, (stats, span) => {
+    const times = stats.points.map((point) => point.time);
+    const rate = (pick) => stats.points.map((point) => pick(point) / intervalOf(stats));
+    const sum = (pick) => stats.points.reduce((total, point) => total + pick(point), 0);
+    const inAndOut = (field) => [
+      { label: "in", values: rate((p) => p[`${field}_in`]) },
+      { label: "out", values: rate((p) => p[`${field}_out`]) },
+    ];
+    const [recordsIn, recordsOut] = [sum((p) => p.records_in), sum((p) => p.records_out)];
+    const recordsText = `Over the last ${span}: ${count(recordsIn)} records in, ${count(recordsOut)} out.`;
+    records.draw(times, inAndOut("records"), recordsText);
+    const [bytesIn, bytesOut] = [sum((p) => p.bytes_in), sum((p) => p.bytes_out)];
+    volume.draw(times, inAndOut("bytes"), `Over the last ${span}: ${bytes(bytesIn)} in, ${bytes(bytesOut)} out.`);
+  });
+}
+
+/** A group's total lag and each partition's (the first few). */
+function lagCard(name, signal) {
   const total = lineChart("Total lag", recordsUnit, signal);
   const each = lineChart("Lag per partition", recordsUnit, signal);
-  const status = h("div");
-  const draw = async () => {
-    const stats = await tg.groupStats(name, { signal });
+  const load = () => tg.groupStats(name, { signal });
+  return chartsCard("Lag", "records behind", [total, each], signal, load, (stats, span) => {
     const times = stats.points.map((point) => point.time);
     const lags = stats.points.map((point) => point.lag).filter((lag) => lag != null);
-    const over = `over the last ${duration(stats.points.length * Math.max(1, stats.interval_s) * 1000)}`;
     total.draw(
       times,
       [{ label: "lag", values: stats.points.map((point) => point.lag) }],
       lags.length
-        ? `Now ${count(lags.at(-1))} records behind; at most ${count(Math.max(...lags))} ${over}.`
-        : `Nothing committed ${over}.`,
+        ? `Now ${count(lags.at(-1))} records behind; at most ${count(Math.max(...lags))} over the last ${span}.`
+        : `Nothing committed over the last ${span}.`,
     );
     const shown = stats.partitions.slice(0, PALETTE.length);
-    const hidden = stats.partitions.length - shown.length;
     each.draw(
       times,
       shown.map((p) => ({ label: `${p.topic}/${p.partition}`, values: p.lag })),
-      hidden > 0
+      shown.length < stats.partitions.length
         ? `The first ${shown.length} of ${stats.partitions.length} partitions; the table below has them all.`
-        : `${count(stats.partitions.length)} partitions with a committed offset ${over}.`,
+        : `${count(stats.partitions.length)} partitions with a committed offset over the last ${span}.`,
     );
-    status.replaceChildren();
-    return Math.max(1, stats.interval_s);
-  };
-  const seconds = await draw();
-  keepFresh(status, signal, seconds * 1000, draw);
-  return card(
-    "Lag",
-    h("span", { class: "hint" }, `records behind, every ${duration(seconds * 1000)}`),
-    status,
-    h("div", { class: "charts" }, total.figure, each.figure),
-  );
+  });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -968,7 +959,8 @@ function browseCard(topic, partitions, signal) {
     }
     const search = { key: elements.key.value || undefined, contains: elements.contains.value || undefined };
     const searching = search.key !== undefined || search.contains !== undefined;
-    const page = await tg.fetch(topic, partition, { offset: from, limit: Number(elements.limit.value), ...search, signal });
+    const limit = Number(elements.limit.value);
+    const page = await tg.fetch(topic, partition, { offset: from, limit, ...search, signal });
     const shown = searching ? searchResult(page, from ?? page.log_start_offset, goOn) : browseResult(page, goOn);
     results.replaceChildren(...shown);
   });
@@ -1278,7 +1270,9 @@ const CLUSTER_PARTITION_COLUMNS = [["Topic", "name"], ["Partition", "num"], ...R
 async function clusterView(main, signal) {
   const header = pageHeader({
     title: "Cluster",
-    subtitle: "Nodes, the controller, and each partition's leader, replicas and in-sync replicas. Refreshed every 5 seconds.",
+    subtitle:
+      "Nodes, the controller, and each partition's leader, replicas and in-sync replicas. " +
+      "Refreshed every 5 seconds.",
   });
   await refreshingPage(main, signal, header, 5000, async () => {
     const [cluster, { topics }] = await Promise.all([tg.cluster({ signal }), tg.listTopics({ signal })]);

@@ -355,3 +355,63 @@ describe("groups", () => {
     tg.close();
   });
 });
+
+/** Asks `check` every 200 ms until it answers true, for at most 20 s. */
+async function until(what, check) {
+  const deadline = Date.now() + 20_000;
+  while (!(await check())) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await sleep(200);
+  }
+}
+
+describe("what the console reads", () => {
+  let server;
+  before(async () => {
+    server = await startTidegate(["--stats-interval-secs", "1"]);
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test("offsets by time, search, stats, the cluster, groups and seek; a signal cancels a call", async () => {
+    const tg = client(server.url, { token: ADMIN });
+    await tg.createTopic("watched");
+    const before = Date.now();
+    await tg.publish("watched", [{ key: "a", value: { n: 1 } }, { key: "b", value: { n: 2 } }]);
+    const at = await tg.offsetForTimestamp("watched", 0, before - 60_000);
+    assert.equal(at.offset, 0);
+    const found = await tg.fetch("watched", 0, { key: "b" });
+    assert.deepEqual(found.records.map((r) => r.value), [{ n: 2 }]);
+    assert.equal((await tg.fetch("watched", 0, { contains: '"n":1' })).records[0].key, "a");
+
+    await until("the traffic in the stats", async () => {
+      const stats = await tg.topicStats("watched", { windowS: 30 });
+      return stats.interval_s === 1 && stats.points.reduce((sum, p) => sum + p.records_in, 0) === 2;
+    });
+    const cluster = await tg.cluster();
+    assert.deepEqual(cluster.nodes.map((n) => n.id), [0]);
+    assert.equal(cluster.controller, 0);
+    assert.deepEqual(cluster.under_replicated, []);
+
+    const consumer = tg.consumer("watchers", { topics: ["watched"], autoOffsetReset: "earliest", autoCommit: false });
+    let polled = 0;
+    await until("both records polled", async () => (polled += (await consumer.poll())?.records.length ?? 0) === 2);
+    await consumer.commit();
+    await consumer.close();
+    assert.deepEqual((await tg.listGroups()).groups.map((g) => g.group), ["watchers"]);
+    const moved = await tg.seek("watchers", "watched", "earliest");
+    assert.deepEqual(moved.offsets, [{ partition: 0, offset: 0 }]);
+    await until("the lag in the group's stats", async () => {
+      const stats = await tg.groupStats("watchers", { windowS: 30 });
+      return stats.points.at(-1)?.lag === 2 && stats.partitions[0]?.lag.at(-1) === 2;
+    });
+
+    const cancel = new AbortController();
+    const waiting = tg.fetch("watched", 0, { offset: 2, waitMs: 10_000, signal: cancel.signal });
+    setTimeout(() => cancel.abort(), 100);
+    const started = Date.now();
+    await assert.rejects(waiting, (error) => error instanceof TidegateError && error.code === "closed");
+    assert.ok(Date.now() - started < 5000, "cancelled, not waited out");
+  });
+});
