@@ -1,5 +1,6 @@
 // The package as shipped: types generated from the server's committed API documents, the
-// browser bundle's size and self-containment, and an `npm pack` that installs and imports.
+// browser bundle's size and self-containment, a README naming every method, and an
+// `npm pack` that installs and imports.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -25,6 +26,19 @@ test("the browser bundle is self-contained and at most 10 KB minified and gzippe
   assert.match(bundle, /export\s*\{/, "an ES module");
   const gzipped = gzipSync(bundle, { level: 9 }).length;
   assert.ok(gzipped <= 10 * 1024, `${gzipped} bytes gzipped`);
+});
+
+test("the README documents every public method of the client", async () => {
+  const { Tidegate } = await import("../dist/index.js");
+  const declarations = readFileSync(join(PACKAGE, "dist", "index.d.ts"), "utf8");
+  const readme = readFileSync(join(PACKAGE, "README.md"), "utf8");
+  const methods = Object.getOwnPropertyNames(Tidegate.prototype).filter(
+    (name) => name !== "constructor" && !new RegExp(`private ${name}\\b`).test(declarations),
+  );
+  assert.ok(methods.includes("cluster") && !methods.includes("call"), `methods: ${methods}`);
+  const getter = (name) => Object.getOwnPropertyDescriptor(Tidegate.prototype, name).get !== undefined;
+  const missing = methods.filter((name) => !readme.includes(getter(name) ? `\`${name}\`` : `\`${name}(`));
+  assert.deepEqual(missing, [], "methods missing from README.md's table");
 });
 
 test("the bundle the example page and the console load is this build (npm run vendor)", () => {
