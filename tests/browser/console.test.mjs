@@ -490,6 +490,23 @@ test("a group's lag is charted, and a memberless group's offsets reset to where 
   );
   assert.deepEqual(seen.sort(), expected.sort());
   await api("DELETE", `/v1/groups/${group}/members/${member.member_id}`, undefined, admin);
+
+  // To a time after every record: the high watermarks; to offset 0: the start again.
+  const resetTo = async (target, fill) => {
+    await button("Reset offsets").click();
+    await dialog.getByLabel("To", { exact: true }).selectOption(target);
+    await fill?.();
+    await dialog.getByLabel("I mean it", { exact: true }).check();
+    await dialog.getByRole("button", { name: "Reset offsets" }).click();
+    await dialog.waitFor({ state: "detached" });
+  };
+  await statValue("Members").getByText("0", { exact: true }).waitFor();
+  await resetTo("time", () => dialog.getByLabel("Time", { exact: true }).fill("2100-01-01T00:00:00"));
+  await statValue("Total lag").getByText("0", { exact: true }).waitFor();
+  await resetTo("offset", () => dialog.getByLabel("Offset", { exact: true }).fill("0"));
+  await statValue("Total lag").getByText(String(stored), { exact: true }).waitFor();
+  const { partitions } = await api("GET", `/v1/groups/${group}`, undefined, admin);
+  assert.deepEqual(partitions.map((p) => p.committed_offset), bounds.map(() => 0));
 });
 
 test("a token without the scope and a bad token are explained", async () => {
