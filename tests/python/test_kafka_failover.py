@@ -430,7 +430,8 @@ def test_broker_failover_loses_no_acknowledged_record_and_two_down_refuses_write
         # And the console's cluster page shows it: the killed node gone, every short
         # partition highlighted, their count in the navigation.
         page = console_cluster_page(server, expect_short=len(view["under_replicated"]))
-        assert sorted(int(n["id"]) for n in page["nodes"]) == sorted(n["id"] for n in view["nodes"]), page
+        assert sorted(int(n["id"]) for n in page["nodes"]) == \
+            sorted(n["id"] for n in view["nodes"]), page
         assert str(victim) not in [n["id"] for n in page["nodes"]], page
         shown_short = sorted((u["topic"], str(u["partition"]), str(u["leader"]))
                              for u in view["under_replicated"])
