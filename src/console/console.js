@@ -439,15 +439,17 @@ const perSecond = (n) => `${n >= 100 ? count(Math.round(n)) : Number(n.toPrecisi
 const bytesPerSecond = (n) => `${bytes(n)}/s`;
 const recordsUnit = (n) => count(n);
 
-/** A card of charts that `draw(stats, span)` fills from `load()` (a stats route; `span`
- * is how long its points cover, in words), now and at every sampling interval after. */
+/** A card of charts that `draw(stats, times, span)` fills from `load()` (a stats route;
+ * `times` are its points' times in ms, `span` how long they cover, in words), now and at
+ * every sampling interval after. */
 async function chartsCard(title, hint, charts, signal, load, draw) {
   const status = h("div");
   let seconds;
   const refresh = async () => {
     const stats = await load();
     seconds = intervalOf(stats);
-    draw(stats, duration(stats.points.length * seconds * 1000));
+    const times = stats.points.map((point) => point.time);
+    draw(stats, times, duration(stats.points.length * seconds * 1000));
     status.replaceChildren();
   };
   await refresh();
@@ -468,8 +470,7 @@ function trafficCard(name, signal) {
   const records = lineChart("Records per second", perSecond, signal);
   const volume = lineChart("Bytes per second", bytesPerSecond, signal);
   const load = () => tg.topicStats(name, { signal });
-  return chartsCard("Traffic", "through this server", [records, volume], signal, load, (stats, span) => {
-    const times = stats.points.map((point) => point.time);
+  return chartsCard("Traffic", "through this server", [records, volume], signal, load, (stats, times, span) => {
     const rate = (pick) => stats.points.map((point) => pick(point) / intervalOf(stats));
     const sum = (pick) => stats.points.reduce((total, point) => total + pick(point), 0);
     const inAndOut = (field) => [
@@ -489,8 +490,7 @@ function lagCard(name, signal) {
   const total = lineChart("Total lag", recordsUnit, signal);
   const each = lineChart("Lag per partition", recordsUnit, signal);
   const load = () => tg.groupStats(name, { signal });
-  return chartsCard("Lag", "records behind", [total, each], signal, load, (stats, span) => {
-    const times = stats.points.map((point) => point.time);
+  return chartsCard("Lag", "records behind", [total, each], signal, load, (stats, times, span) => {
     const lags = stats.points.map((point) => point.lag).filter((lag) => lag != null);
     total.draw(
       times,
@@ -1360,7 +1360,8 @@ function render() {
   viewing = new AbortController();
   tg.close();
   tg = newClient();
-  refreshClusterCount();
+  // The cluster page sets the count itself, from the same answer it shows.
+  if (section !== "cluster") refreshClusterCount();
   const { signal } = viewing;
   document.querySelectorAll("dialog").forEach((dialog) => dialog.close());
   for (const link of document.querySelectorAll(".nav a")) {
